@@ -1,0 +1,17 @@
+"""Errors a user can cause, each with a message that says what is wrong, where, and how to fix it."""
+
+
+class ConnectorConfigError(Exception):
+    """A spec or connection file is invalid. `problems` holds one line per problem found."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class ExtractError(Exception):
+    """An extract run failed: the message names the connector, the system and the cause, never a secret."""
+
+
+class TransportError(Exception):
+    """Talking to an outside system (SFTP, FTP, S3, SMTP, folder) failed; the message carries no secret."""

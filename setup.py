@@ -1,0 +1,44 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="connector-pipelines",
+    version="0.1.0",
+    description="Data connectors declared in YAML, run and watched in Dagster: extracts, integrations, imports",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(exclude=["connector_pipelines_tests*", "bench*"]),
+    include_package_data=True,
+    install_requires=[
+        "dagster>=1.13,<1.14",
+        "dagster-webserver>=1.13,<1.14",
+        "dagster-postgres>=0.29,<0.30",
+        "pandas>=2.2",
+        "pyarrow>=17",
+        "sqlalchemy>=2.0",
+        "requests>=2.31",
+        "paramiko>=3.4",
+        "boto3>=1.34",
+        "great-expectations>=1.0",
+        "pydantic>=2.7",
+        "pyyaml>=6",
+        # Drivers for the SQL sources we document and test: PostgreSQL's psycopg2 also comes with
+        # dagster-postgres; PyMySQL is pure Python and speaks to MariaDB/MySQL.
+        "psycopg2-binary>=2.9",
+        "pymysql>=1.1",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "moto[server]>=5",
+            "pyftpdlib>=1.5.9",
+            "aiosmtpd>=1.4",
+            "asyncssh>=2.14",
+            "ruff>=0.5",
+        ],
+    },
+    entry_points={
+        "console_scripts": ["connector-pipelines=connector_pipelines.cli:main"],
+    },
+)
