@@ -1,0 +1,36 @@
+"""Connections -> Dagster resources, one per named connection (the resource key is the connection name)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from connector_pipelines.spec.models import Connection, SqlConnection, env_var_name
+from connector_pipelines.transports.registry import build_file_resource
+from connector_pipelines.transports.sql import SqlResource
+
+
+def build_resources(connections: dict[str, Connection], base_dir: Path) -> dict[str, dg.ConfigurableResource]:
+    return {name: build_resource(connection, base_dir) for name, connection in connections.items()}
+
+
+def build_resource(connection: Connection, base_dir: Path) -> dg.ConfigurableResource:
+    if isinstance(connection, SqlConnection):
+        return SqlResource(
+            url=_resolve_sqlite_path(connection.url, base_dir),
+            password=dg.EnvVar(env_var_name(connection.password)) if connection.password else None,
+        )
+    return build_file_resource(connection, base_dir)
+
+
+def _resolve_sqlite_path(url: str, base_dir: Path) -> str:
+    """`sqlite:///var/demo.db` is relative to the project root, not to wherever Dagster was started."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        path = Path(parsed.database)
+        if not path.is_absolute():
+            return parsed.set(database=str((base_dir / path).resolve())).render_as_string(hide_password=False)
+    return url
