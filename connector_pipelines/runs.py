@@ -71,13 +71,15 @@ def launch_extract(
             f"extract '{name}': the query filters by :window_start/:window_end; give --window START..END"
         )
 
+    # Our own progress lines are INFO; Dagster's step-by-step DEBUG events stay in the UI's run logs.
+    run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
     ensure_dagster_home(project.base_dir)
     job = definitions_for(project).resolve_job_def(job_name(name, custom=custom))
     owned = instance is None
     instance = instance or dg.DagsterInstance.get()
     try:
         result = job.execute_in_process(
-            instance=instance, run_config=run_config or None, partition_key=partition_key, tags=tags,
+            instance=instance, run_config=run_config, partition_key=partition_key, tags=tags,
             raise_on_error=False,
         )
     finally:

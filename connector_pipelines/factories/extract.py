@@ -54,7 +54,7 @@ def build_extract_defs(
     main_spec = translator.get_asset_spec(ConnectorAssetData(loaded, "file", connections))
     main_asset = _file_asset(connector, main_spec, partitions_def, base_dir)
     assets = [main_asset]
-    jobs = [dg.define_asset_job(job_name(connector.name), selection=[main_spec.key], partitions_def=partitions_def)]
+    jobs = [dg.define_asset_job(job_name(connector.name), selection=[main_spec.key])]
     if partitions_def is not None:
         custom_spec = translator.get_asset_spec(ConnectorAssetData(loaded, "custom_file", connections))
         assets.append(_file_asset(connector, custom_spec, None, base_dir))
@@ -162,7 +162,7 @@ def _file_asset(connector: ExtractConnector, asset_spec: dg.AssetSpec, partition
                 source=source,
                 transports=transports,
                 window=window,
-                run_id=context.run_id,
+                run_id=context.run.run_id,
                 partition_key=partition_label,
                 staging_dir=storage_dir(base_dir) / "staging",
                 secrets=_secret_values(resources.values()),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -44,13 +45,7 @@ class ConnectorTranslator:
             tags=dict(spec.tags),
             kinds=self._kinds(data),
             code_version=spec_fingerprint(data.connector),
-            metadata={
-                "dagster/code_references": dg.CodeReferencesMetadataValue(
-                    code_references=[
-                        dg.LocalFileCodeReference(file_path=str(data.connector.path.resolve()), line_number=1)
-                    ]
-                ),
-            },
+            metadata={"dagster/code_references": _code_reference(data.connector.path)},
         )
 
     def _description(self, data: ConnectorAssetData) -> str:
@@ -72,6 +67,15 @@ class ConnectorTranslator:
             if connection is not None:
                 kinds.add(_TRANSPORT_KINDS[connection.type])
         return set(sorted(kinds)[:10])
+
+
+def _code_reference(path) -> dg.CodeReferencesMetadataValue:
+    """Links the asset to its YAML file in the UI. The classes are marked beta; their warning is noise here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.CodeReferencesMetadataValue(
+            code_references=[dg.LocalFileCodeReference(file_path=str(path.resolve()), line_number=1)]
+        )
 
 
 def spec_fingerprint(connector: LoadedConnector) -> str:

@@ -1,0 +1,39 @@
+# The two commands a new user needs: `make demo` and `make test`. Both set everything up from a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install demo ui test lint bench-extract clean
+
+$(INSTALLED): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+## demo: seed the demo warehouse and run every demo connector through Dagster (SQLite storage, local folders)
+demo: install
+	$(BIN)/connector-pipelines demo
+
+## ui: open the Dagster UI on http://127.0.0.1:3000
+ui: install
+	$(BIN)/connector-pipelines ui
+
+## test: the whole suite against real servers on loopback (PostgreSQL, MariaDB, SFTP, S3, FTP, SMTP)
+test: install
+	$(BIN)/connector-pipelines validate
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check connector_pipelines connector_pipelines_tests bench
+	$(BIN)/ruff format --check connector_pipelines connector_pipelines_tests bench
+
+## bench-extract: 5M rows from PostgreSQL (ROWS=... to scale), beside PostgreSQL's own COPY
+bench-extract: install
+	$(BIN)/python bench/extract.py
+
+clean:
+	rm -rf var .pytest_cache
