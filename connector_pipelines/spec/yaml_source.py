@@ -10,6 +10,8 @@ import yaml
 
 from connector_pipelines.errors import ConnectorConfigError
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
 
 @dataclass(frozen=True)
 class YamlDocument:
@@ -22,8 +24,8 @@ class YamlDocument:
     def line_of(self, location: tuple[str | int, ...]) -> int:
         """The 1-based line of the deepest node on `location` that exists in the file.
 
-        Locations from pydantic may contain steps the YAML does not have (a union tag such as `sftp`),
-        which are skipped.
+        A step the file does not have (a missing field, a default) is skipped, so the line is that of the
+        nearest written ancestor: where the user has to add the missing key.
         """
         node = self.root
         if node is None:
@@ -37,6 +39,16 @@ class YamlDocument:
             line = (key_node or node).start_mark.line + 1
         return line
 
+    def has(self, location: tuple[str | int, ...]) -> bool:
+        """Whether every step of `location` is written in the file."""
+        node = self.root
+        for step in location:
+            child = _child(node, step) if node is not None else None
+            if child is None:
+                return False
+            node = child[1]
+        return node is not None
+
 
 def _child(node: yaml.Node, step: str | int) -> tuple[yaml.Node | None, yaml.Node] | None:
     if isinstance(node, yaml.MappingNode):
@@ -48,19 +60,38 @@ def _child(node: yaml.Node, step: str | int) -> tuple[yaml.Node | None, yaml.Nod
     return None
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a key written twice in one mapping (PyYAML keeps the last silently)."""
+def _duplicate_keys(root: yaml.Node | None) -> list[tuple[str, int, int]]:
+    """(dotted path, line, first line) of every key written twice in one mapping.
 
-    def construct_mapping(self, node, deep=False):
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}' (first written on line {seen[key]})", key_node.start_mark
-                )
-            seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)
+    PyYAML keeps the last value silently, so a duplicated key is a setting the user believes in but that
+    never applies. Checked on the node tree, which still has both keys and knows their paths.
+    """
+    found: list[tuple[str, int, int]] = []
+    seen_nodes: set[int] = set()
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if id(node) in seen_nodes:  # an alias points back at a node already walked
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[tuple[str, str], int] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == MERGE_TAG:
+                    continue
+                key = (key_node.tag, key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in first_line:
+                    found.append((".".join((*path, key_node.value)), line, first_line[key]))
+                else:
+                    first_line[key] = line
+                walk(value_node, (*path, key_node.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*path, str(index)))
+
+    if root is not None:
+        walk(root, ())
+    return found
 
 
 def display_path(path: Path) -> str:
@@ -71,22 +102,64 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+def _syntax_problem(exc: yaml.MarkedYAMLError) -> tuple[int, str]:
+    """The line to blame and a message that says what to change, for PyYAML's terse parser errors."""
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark else 1
+    column = f" (column {mark.column + 1})" if mark else ""
+    problem = exc.problem or "invalid YAML"
+    context = exc.context or ""
+    if "quoted scalar" in context and "end of stream" in problem and exc.context_mark is not None:
+        # The parser only notices at the end of the file; the user needs the line the quote opened on.
+        return exc.context_mark.line + 1, "a quoted value starts here and its closing quote is missing; close it"
+    if problem.startswith("mapping values are not allowed here"):
+        return line, (
+            f"unexpected ':'{column}; this line is indented deeper than the key above it, "
+            "or an unquoted value contains ': ' and needs quotes"
+        )
+    if "but found '<block mapping start>'" in problem or "but found '?'" in problem:
+        return line, (
+            f"this line{column} does not line up with the keys around it; indent each key by the same "
+            "number of spaces as its siblings"
+        )
+    if "but found '<scalar>'" in problem:
+        return line, f"unexpected text{column} after a value; quote the whole value"
+    if problem.startswith("found unknown escape character"):
+        return line, (
+            f"a backslash{column} starts an unknown escape in a double-quoted value; use single quotes, "
+            "or write the backslash twice"
+        )
+    if "'\\t'" in problem:
+        return line, f"a tab character{column}; YAML indents with spaces only"
+    return line, f"{problem}{column}; check indentation (spaces), quoting and colons"
+
+
 def read_yaml(path: Path) -> YamlDocument:
-    """Parse one YAML file; syntax errors become a ConnectorConfigError naming the file and line."""
+    """Parse one YAML file; syntax errors and duplicate keys become a ConnectorConfigError naming the line."""
+    where = display_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConnectorConfigError([f"{display_path(path)}:1 cannot be read: {exc}"]) from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConnectorConfigError([f"{where}:1 (file): cannot be read: {reason}; save it as UTF-8 text"]) from None
+    loader = yaml.SafeLoader(text)
     try:
-        root = yaml.compose(text, Loader=_UniqueKeyLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        root = loader.get_single_node()
+        duplicates = _duplicate_keys(root)
+        if duplicates:
+            raise ConnectorConfigError(
+                [
+                    f"{where}:{line} {field}: key written twice (first on line {first}); YAML keeps only the "
+                    "last value, so remove one of them"
+                    for field, line, first in duplicates
+                ]
+            )
+        data = loader.construct_document(root) if root is not None else None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        problem = exc.problem or "invalid YAML"
-        raise ConnectorConfigError(
-            [f"{display_path(path)}:{line} YAML syntax: {problem}; check indentation, quoting and colons"]
-        ) from None
+        line, message = _syntax_problem(exc)
+        raise ConnectorConfigError([f"{where}:{line} YAML syntax: {message}"]) from None
     except yaml.YAMLError as exc:
-        raise ConnectorConfigError([f"{display_path(path)}:1 YAML syntax: {exc}"]) from None
+        raise ConnectorConfigError([f"{where}:1 YAML syntax: {exc}"]) from None
+    finally:
+        loader.dispose()
     return YamlDocument(path=path, data=data, root=root)
