@@ -33,6 +33,7 @@ setup(
             "pytest-timeout>=2.3",
             "moto[server]>=5",
             "pyftpdlib>=1.5.9",
+            "pyopenssl>=25",  # pyftpdlib needs it for the FTPS test server
             "aiosmtpd>=1.4",
             "asyncssh>=2.14",
             "ruff>=0.5",
