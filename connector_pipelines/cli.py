@@ -154,9 +154,11 @@ def ui(port: int, resources: Path | None) -> None:
     from connector_pipelines.dagster_home import ensure_dagster_home
 
     project = _load(resources)
-    ensure_dagster_home(project.base_dir)
+    home = ensure_dagster_home(project.base_dir)
     os.environ[RESOURCES_ENV] = str(project.resources_dir.resolve())
     workspace = project.base_dir / "workspace.yaml"
+    # Started from DAGSTER_HOME so Dagster does not mistake the project's template dagster.yaml for the instance's.
+    os.chdir(home)
     click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     os.execvp(sys.executable, [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-p", str(port),
                                "-h", "127.0.0.1"])
