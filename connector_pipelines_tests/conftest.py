@@ -1,3 +1,3 @@
 """Shared fixtures. Server fixtures (SFTP, S3, FTP, SMTP) live in servers/ and start real servers on loopback."""
 
-pytest_plugins = ["connector_pipelines_tests.servers.fixtures"]
+pytest_plugins = ["connector_pipelines_tests.servers.fixtures", "connector_pipelines_tests.extract_fixtures"]

@@ -19,7 +19,7 @@ from connector_pipelines.delivery.windows import parse_window
 from connector_pipelines.errors import ExtractError
 from connector_pipelines.sources.sql import Window
 from connector_pipelines.spec.loader import SECRET_FIELDS, LoadedConnector
-from connector_pipelines.spec.models import Connection, ExtractConnector, ExtractSchedule
+from connector_pipelines.spec.models import PRESET_CADENCES, Connection, ExtractConnector, ExtractSchedule
 from connector_pipelines.factories.translator import ConnectorAssetData, ConnectorTranslator
 
 STORAGE_ENV = "CONNECTOR_PIPELINES_STORAGE"
@@ -107,7 +107,8 @@ def _schedule(connector: ExtractConnector, job, partitions_def) -> dg.ScheduleDe
         )
     if schedule.rolling:
         return _rolling_schedule(name, job, partitions_def, schedule, status)
-    timing = {"minute_of_hour": schedule.minute_of_hour}
+    # A cron cadence fires on its own cron; Dagster refuses timing arguments for it.
+    timing = {"minute_of_hour": schedule.minute_of_hour} if schedule.cadence in PRESET_CADENCES else {}
     if schedule.cadence in ("daily", "weekly", "monthly"):
         timing["hour_of_day"] = schedule.hour_of_day
     return dg.build_schedule_from_partitioned_job(job, name=name, default_status=status, **timing)
@@ -193,7 +194,8 @@ def _run_window(context: dg.AssetExecutionContext, config: ExtractRunConfig, par
     if partitions_def is not None:
         time_window = context.partition_time_window
         keys = context.partition_key_range
-        label = keys.start if keys.start == keys.end else f"{keys.start}..{keys.end}"
+        # Not "start..end": file names may not contain "..", and {partition_key} may name the file.
+        label = keys.start if keys.start == keys.end else f"{keys.start}_{keys.end}"
         return Window(time_window.start, time_window.end), label
     if config.window_start or config.window_end:
         if not (config.window_start and config.window_end):

@@ -98,19 +98,14 @@ def stream_batches(
     producer.start()
     reader_file = open(read_fd, "rb", buffering=0)
     try:
-        reader = pa_csv.open_csv(
-            pa.input_stream(reader_file),
-            read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=CSV_BLOCK_BYTES),
-            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-            convert_options=pa_csv.ConvertOptions(
-                column_types=schema,
-                true_values=["t"],
-                false_values=["f"],
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-                timestamp_parsers=[pa_csv.ISO8601],
-            ),
-        )
+        reader = _open_csv_stream(reader_file, schema)
+        if reader is None:
+            producer.join()
+            if failure:
+                raise failure[0]
+            # No rows: COPY wrote nothing, which pyarrow refuses as "Empty CSV file". An empty batch still
+            # carries the columns (a Parquet file gets its schema).
+            reader = iter([pa.RecordBatch.from_pylist([], schema=schema)])
         yield from reader
     except BaseException:
         reader_file.close()  # unblocks a producer still writing (it gets a broken pipe)
@@ -123,6 +118,31 @@ def stream_batches(
     producer.join()
     if failure:
         raise failure[0]
+
+
+def _open_csv_stream(reader_file, schema: pa.Schema):
+    """pyarrow's streaming CSV reader over the COPY output, or None when the stream holds no bytes at all."""
+    try:
+        return pa_csv.open_csv(
+            pa.input_stream(reader_file),
+            read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=CSV_BLOCK_BYTES),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=schema,
+                # COPY writes NULL as an unquoted empty field and nothing else; pyarrow's default list would
+                # also turn text such as 'NULL', 'NA' or 'nan' into NULL.
+                null_values=[""],
+                true_values=["t"],
+                false_values=["f"],
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=False,
+                timestamp_parsers=[pa_csv.ISO8601],
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):
+            return None
+        raise
 
 
 def _session_timezone(cursor) -> str:

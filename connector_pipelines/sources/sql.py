@@ -79,7 +79,12 @@ class SqlSource:
         if self._engine is None:
             connect_args: dict = {}
             if self.dialect == "postgresql":
-                connect_args["options"] = f"-c TimeZone={self.timezone}"
+                # connect_args replaces the URL's own `?options=...` (e.g. -csearch_path=...): keep those too.
+                configured = self._url.query.get("options")
+                if isinstance(configured, tuple):
+                    configured = " ".join(configured)
+                timezone_option = f"-c TimeZone={self.timezone}"
+                connect_args["options"] = f"{configured} {timezone_option}" if configured else timezone_option
                 connect_args["connect_timeout"] = 15
             self._engine = sa.create_engine(self._url, connect_args=connect_args, pool_pre_ping=True)
         return self._engine
@@ -140,6 +145,11 @@ class SqlSource:
                 yield pa.RecordBatch.from_arrays(
                     [_to_array(c, f.type, f.name) for c, f in zip(columns, schema)], schema=schema
                 )
+            if schema is None:
+                # No rows, but still columns: an empty batch gives the file its header (CSV) or schema (Parquet),
+                # as PostgreSQL's path does.
+                schema = pa.schema([pa.field(n, pa.string()) for n in names])
+                yield pa.RecordBatch.from_arrays([pa.array([], pa.string()) for _ in names], schema=schema)
 
     def _raw_connection(self):
         return _RawConnection(self.engine)
@@ -187,7 +197,8 @@ def _infer_type(values) -> pa.DataType:
     if isinstance(sample, bool):
         return pa.bool_()
     if isinstance(sample, int):
-        return pa.int64()
+        # SQLite's NUMERIC affinity keeps 10.0 as the integer 10 beside 10.5 as a real: any float makes it float.
+        return pa.float64() if any(isinstance(v, float) for v in values) else pa.int64()
     if isinstance(sample, float):
         return pa.float64()
     if isinstance(sample, decimal.Decimal):
@@ -205,13 +216,17 @@ def _infer_type(values) -> pa.DataType:
 
 
 def _to_array(values, arrow_type: pa.DataType, name: str) -> pa.Array:
+    misfit = ValueError(
+        f"column '{name}' holds values that do not fit its type {arrow_type} (seen in the first rows); "
+        "cast it in the query, for example CAST({name} AS TEXT)".replace("{name}", name)
+    )
+    if pa.types.is_integer(arrow_type) and any(isinstance(v, float) and not v.is_integer() for v in values):
+        # pyarrow would silently truncate 10.5 to 10 in an integer column.
+        raise misfit
     try:
         return pa.array(values, type=arrow_type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
         if pa.types.is_string(arrow_type):
             # The first batch held only NULLs (typed as text), or SQLite mixed types in one column: keep as text.
             return pa.array([None if v is None else str(v) for v in values], type=pa.string())
-        raise ValueError(
-            f"column '{name}' holds values that do not fit its type {arrow_type} (seen in the first rows); "
-            "cast it in the query, for example CAST({name} AS TEXT)".replace("{name}", name)
-        ) from None
+        raise misfit from None
