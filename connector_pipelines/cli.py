@@ -54,8 +54,10 @@ def validate(resources: Path | None) -> None:
             click.echo(problem, err=True)
         click.echo(f"{len(exc.problems)} problem(s) found.", err=True)
         sys.exit(EXIT_FAILED)
-    click.echo(f"OK: {len(project.connectors)} connector(s), {len(project.connections)} connection(s) in "
-               f"{project.resources_dir}")
+    click.echo(
+        f"OK: {len(project.connectors)} connector(s), {len(project.connections)} connection(s) in "
+        f"{project.resources_dir}"
+    )
 
 
 @main.command(name="list")
@@ -78,7 +80,8 @@ def list_connectors(resources: Path | None) -> None:
                 when = "manual"
             elif spec.partitioned:
                 when = f"{schedule.cadence} from {schedule.inception_date}" + (
-                    f", rolling {schedule.rolling}" if schedule.rolling else "")
+                    f", rolling {schedule.rolling}" if schedule.rolling else ""
+                )
             else:
                 when = f"cron {cron_for(schedule)}"
             state = "on" if loaded.spec.enabled and (schedule is None or schedule.enabled) else "off"
@@ -91,7 +94,7 @@ def list_connectors(resources: Path | None) -> None:
                 if moment:
                     import datetime as dt
 
-                    started = dt.datetime.fromtimestamp(moment, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+                    started = dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
             rows.append((loaded.name, loaded.kind, when, state, started, last.status.value if last else "never run"))
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -160,8 +163,10 @@ def ui(port: int, resources: Path | None) -> None:
     # Started from DAGSTER_HOME so Dagster does not mistake the project's template dagster.yaml for the instance's.
     os.chdir(home)
     click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    os.execvp(sys.executable, [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-p", str(port),
-                               "-h", "127.0.0.1"])
+    os.execvp(
+        sys.executable,
+        [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-p", str(port), "-h", "127.0.0.1"],
+    )
 
 
 @main.command()

@@ -12,7 +12,9 @@ from connector_pipelines.factories.translator import ConnectorTranslator
 from connector_pipelines.spec.loader import Project, load_project
 
 
-def build_definitions(resources_dir: Path | None = None, translator: ConnectorTranslator | None = None) -> dg.Definitions:
+def build_definitions(
+    resources_dir: Path | None = None, translator: ConnectorTranslator | None = None
+) -> dg.Definitions:
     """Load and validate every spec (all problems reported at once), then build each connector's objects."""
     return definitions_for(load_project(resources_dir), translator)
 

@@ -47,8 +47,11 @@ def launch_extract(
         custom = spec.partitioned
         part = "custom_file" if custom else "file"
         op_name = "__".join(["extract", name, part])
-        run_config = {"ops": {op_name: {"config": {"window_start": parsed.start.isoformat(),
-                                                   "window_end": parsed.end.isoformat()}}}}
+        run_config = {
+            "ops": {
+                op_name: {"config": {"window_start": parsed.start.isoformat(), "window_end": parsed.end.isoformat()}}
+            }
+        }
     elif spec.partitioned:
         partitions_def = partitions_for(spec.schedule)
         keys = partitions_def.get_partition_keys()
@@ -79,7 +82,10 @@ def launch_extract(
     instance = instance or dg.DagsterInstance.get()
     try:
         result = job.execute_in_process(
-            instance=instance, run_config=run_config, partition_key=partition_key, tags=tags,
+            instance=instance,
+            run_config=run_config,
+            partition_key=partition_key,
+            tags=tags,
             raise_on_error=False,
         )
     finally:
@@ -89,8 +95,10 @@ def launch_extract(
     for event in result.get_asset_materialization_events():
         metadata = {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}
     if result.success:
-        echo(f"run {result.run_id} succeeded: {metadata.get('rows', 0):,} rows, {metadata.get('bytes', 0):,} bytes "
-             f"-> {metadata.get('uri')}")
+        echo(
+            f"run {result.run_id} succeeded: {metadata.get('rows', 0):,} rows, {metadata.get('bytes', 0):,} bytes "
+            f"-> {metadata.get('uri')}"
+        )
     else:
         echo(f"run {result.run_id} failed: {failure_message(result)}")
     return RunOutcome(success=result.success, run_id=result.run_id, metadata=metadata)

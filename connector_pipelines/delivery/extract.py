@@ -35,12 +35,15 @@ class ExtractResult:
 
 
 def render_file_name(
-    connector: ExtractConnector, window: Window | None, run_id: str, partition_key: str | None,
+    connector: ExtractConnector,
+    window: Window | None,
+    run_id: str,
+    partition_key: str | None,
     now: dt.datetime | None = None,
 ) -> str:
     """The file name from the spec's template (validated at load time), or a sensible default."""
     spec = connector.extract
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     template = spec.file_name
     if template is None:
         if window is not None:
@@ -115,8 +118,9 @@ def run_extract(
     )
 
 
-def _query_to_file(connector: ExtractConnector, source: SqlSource, window: Window | None, path: Path,
-                   secrets: tuple[str, ...]) -> WrittenFile:
+def _query_to_file(
+    connector: ExtractConnector, source: SqlSource, window: Window | None, path: Path, secrets: tuple[str, ...]
+) -> WrittenFile:
     spec = connector.extract
     params = source.window_parameters(spec.source.query, window)
     try:
@@ -131,8 +135,13 @@ def _query_to_file(connector: ExtractConnector, source: SqlSource, window: Windo
         ) from None
 
 
-def _upload_everywhere(connector: ExtractConnector, written: WrittenFile, transports: Mapping[str, FileTransport],
-                       secrets: tuple[str, ...], log: Callable[[str], None]) -> list[str]:
+def _upload_everywhere(
+    connector: ExtractConnector,
+    written: WrittenFile,
+    transports: Mapping[str, FileTransport],
+    secrets: tuple[str, ...],
+    log: Callable[[str], None],
+) -> list[str]:
     uris: list[str] = []
     for destination in connector.extract.destinations:
         transport = transports[destination.connection]

@@ -96,15 +96,14 @@ def write_extract_file(source: SqlSource, spec: ExtractSpec, params: dict, path:
                 rows = source.copy_csv(query, params, stream, delimiter=delimiter, header=spec.csv.header)
                 preview: list[dict[str, str]] = []
             else:
-                rows, schema, preview = _write_batches(
-                    source.stream_batches(query, params), spec, stream, delimiter
-                )
+                rows, schema, preview = _write_batches(source.stream_batches(query, params), spec, stream, delimiter)
     finally:
         sink.close()
     if spec.format in ("csv", "tsv") and not preview and rows:
         preview = read_csv_preview(path, schema.names, delimiter, spec.csv.header, spec.compression == "gzip")
-    return WrittenFile(path=path, rows=rows, bytes=sink.bytes_written, sha256=sink.sha256, schema=schema,
-                       preview=preview)
+    return WrittenFile(
+        path=path, rows=rows, bytes=sink.bytes_written, sha256=sink.sha256, schema=schema, preview=preview
+    )
 
 
 def _write_batches(
@@ -137,9 +136,7 @@ def _open_writer(spec: ExtractSpec, stream, schema: pa.Schema, delimiter: str):
     return pa_csv.CSVWriter(
         stream,
         schema,
-        write_options=pa_csv.WriteOptions(
-            include_header=spec.csv.header, delimiter=delimiter, quoting_style="needed"
-        ),
+        write_options=pa_csv.WriteOptions(include_header=spec.csv.header, delimiter=delimiter, quoting_style="needed"),
     )
 
 

@@ -48,8 +48,13 @@ def run_demo(resources_dir: Path, *, scale: float = 1.0, echo: Callable[[str], N
             shown = " ".join(f"--{k} {v}" for k, v in options.items())
             echo(f"   connector-pipelines run {name} {shown}".rstrip())
             try:
-                outcome = launch_extract(project, project.connector(name), instance=instance,
-                                         echo=lambda line: echo(f"     {line}"), **options)
+                outcome = launch_extract(
+                    project,
+                    project.connector(name),
+                    instance=instance,
+                    echo=lambda line: echo(f"     {line}"),
+                    **options,
+                )
             except ExtractError as exc:
                 echo(f"     {exc}")
                 ok = False
@@ -58,7 +63,9 @@ def run_demo(resources_dir: Path, *, scale: float = 1.0, echo: Callable[[str], N
     echo(f"3. Files written under {outbox}:")
     for path in sorted(p for p in outbox.rglob("*") if p.is_file()):
         echo(f"   {path.relative_to(outbox)}  ({path.stat().st_size:,} bytes)")
-    echo(f"Demo {'finished' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s. "
-         "Open the Dagster UI with `make ui` (http://127.0.0.1:3000) to see the runs, the asset graph, "
-         "partitions, schedules and each file's metadata.")
+    echo(
+        f"Demo {'finished' if ok else 'FAILED'} in {time.perf_counter() - started:.1f}s. "
+        "Open the Dagster UI with `make ui` (http://127.0.0.1:3000) to see the runs, the asset graph, "
+        "partitions, schedules and each file's metadata."
+    )
     return ok

@@ -6,7 +6,6 @@ The query and the upload are fused into one asset: rows stream from the database
 and a separate "data set" asset would only write the same rows a second time.
 """
 
-
 import datetime as dt
 import os
 from collections.abc import Mapping
@@ -17,10 +16,10 @@ import dagster as dg
 from connector_pipelines.delivery.extract import ExtractResult, run_extract
 from connector_pipelines.delivery.windows import parse_window
 from connector_pipelines.errors import ExtractError
+from connector_pipelines.factories.translator import ConnectorAssetData, ConnectorTranslator
 from connector_pipelines.sources.sql import Window
 from connector_pipelines.spec.loader import SECRET_FIELDS, LoadedConnector
 from connector_pipelines.spec.models import PRESET_CADENCES, Connection, ExtractConnector, ExtractSchedule
-from connector_pipelines.factories.translator import ConnectorAssetData, ConnectorTranslator
 
 STORAGE_ENV = "CONNECTOR_PIPELINES_STORAGE"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -102,7 +101,10 @@ def _schedule(connector: ExtractConnector, job, partitions_def) -> dg.ScheduleDe
     name = f"{job_name(connector.name)}_schedule"
     if partitions_def is None:
         return dg.ScheduleDefinition(
-            name=name, job=job, cron_schedule=cron_for(schedule), execution_timezone=schedule.timezone,
+            name=name,
+            job=job,
+            cron_schedule=cron_for(schedule),
+            execution_timezone=schedule.timezone,
             default_status=status,
         )
     if schedule.rolling:
@@ -117,10 +119,14 @@ def _schedule(connector: ExtractConnector, job, partitions_def) -> dg.ScheduleDe
 def _rolling_schedule(name, job, partitions_def, schedule: ExtractSchedule, status) -> dg.ScheduleDefinition:
     """Each tick sends the last N complete windows in one run (a single-run partition range)."""
     count = schedule.rolling
-    cron = partitions_def.get_cron_schedule(
-        minute_of_hour=schedule.minute_of_hour,
-        hour_of_day=schedule.hour_of_day if schedule.cadence in ("daily", "weekly", "monthly") else None,
-    ) if schedule.cadence in ("hourly", "daily", "weekly", "monthly") else partitions_def.cron_schedule
+    cron = (
+        partitions_def.get_cron_schedule(
+            minute_of_hour=schedule.minute_of_hour,
+            hour_of_day=schedule.hour_of_day if schedule.cadence in ("daily", "weekly", "monthly") else None,
+        )
+        if schedule.cadence in ("hourly", "daily", "weekly", "monthly")
+        else partitions_def.cron_schedule
+    )
 
     @dg.schedule(name=name, job=job, cron_schedule=cron, execution_timezone=schedule.timezone, default_status=status)
     def rolling_schedule(context: dg.ScheduleEvaluationContext):
@@ -138,9 +144,13 @@ def _file_asset(connector: ExtractConnector, asset_spec: dg.AssetSpec, partition
     timezone = spec.schedule.timezone if spec.schedule else "UTC"
     resource_keys = {spec.source.connection} | {d.connection for d in spec.destinations}
     check_specs = (
-        [dg.AssetCheckSpec("not_empty", asset=asset_spec.key, blocking=True,
-                           description="The window must hold at least one row")]
-        if spec.checks.not_empty else []
+        [
+            dg.AssetCheckSpec(
+                "not_empty", asset=asset_spec.key, blocking=True, description="The window must hold at least one row"
+            )
+        ]
+        if spec.checks.not_empty
+        else []
     )
 
     @dg.multi_asset(
@@ -176,15 +186,22 @@ def _file_asset(connector: ExtractConnector, asset_spec: dg.AssetSpec, partition
             source.dispose()
             for transport in transports.values():
                 transport.close()
-        checks = [
-            dg.AssetCheckResult(
-                check_name="not_empty", asset_key=asset_spec.key, passed=result.rows > 0,
-                metadata={"rows": dg.MetadataValue.int(result.rows)},
-                description=None if result.rows else "the window holds no rows",
-            )
-        ] if spec.checks.not_empty else []
-        return dg.MaterializeResult(asset_key=asset_spec.key, metadata=materialization_metadata(result),
-                                    check_results=checks)
+        checks = (
+            [
+                dg.AssetCheckResult(
+                    check_name="not_empty",
+                    asset_key=asset_spec.key,
+                    passed=result.rows > 0,
+                    metadata={"rows": dg.MetadataValue.int(result.rows)},
+                    description=None if result.rows else "the window holds no rows",
+                )
+            ]
+            if spec.checks.not_empty
+            else []
+        )
+        return dg.MaterializeResult(
+            asset_key=asset_spec.key, metadata=materialization_metadata(result), check_results=checks
+        )
 
     return extract_file
 
@@ -244,4 +261,3 @@ def _secret_values(resources) -> tuple[str, ...]:
             if isinstance(value, str) and value:
                 values.append(value)
     return tuple(values)
-

@@ -76,9 +76,7 @@ def copy_csv(connection, query: str, params: dict, out: BinaryIO, *, delimiter: 
         return cursor.rowcount
 
 
-def stream_batches(
-    connect: Callable, query: str, params: dict, schema: pa.Schema
-) -> Iterator[pa.RecordBatch]:
+def stream_batches(connect: Callable, query: str, params: dict, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """Yield Arrow batches parsed from a COPY stream that a producer thread writes into a pipe.
 
     The pipe bounds memory: the producer blocks while the parser is busy. A failure on either side stops
@@ -160,4 +158,3 @@ def _arrow_type(column, timezone: str) -> pa.DataType:
         return pa.decimal128(column.precision, column.scale or 0)
     # Unconstrained numeric (no precision) is kept as exact text rather than rounded into a float.
     return pa.string()
-

@@ -48,8 +48,9 @@ class SqlSource:
     time-zone-aware types the window bounds are bound as wall-clock times in that zone.
     """
 
-    def __init__(self, url: str, password: str | None = None, *, timezone: str = "UTC",
-                 batch_rows: int = DEFAULT_BATCH_ROWS):
+    def __init__(
+        self, url: str, password: str | None = None, *, timezone: str = "UTC", batch_rows: int = DEFAULT_BATCH_ROWS
+    ):
         parsed = make_url(url)
         if password:
             parsed = parsed.set(password=password)

@@ -11,7 +11,7 @@ import datetime as dt
 import re
 import string
 import zoneinfo
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -74,9 +74,7 @@ class SqlConnection(StrictModel):
                 "(or sqlite:///path/to/file.db)"
             ) from None
         if parsed.password:
-            raise ValueError(
-                "the URL holds a password; remove it from the URL and set `password: ${DB_PASSWORD}`"
-            )
+            raise ValueError("the URL holds a password; remove it from the URL and set `password: ${DB_PASSWORD}`")
         return url
 
 
@@ -176,7 +174,7 @@ class FolderConnection(StrictModel):
 
 
 Connection = Annotated[
-    Union[SqlConnection, S3Connection, SftpConnection, FtpConnection, SmtpConnection, FolderConnection],
+    SqlConnection | S3Connection | SftpConnection | FtpConnection | SmtpConnection | FolderConnection,
     Field(discriminator="type"),
 ]
 FILE_TRANSPORT_TYPES = ("s3", "sftp", "ftp", "smtp", "folder")
@@ -321,11 +319,11 @@ class ExtractSpec(StrictModel):
             raise ValueError(f"not a valid template ({exc}); write fields as {{window_start:%Y%m%d}}") from None
         for field in fields:
             if field not in FILE_NAME_FIELDS:
-                raise ValueError(
-                    f"unknown field '{{{field}}}'; allowed: {', '.join(sorted(FILE_NAME_FIELDS))}"
-                )
+                raise ValueError(f"unknown field '{{{field}}}'; allowed: {', '.join(sorted(FILE_NAME_FIELDS))}")
         if "/" in template or "\\" in template or template.startswith("."):
-            raise ValueError("a file name may not contain '/' or '\\' or start with '.'; set the folder on the destination")
+            raise ValueError(
+                "a file name may not contain '/' or '\\' or start with '.'; set the folder on the destination"
+            )
         return template
 
     @model_validator(mode="after")
