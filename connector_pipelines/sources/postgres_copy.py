@@ -94,7 +94,9 @@ def stream_batches(connect: Callable, query: str, params: dict, schema: pa.Schem
 
     producer = threading.Thread(target=produce, name="postgres-copy", daemon=True)
     producer.start()
-    reader_file = open(read_fd, "rb", buffering=0)
+    # Buffered, so each read returns a whole block rather than whatever the pipe holds (64 KB): small reads
+    # would make small batches, and small batches make slow Parquet files with thousands of row groups.
+    reader_file = open(read_fd, "rb", buffering=CSV_BLOCK_BYTES)
     try:
         reader = _open_csv_stream(reader_file, schema)
         if reader is None:

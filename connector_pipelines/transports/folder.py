@@ -84,11 +84,17 @@ class FolderClient:
         final = target_dir / remote_name
         temporary = target_dir / f".{remote_name}.part"
         try:
-            with open(local_path, "rb") as source, open(temporary, "wb") as sink:
-                shutil.copyfileobj(source, sink, _COPY_BUFFER)
-                sink.flush()
-                # The rename is only as durable as the data it points at.
-                os.fsync(sink.fileno())
+            temporary.unlink(missing_ok=True)
+            try:
+                # Same file system as the staging folder: a hard link publishes the finished file without
+                # copying its bytes a second time.
+                os.link(local_path, temporary)
+            except OSError:
+                with open(local_path, "rb") as source, open(temporary, "wb") as sink:
+                    shutil.copyfileobj(source, sink, _COPY_BUFFER)
+                    sink.flush()
+                    # The rename is only as durable as the data it points at.
+                    os.fsync(sink.fileno())
             os.replace(temporary, final)
         except OSError as exc:
             temporary.unlink(missing_ok=True)
