@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """Extract benchmark: PostgreSQL -> file -> destination, beside PostgreSQL's own COPY into a file.
 
-An extract of ROWS rows (default 5,000,000; a mix of ints, decimals, timestamps and text, about 100 bytes a row
+An extract of ROWS rows (default 5,000,000; a mix of ints, decimals, timestamps and text, about 110 bytes a row
 as CSV) runs through the extract's own code path (`connector_pipelines.delivery.extract.run_extract`) to a
 local-folder destination as CSV, gzip CSV and Parquet, and then as Parquet to a local S3-compatible server
 (moto). The baseline, measured in the same run, is `psql -c "COPY (query) TO STDOUT (FORMAT csv)" > file`:
 PostgreSQL formatting the rows itself into a file, the practical limit for getting them out.
 
-Each measured case runs in its own subprocess, which reports its own peak RSS (getrusage), so one case's
-memory does not colour the next. The baseline is timed twice and the better run kept; ours too when
-ROWS <= 5,000,000 (once above that).
+Each measured case runs in its own subprocess, which reports its own peak RSS (VmHWM, else getrusage), so one
+case's memory does not colour the next. The baseline is timed twice and the better run kept; ours too when
+ROWS <= 5,000,000 (once above that). A PostgreSQL advisory lock makes concurrent runs wait for each other.
 
     python bench/extract.py                  # 5,000,000 rows
     ROWS=200000 python bench/extract.py      # a quick check
@@ -185,6 +185,33 @@ def ensure_table(url: str, rows: int) -> float:
     seconds = time.perf_counter() - started
     log(f"table ready in {seconds:.1f}s")
     return seconds
+
+
+class RunLock:
+    """A PostgreSQL advisory lock held for the whole run, so two runs (say ROWS=200000 and the full size) wait
+    for each other instead of rebuilding the shared table under each other's feet."""
+
+    KEY = 0x62656E6368_01  # "bench" + 1: bench/extract.py
+
+    def __init__(self, url: str):
+        self._url = url
+        self._connection = None
+
+    def __enter__(self) -> RunLock:
+        import psycopg2
+
+        self._connection = psycopg2.connect(**_libpq_args(self._url))
+        self._connection.autocommit = True
+        with self._connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", (self.KEY,))
+            if not cursor.fetchone()[0]:
+                log("another bench/extract.py run holds the benchmark table; waiting for it to finish...")
+                cursor.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._connection is not None:
+            self._connection.close()  # ends the session, which releases the lock
 
 
 def _libpq_args(url: str) -> dict:
@@ -639,6 +666,12 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-extract-", dir=args.tmp_dir))
     try:
+        lock = RunLock(args.pg_url).__enter__()
+    except Exception as exc:  # noqa: BLE001 - PostgreSQL unreachable: report and exit non-zero
+        shutil.rmtree(workdir, ignore_errors=True)
+        print(f"error: cannot reach PostgreSQL at {args.pg_url}: {str(exc).strip()}", file=sys.stderr)
+        return 1
+    try:
         ensure_table(args.pg_url, rows)
         query = literal_query(args.pg_url)
         baseline = run_baseline(args.pg_url, query, workdir, rows)
@@ -654,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        lock.__exit__(None, None, None)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -17,7 +17,7 @@ class TransportError(Exception):
     """Talking to an outside system (SFTP, FTP, S3, SMTP, folder) failed; the message carries no secret."""
 
 
-def redact(message: str, secrets: tuple[str, ...] | list[str]) -> str:
+def redact(message: str, secrets) -> str:
     """Replace every known secret value in a message by '***' (a last line of defence, not the first)."""
     for secret in secrets:
         if secret and len(secret) >= 4:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from connector_pipelines.errors import TransportError
+from connector_pipelines.errors import TransportError, redact  # noqa: F401 - re-exported for the transports
 from connector_pipelines.spec.models import FileDestination
 from connector_pipelines.transports.base import UploadReceipt
 
@@ -43,14 +43,6 @@ def folder_parts(folder: str, system: str) -> list[str]:
     if ".." in parts or any("\x00" in part for part in parts):
         raise TransportError(f"{system}: the destination folder {folder!r} may not contain '..'")
     return parts
-
-
-def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace every secret value found in `text`: server and library messages may echo what we sent."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
 
 
 def check_resolved(resource: dg.ConfigurableResource, secret_fields: Iterable[str], system: str) -> None:
