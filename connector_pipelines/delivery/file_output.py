@@ -162,7 +162,7 @@ class _ParquetRowGroupWriter:
     def _flush(self) -> None:
         if self._pending:
             table = pa.Table.from_batches(self._pending, schema=self._schema)
-            self._writer.write_table(table, row_group_size=PARQUET_ROW_GROUP_ROWS)
+            self._writer.write_table(table, row_group_size=max(self._pending_rows, 1))  # one group, no leftover split
             self._pending, self._pending_rows = [], 0
 
     def close(self) -> None:

@@ -81,6 +81,9 @@ class FolderClient:
                 # Same file system as the staging folder: a hard link publishes the finished file without
                 # copying its bytes a second time.
                 os.link(local_path, temporary)
+                # The rename is only as durable as the data it points at (the staging file was never synced).
+                with open(temporary, "rb") as linked:
+                    os.fsync(linked.fileno())
             except OSError:
                 with open(local_path, "rb") as source, open(temporary, "wb") as sink:
                     shutil.copyfileobj(source, sink, _COPY_BUFFER)
