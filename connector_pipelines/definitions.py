@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from connector_pipelines.factories.extract import build_extract_defs
+from connector_pipelines.factories.integration import build_integration_defs
 from connector_pipelines.factories.resources import build_resources
 from connector_pipelines.factories.translator import ConnectorTranslator
 from connector_pipelines.spec.loader import Project, load_project
@@ -20,8 +21,9 @@ def build_definitions(
 
 
 def definitions_for(project: Project, translator: ConnectorTranslator | None = None) -> dg.Definitions:
+    builders = {"extract": build_extract_defs, "integration": build_integration_defs}
     per_connector = [
-        build_extract_defs(loaded, project.connections, project.base_dir, translator)
+        builders[loaded.kind](loaded, project.connections, project.base_dir, translator)
         for loaded in project.connectors.values()
     ]
     return dg.Definitions.merge(

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from connector_pipelines.spec.models import Connection, SqlConnection, env_var_name
+from connector_pipelines.spec.models import Connection, HttpConnection, SqlConnection, env_var_name
+from connector_pipelines.transports.http_resource import HttpResource
 from connector_pipelines.transports.registry import build_file_resource
 from connector_pipelines.transports.sql import SqlResource
 
@@ -21,6 +22,8 @@ def build_resource(connection: Connection, base_dir: Path) -> dg.ConfigurableRes
             url=_resolve_sqlite_path(connection.url, base_dir),
             password=dg.EnvVar(env_var_name(connection.password)) if connection.password else None,
         )
+    if isinstance(connection, HttpConnection):
+        return HttpResource(connection_json=connection.model_dump_json(), base_dir=str(base_dir))
     return build_file_resource(connection, base_dir)
 
 

@@ -51,12 +51,22 @@ class ConnectorTranslator:
     def _description(self, data: ConnectorAssetData) -> str:
         spec = data.connector.spec
         text = spec.description or f"{spec.kind} {spec.name}"
+        if spec.kind == "integration":
+            configuration = next((c for c in spec.integration.configurations if c.name == data.part), None)
+            if configuration is None:
+                return text + "\n\nThe records read this run (a Parquet snapshot per run)."
+            return text + f"\n\nConfiguration {configuration.name} ({configuration.sync_mode}). " + (
+                configuration.description or ""
+            )
         if data.part == "custom_file":
             text += "\n\nCustom-window runs: set window_start and window_end in the run config."
         return text
 
     def _kinds(self, data: ConnectorAssetData) -> set[str]:
-        extract = data.connector.spec.extract
+        spec = data.connector.spec
+        if spec.kind == "integration":
+            return self._integration_kinds(data)
+        extract = spec.extract
         kinds = {_FORMAT_KINDS[extract.format]}
         source = data.connections.get(extract.source.connection)
         if source is not None and source.type == "sql":
@@ -67,6 +77,15 @@ class ConnectorTranslator:
             if connection is not None:
                 kinds.add(_TRANSPORT_KINDS[connection.type])
         return set(sorted(kinds)[:10])
+
+    def _integration_kinds(self, data: ConnectorAssetData) -> set[str]:
+        integration = data.connector.spec.integration
+        kinds = {"parquet"} if data.part == "data_set" else {"http"}
+        source = data.connections.get(integration.data_set.connection)
+        if source is not None and source.type == "sql":
+            backend = make_url(source.url).get_backend_name()
+            kinds.add(_DIALECT_KINDS.get(backend, backend))
+        return kinds
 
 
 def _code_reference(path) -> dg.CodeReferencesMetadataValue:

@@ -27,20 +27,26 @@ from connector_pipelines.spec.models import (
     FILE_TRANSPORT_TYPES,
     NAME_PATTERN,
     Connection,
+    BatchSpec,
     ConnectionsFile,
+    Connector,
+    DataSet,
     ExtractConnector,
     ExtractSchedule,
     ExtractSpec,
+    IntegrationConnector,
+    IntegrationSpec,
+    MappingRuleSpec,
     S3Connection,
     SmtpConnection,
 )
 from connector_pipelines.spec.yaml_source import YamlDocument, display_path, read_yaml
 
 RESOURCES_ENV = "CONNECTOR_PIPELINES_RESOURCES"
-SECRET_FIELDS = {"password", "private_key", "access_key_id", "secret_access_key", "token"}
+SECRET_FIELDS = {"password", "private_key", "access_key_id", "secret_access_key", "token", "client_secret", "value"}
 CONNECTOR_MODELS: dict[str, type[BaseModel]] = dict(AVAILABLE_KINDS)
 EMAIL_ONLY_FIELDS = ("to", "cc", "subject", "body")
-CONNECTION_TYPES = ("sql", *FILE_TRANSPORT_TYPES)
+CONNECTION_TYPES = ("sql", *FILE_TRANSPORT_TYPES, "http")
 
 # A model validator reports on the whole model; these say which of its fields the user has to change, so
 # the error points at that line. Candidates are tried in order; the first one written in the file wins.
@@ -53,6 +59,13 @@ RULE_FIELDS: dict[tuple[type[BaseModel], str], tuple[tuple[str, ...], ...]] = {
     (ExtractConnector, "a scheduled full extract"): (("extract", "source", "query"),),
     (S3Connection, "set both access_key_id"): (("access_key_id",), ("secret_access_key",)),
     (SmtpConnection, "choose starttls"): (("ssl",),),
+    (MappingRuleSpec, "set exactly one of"): (("constant",), ("expression",), ("source",)),
+    (DataSet, "set either query or table"): (("table",), ("query",)),
+    (IntegrationSpec, "configuration names must be unique"): (("configurations",),),
+    (IntegrationSpec, "roles need data_set.owner"): (("roles",),),
+    (IntegrationSpec, "on_delete needs"): (("triggers",),),
+    (IntegrationSpec, "on_create/on_update sensors"): (("triggers",),),
+    (IntegrationSpec, "configuration '"): (("configurations",),),
 }
 
 
@@ -68,7 +81,7 @@ def default_resources_dir() -> Path:
 class LoadedConnector:
     """A validated connector with the file it came from."""
 
-    spec: ExtractConnector
+    spec: Connector
     path: Path
 
     @property
@@ -163,7 +176,7 @@ def _load_connector(path: Path) -> tuple[LoadedConnector, YamlDocument]:
     where = display_path(path)
     data = doc.data
     if data is None:
-        raise _one_problem(where, 1, "(file)", "the file is empty; write a connector that starts with `kind: extract`")
+        raise _one_problem(where, 1, "(file)", "the file is empty; write a connector that starts with `kind:` (extract or integration)")
     if not isinstance(data, dict):
         raise _one_problem(
             where,
@@ -216,7 +229,6 @@ def _check_references(
 ) -> None:
     """Connections named by a connector must exist and be of a type that fits where they are used."""
     where = display_path(loaded.path)
-    spec = loaded.spec.extract
     problems: list[str] = []
 
     def check(location: tuple, name: str, allowed: tuple[str, ...], role: str) -> None:
@@ -237,6 +249,12 @@ def _check_references(
                 f"use a connection of type {', '.join(allowed)}" + (f" ({', '.join(fitting)})" if fitting else "")
             )
 
+    if isinstance(loaded.spec, IntegrationConnector):
+        _check_integration(loaded.spec.integration, doc, where, check, problems)
+        if problems:
+            raise ConnectorConfigError(problems)
+        return
+    spec = loaded.spec.extract
     check(("extract", "source", "connection"), spec.source.connection, ("sql",), "run a query")
     for index, destination in enumerate(spec.destinations):
         location = ("extract", "destinations", index)
@@ -264,6 +282,75 @@ def _check_references(
                     )
     if problems:
         raise ConnectorConfigError(problems)
+
+
+def _check_integration(spec: IntegrationSpec, doc: YamlDocument, where: str, check, problems: list[str]) -> None:
+    """Connections, and what a configuration refers to: target fields, lookups, template placeholders."""
+    from connector_pipelines.delivery.templates import check_fields, placeholders
+    from connector_pipelines.mapping.expressions import parse_expression
+
+    root = ("integration",)
+    check((*root, "data_set", "connection"), spec.data_set.connection, ("sql",), "run a query")
+    check((*root, "target", "connection"), spec.target.connection, ("http",), "receive records")
+    fields = {f.name: f for f in spec.target.fields}
+    for index, configuration in enumerate(spec.configurations):
+        at = (*root, "configurations", index)
+        mapped: set[str] = set()
+        for rule_index, rule in enumerate(configuration.mapping):
+            rule_at = (*at, "mapping", rule_index)
+            shown = ".".join(str(s) for s in (*rule_at, "target"))
+            if rule.target not in fields:
+                problems.append(
+                    f"{where}:{doc.line_of((*rule_at, 'target'))} {shown}: '{rule.target}' is not a target field"
+                    f"{_did_you_mean(rule.target, fields)}; declare it under integration.target.fields "
+                    f"(fields: {', '.join(fields)})"
+                )
+            elif rule.target in mapped:
+                problems.append(
+                    f"{where}:{doc.line_of((*rule_at, 'target'))} {shown}: '{rule.target}' is mapped twice; keep one"
+                )
+            mapped.add(rule.target)
+            if rule.expression:
+                for name in sorted(parse_expression(rule.expression).lookups - set(configuration.lookups)):
+                    problems.append(
+                        f"{where}:{doc.line_of((*rule_at, 'expression'))} {'.'.join(str(s) for s in rule_at)}.expression: "
+                        f"lookup '{name}' is not declared{_did_you_mean(name, configuration.lookups)}; add it under "
+                        "`lookups:` of this configuration (table, key, value)"
+                    )
+        for name, field_spec in fields.items():
+            if field_spec.required and name not in mapped:
+                problems.append(
+                    f"{where}:{doc.line_of((*at, 'mapping'))} {'.'.join(str(s) for s in at)}.mapping: the required "
+                    f"target field '{name}' has no mapping; add `- target: {name}` with a source, expression or constant"
+                )
+        for lookup_name, lookup in configuration.lookups.items():
+            if lookup.connection:
+                check((*at, "lookups", lookup_name, "connection"), lookup.connection, ("sql",), "hold a lookup table")
+        for part in ("request", "update"):
+            request = getattr(configuration, part)
+            if request is None:
+                continue
+            for piece in ("path", "body", "headers"):
+                location = (*at, part, piece)
+                label = f"{where}:{doc.line_of(location)} {'.'.join(str(s) for s in location)}"
+                problems.extend(check_fields(getattr(request, piece), mapped, label))
+        if configuration.delete is not None:
+            location = (*at, "delete")
+            extra = placeholders(configuration.delete.path) | placeholders(configuration.delete.body)
+            extra -= {"key", "target_ref"}
+            if extra:
+                problems.append(
+                    f"{where}:{doc.line_of((*location, 'path'))} {'.'.join(str(s) for s in location)}: a delete "
+                    f"request can use only {{{{key}}}} and {{{{target_ref}}}} (the record is gone from the data set); "
+                    f"found {', '.join('{{' + e + '}}' for e in sorted(extra))}"
+                )
+        if configuration.batch is not None:
+            location = (*at, "batch", "body")
+            if "records" not in placeholders(configuration.batch.body):
+                problems.append(
+                    f"{where}:{doc.line_of(location)} {'.'.join(str(s) for s in location)}: the batch body needs a "
+                    '"{{records}}" placeholder where the list of records goes, e.g. {"records": "{{records}}"}'
+                )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,353 @@
+"""The delivery ledger: what each record's last delivery was, and every attempt ever made.
+
+Two tables, through SQLAlchemy Core, so the ledger lives in SQLite by default and in PostgreSQL in production:
+- `cp_delivery_records`: one row per (connector, configuration, record key): the fingerprint last delivered, the
+  status, the current version and its idempotency key, the target's reference for the record.
+- `cp_delivery_attempts`: append-only, one row per outcome (delivered, failed, skipped): the audit trail.
+
+Writes are batched, one transaction per chunk of records (a commit per record is three times slower here).
+The order is what makes delivery exactly-once: records are marked `in_flight` with their idempotency key and
+committed *before* the request leaves, and their outcome is committed after. A run killed in between leaves
+`in_flight` rows; the next run resends those with the same idempotency key (the target answers a repeated key
+with its stored response instead of applying it twice) or, with `recovery: hold`, marks them failed for review.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+LEDGER_URL_ENV = "CONNECTOR_PIPELINES_LEDGER_URL"
+EXCERPT_CHARS = 500
+_CHUNK = 2000
+
+STATUSES = ("pending", "in_flight", "delivered", "failed", "skipped")
+
+metadata = sa.MetaData()
+records_table = sa.Table(
+    "cp_delivery_records",
+    metadata,
+    sa.Column("connector", sa.String(64), primary_key=True),
+    sa.Column("configuration", sa.String(64), primary_key=True),
+    sa.Column("record_key", sa.String(512), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("operation", sa.String(16), nullable=False),
+    sa.Column("fingerprint", sa.String(32)),  # of the version being (or last) handled
+    sa.Column("delivered_fingerprint", sa.String(32)),  # of the version the target holds; NULL: none/deleted
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("idempotency_key", sa.String(64)),
+    sa.Column("batch_key", sa.String(64)),  # the batch request an in-flight record went out in
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("target_ref", sa.String(256)),
+    sa.Column("run_id", sa.String(64)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("delivered_at", sa.DateTime(timezone=True)),
+)
+attempts_table = sa.Table(
+    "cp_delivery_attempts",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("connector", sa.String(64), nullable=False),
+    sa.Column("configuration", sa.String(64), nullable=False),
+    sa.Column("record_key", sa.String(512), nullable=False),
+    sa.Column("operation", sa.String(16), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("idempotency_key", sa.String(64)),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("response_excerpt", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("target_ref", sa.String(256)),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_cp_attempts_record", "connector", "configuration", "record_key"),
+    sa.Index("ix_cp_attempts_run", "run_id"),
+)
+
+
+def idempotency_key(connector: str, configuration: str, record_key: str, fingerprint: str, version: int) -> str:
+    """Stable for one version of one record, so a resend after a crash carries the key of the first send.
+
+    The version is in it because a record may change back to an earlier payload (A, B, A): the third send is a
+    new change and must not be taken for a replay of the first.
+    """
+    text = f"{connector}\0{configuration}\0{record_key}\0{fingerprint}\0{version}"
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def batch_idempotency_key(member_keys: Iterable[str]) -> str:
+    return hashlib.blake2b("\0".join(member_keys).encode(), digest_size=16).hexdigest()
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the ledger knows about one record, as the diff needs it."""
+
+    status: str
+    fingerprint: str | None
+    delivered_fingerprint: str | None
+    version: int
+    idempotency_key: str | None
+    batch_key: str | None
+    target_ref: str | None
+    attempts: int
+
+
+@dataclass(slots=True)
+class RecordUpdate:
+    """One record's new ledger state; written in batches by `DeliveryLedger.write`."""
+
+    record_key: str
+    status: str
+    operation: str
+    fingerprint: str | None
+    delivered_fingerprint: str | None
+    version: int
+    idempotency_key: str | None
+    attempts: int
+    batch_key: str | None = None
+    last_error: str | None = None
+    http_status: int | None = None
+    target_ref: str | None = None
+    delivered_at: dt.datetime | None = None
+
+
+@dataclass(slots=True)
+class AttemptRow:
+    """One outcome for the append-only audit."""
+
+    record_key: str
+    operation: str
+    outcome: str
+    idempotency_key: str | None
+    http_status: int | None
+    requests: int
+    response_excerpt: str | None
+    error: str | None
+    target_ref: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime
+
+
+def default_ledger_url(storage_dir: Path) -> str:
+    configured = os.environ.get(LEDGER_URL_ENV)
+    if configured:
+        return configured
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(storage_dir / 'ledger.db').resolve()}"
+
+
+class DeliveryLedger:
+    """The ledger for one database; every method takes the connector and configuration it is about."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = _engine(url)
+        metadata.create_all(self.engine, checkfirst=True)
+        self._dialect = self.engine.dialect.name
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # ---- reads ----------------------------------------------------------------------------------------------
+
+    def state(self, connector: str, configuration: str) -> dict[str, LedgerEntry]:
+        """Every record the ledger knows for this configuration. ~40 bytes of key + entry per record."""
+        t = records_table
+        query = sa.select(
+            t.c.record_key,
+            t.c.status,
+            t.c.fingerprint,
+            t.c.delivered_fingerprint,
+            t.c.version,
+            t.c.idempotency_key,
+            t.c.batch_key,
+            t.c.target_ref,
+            t.c.attempts,
+        ).where(t.c.connector == connector, t.c.configuration == configuration)
+        with self.engine.connect() as conn:
+            return {row[0]: LedgerEntry(*row[1:]) for row in conn.execute(query)}
+
+    def keys_with_status(self, connector: str, configuration: str, statuses: Sequence[str]) -> set[str]:
+        t = records_table
+        query = sa.select(t.c.record_key).where(
+            t.c.connector == connector, t.c.configuration == configuration, t.c.status.in_(list(statuses))
+        )
+        with self.engine.connect() as conn:
+            return {row[0] for row in conn.execute(query)}
+
+    def counts(self, connector: str, configuration: str) -> dict[str, int]:
+        t = records_table
+        query = (
+            sa.select(t.c.status, sa.func.count())
+            .where(t.c.connector == connector, t.c.configuration == configuration)
+            .group_by(t.c.status)
+        )
+        with self.engine.connect() as conn:
+            return {status: count for status, count in conn.execute(query)}
+
+    def trace(self, connector: str, record_key: str, configuration: str | None = None) -> list[dict]:
+        """Every attempt for one record, oldest first."""
+        t = attempts_table
+        query = sa.select(t).where(t.c.connector == connector, t.c.record_key == record_key).order_by(t.c.id)
+        if configuration is not None:
+            query = query.where(t.c.configuration == configuration)
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def record(self, connector: str, configuration: str, record_key: str) -> dict | None:
+        t = records_table
+        query = sa.select(t).where(
+            t.c.connector == connector, t.c.configuration == configuration, t.c.record_key == record_key
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return dict(row._mapping) if row else None
+
+    def duplicate_deliveries(self, connector: str, configuration: str) -> list[tuple[str, int]]:
+        """Idempotency keys recorded as delivered more than once: should always be empty."""
+        t = attempts_table
+        query = (
+            sa.select(t.c.idempotency_key, sa.func.count())
+            .where(
+                t.c.connector == connector,
+                t.c.configuration == configuration,
+                t.c.outcome == "delivered",
+                t.c.idempotency_key.is_not(None),
+            )
+            .group_by(t.c.idempotency_key)
+            .having(sa.func.count() > 1)
+        )
+        with self.engine.connect() as conn:
+            return [(key, count) for key, count in conn.execute(query)]
+
+    def run_attempts(self, run_id: str, connector: str, configuration: str) -> Iterator[dict]:
+        t = attempts_table
+        query = (
+            sa.select(t)
+            .where(t.c.run_id == run_id, t.c.connector == connector, t.c.configuration == configuration)
+            .order_by(t.c.id)
+        )
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                yield dict(row._mapping)
+
+    # ---- writes ---------------------------------------------------------------------------------------------
+
+    def write(
+        self,
+        connector: str,
+        configuration: str,
+        run_id: str,
+        updates: Sequence[RecordUpdate],
+        attempts: Sequence[AttemptRow] = (),
+    ) -> None:
+        """Record new states (and their audit rows) in one transaction per chunk."""
+        now = utc_now()
+        for start in range(0, max(len(updates), len(attempts)), _CHUNK):
+            update_chunk = updates[start : start + _CHUNK]
+            attempt_chunk = attempts[start : start + _CHUNK]
+            with self.engine.begin() as conn:
+                if update_chunk:
+                    conn.execute(
+                        self._upsert_statement(),
+                        [_record_row(connector, configuration, run_id, u, now) for u in update_chunk],
+                    )
+                if attempt_chunk:
+                    conn.execute(
+                        attempts_table.insert(),
+                        [_attempt_row(connector, configuration, run_id, a) for a in attempt_chunk],
+                    )
+
+    def reset(self, connector: str, configuration: str | None = None) -> int:
+        """Forget record states (the next run is a full sync). The attempt audit is kept: it is history."""
+        t = records_table
+        statement = t.delete().where(t.c.connector == connector)
+        if configuration is not None:
+            statement = statement.where(t.c.configuration == configuration)
+        with self.engine.begin() as conn:
+            return conn.execute(statement).rowcount
+
+    def _upsert_statement(self):
+        if self._dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif self._dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            raise NotImplementedError(f"the delivery ledger runs on SQLite or PostgreSQL, not {self._dialect}")
+        statement = insert(records_table)
+        keys = {"connector", "configuration", "record_key"}
+        return statement.on_conflict_do_update(
+            index_elements=sorted(keys),
+            set_={c.name: statement.excluded[c.name] for c in records_table.columns if c.name not in keys},
+        )
+
+
+def _record_row(connector: str, configuration: str, run_id: str, u: RecordUpdate, now: dt.datetime) -> dict:
+    return {
+        "connector": connector,
+        "configuration": configuration,
+        "record_key": u.record_key,
+        "status": u.status,
+        "operation": u.operation,
+        "fingerprint": u.fingerprint,
+        "delivered_fingerprint": u.delivered_fingerprint,
+        "version": u.version,
+        "idempotency_key": u.idempotency_key,
+        "batch_key": u.batch_key,
+        "attempts": u.attempts,
+        "last_error": u.last_error,
+        "http_status": u.http_status,
+        "target_ref": u.target_ref,
+        "run_id": run_id,
+        "updated_at": now,
+        "delivered_at": u.delivered_at,
+    }
+
+
+def _attempt_row(connector: str, configuration: str, run_id: str, a: AttemptRow) -> dict:
+    return {
+        "run_id": run_id,
+        "connector": connector,
+        "configuration": configuration,
+        "record_key": a.record_key,
+        "operation": a.operation,
+        "outcome": a.outcome,
+        "idempotency_key": a.idempotency_key,
+        "http_status": a.http_status,
+        "requests": a.requests,
+        "response_excerpt": (a.response_excerpt or "")[:EXCERPT_CHARS] or None,
+        "error": a.error,
+        "target_ref": a.target_ref,
+        "started_at": a.started_at,
+        "finished_at": a.finished_at,
+    }
+
+
+def _engine(url: str) -> sa.Engine:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
+    if engine.dialect.name == "sqlite":
+        # WAL lets readers (the CLI, sensors) look while a run writes. synchronous=NORMAL keeps every committed
+        # transaction through a process crash (kill -9); only a power loss can take the last ones back.
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+    return engine

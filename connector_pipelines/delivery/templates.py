@@ -1,0 +1,134 @@
+"""Request templates: `{{field}}` placeholders in a path and a JSON body, filled from one mapped record.
+
+In a body, a string that is exactly one placeholder (`"amount": "{{amount}}"`) takes the field's typed value: a
+number stays a number, null stays null. A placeholder inside other text (`"Hello {{name}}"`) is inserted as text,
+and the JSON encoder escapes it. So the template is valid JSON before and after, checked when the spec loads.
+Templates are compiled once into closures; rendering a record is a handful of dict lookups.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+WHOLE_PLACEHOLDER = re.compile(r"^\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
+SPECIAL_FIELDS = ("key", "target_ref")
+RECORDS = "records"
+
+Renderer = Callable[[Mapping[str, Any]], Any]
+
+
+class TemplateError(ValueError):
+    """A placeholder names a field the mapping does not produce, or a value cannot go where it is placed."""
+
+
+def placeholders(template: object) -> set[str]:
+    """Every field name a path or body template refers to."""
+    found: set[str] = set()
+    if isinstance(template, str):
+        found.update(PLACEHOLDER.findall(template))
+    elif isinstance(template, Mapping):
+        for key, value in template.items():
+            found |= placeholders(key) | placeholders(value)
+    elif isinstance(template, list):
+        for item in template:
+            found |= placeholders(item)
+    return found
+
+
+def json_default(value: object) -> object:
+    """What JSON has no type for: dates as ISO 8601, decimals as numbers."""
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=json_default)
+encode_json = _encoder.encode
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def compile_body(template: object) -> Renderer:
+    """A function from a record (field -> value) to the body as Python data, ready for `encode_json`."""
+    if isinstance(template, str):
+        whole = WHOLE_PLACEHOLDER.match(template)
+        if whole:
+            name = whole.group(1)
+            return lambda record: record.get(name)
+        if PLACEHOLDER.search(template):
+            parts = PLACEHOLDER.split(template)  # text, name, text, name, ..., text
+
+            def interpolate(record: Mapping[str, Any]) -> str:
+                return "".join(part if i % 2 == 0 else _text(record.get(part)) for i, part in enumerate(parts))
+
+            return interpolate
+        return lambda record: template
+    if isinstance(template, Mapping):
+        items = [(key, compile_body(value)) for key, value in template.items()]
+        if all(not PLACEHOLDER.search(key) for key, _ in items):
+            return lambda record: {key: render(record) for key, render in items}
+        keyed = [(compile_body(key), render) for key, render in items]
+        return lambda record: {str(k(record)): render(record) for k, render in keyed}
+    if isinstance(template, list):
+        renders = [compile_body(item) for item in template]
+        return lambda record: [render(record) for render in renders]
+    return lambda record: template
+
+
+def compile_path(template: str) -> Callable[[Mapping[str, Any]], str]:
+    """A function from a record to the request path, each value percent-encoded so it stays one segment."""
+    parts = PLACEHOLDER.split(template)
+    if len(parts) == 1:
+        return lambda record: template
+
+    def render(record: Mapping[str, Any]) -> str:
+        out = []
+        for i, part in enumerate(parts):
+            if i % 2 == 0:
+                out.append(part)
+                continue
+            value = record.get(part)
+            if value is None or value == "":
+                raise TemplateError(f"the path needs {{{{{part}}}}}, which is empty for this record")
+            out.append(quote(_text(value), safe=""))
+        return "".join(out)
+
+    return render
+
+
+def compile_headers(headers: Mapping[str, str]) -> Callable[[Mapping[str, Any]], dict[str, str]]:
+    compiled = [(name, compile_body(value)) for name, value in headers.items()]
+    if not any(PLACEHOLDER.search(value) for value in headers.values()):
+        fixed = dict(headers)
+        return lambda record: fixed
+    return lambda record: {name: _text(render(record)) for name, render in compiled}
+
+
+def check_fields(template: object, known: set[str], where: str) -> list[str]:
+    """Problems for placeholders that name no mapped field."""
+    problems = []
+    for name in sorted(placeholders(template) - known - set(SPECIAL_FIELDS)):
+        from difflib import get_close_matches
+
+        hint = get_close_matches(name, sorted(known), n=1)
+        problems.append(
+            f"{where}: {{{{{name}}}}} is not a mapped target field"
+            + (f" (did you mean {{{{{hint[0]}}}}}?)" if hint else "")
+            + f"; fields: {', '.join(sorted(known)) or 'none'}, plus {{{{key}}}} and {{{{target_ref}}}}"
+        )
+    return problems

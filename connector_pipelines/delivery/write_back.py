@@ -1,0 +1,47 @@
+"""Write-back: each outcome of a run, as a row in a table of the source database.
+
+So the source system sees what happened to each of its records (delivered, failed with which reason, skipped)
+without reading our ledger. The table is created when missing; rows are inserted in batches.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from connector_pipelines.sources.sql import SqlSource
+
+_CHUNK = 5000
+
+
+def write_back_table(name: str) -> sa.Table:
+    schema, _, table = name.rpartition(".")
+    return sa.Table(
+        table,
+        sa.MetaData(),
+        sa.Column("run_id", sa.String(64), nullable=False),
+        sa.Column("connector", sa.String(64), nullable=False),
+        sa.Column("configuration", sa.String(64), nullable=False),
+        sa.Column("record_key", sa.String(512), nullable=False),
+        sa.Column("operation", sa.String(16), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("http_status", sa.Integer),
+        sa.Column("error", sa.Text),
+        sa.Column("target_ref", sa.String(256)),
+        sa.Column("idempotency_key", sa.String(64)),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+        schema=schema or None,
+    )
+
+
+class WriteBack:
+    """Appends outcome rows to one table in the source database."""
+
+    def __init__(self, source: SqlSource, table_name: str):
+        self.source = source
+        self.table = write_back_table(table_name)
+        self.table.create(source.engine, checkfirst=True)
+
+    def append(self, rows: list[dict]) -> None:
+        for start in range(0, len(rows), _CHUNK):
+            with self.source.engine.begin() as conn:
+                conn.execute(self.table.insert(), rows[start : start + _CHUNK])

@@ -1,0 +1,464 @@
+"""The asynchronous HTTP client integrations deliver records with.
+
+One `HttpDeliveryClient` per run and connection: it keeps one aiohttp session (keep-alive connections), limits the
+requests in flight and the requests started per second across all its callers, retries what may pass on its own
+(429, 5xx, timeouts, dropped connections) with exponential backoff and full jitter, honours `Retry-After`, renews
+a fetched token once when the target answers 401, and never raises for a failed request: `send` always returns an
+`HttpOutcome` for the caller to record. Only configuration errors (a missing environment variable, an unreadable
+CA file) raise, when the client is entered.
+
+Every request of one record carries the same `Idempotency-Key` on every attempt, so a target that honours it
+applies a retried request once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from importlib import metadata
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+from yarl import URL
+
+from connector_pipelines.errors import TransportError
+from connector_pipelines.spec.models import HttpConnection
+from connector_pipelines.transports.http_auth import AuthProvider, TokenRequestError, make_auth_provider
+
+# The response text kept in an outcome (and so in the ledger): enough for any error message, bounded per record.
+RESPONSE_BODY_LIMIT = 64 * 1024
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("connector-pipelines")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+USER_AGENT = f"connector-pipelines/{_package_version()}"
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """One request to deliver: the body is already encoded JSON; the path is appended to the base URL."""
+
+    method: str
+    path: str  # "/contacts/42", appended to base_url; or an absolute http(s) URL
+    body: bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=lambda: EMPTY_HEADERS)
+    idempotency_key: str | None = None  # sent as the Idempotency-Key header, the same on every attempt
+
+
+@dataclass(frozen=True, slots=True)
+class HttpOutcome:
+    """What became of one request after its retries.
+
+    `status` is the last HTTP status received (None when no attempt got a response). `error` is None when the
+    client accepted a response as final; otherwise it says why the request did not get one (timed out, the
+    connection dropped, retries exhausted on 503, a Retry-After too long to wait for), with secrets redacted.
+    Whether the delivery counts is decided by the success criteria (`delivery.success`), not here.
+    """
+
+    status: int | None
+    body: str  # response text, at most RESPONSE_BODY_LIMIT bytes of it
+    headers: Mapping[str, str]
+    error: str | None
+    attempts: int  # requests actually sent to the target for this outcome
+    elapsed_seconds: float
+    started_at: datetime  # aware UTC
+    finished_at: datetime
+
+    @property
+    def responded(self) -> bool:
+        """True when the target answered (status known), whatever the answer."""
+        return self.status is not None
+
+
+class _RateLimiter:
+    """At most `rate` starts per second, spread evenly, shared by every caller; waiting sleeps, never spins.
+
+    Each caller books the next free slot (no burst: slots are 1/rate apart) and sleeps until it. Booking needs
+    no lock: nothing awaits between reading and moving the next slot.
+    """
+
+    __slots__ = ("interval", "next_slot")
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate
+        self.next_slot = 0.0
+
+    async def wait(self) -> float:
+        now = time.monotonic()
+        slot = self.next_slot if self.next_slot > now else now
+        self.next_slot = slot + self.interval
+        delay = slot - now
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return delay
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _retryable_status(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+class HttpDeliveryClient:
+    """One per run and connection; an async context manager owning an aiohttp session with keep-alive.
+
+    `send` may be called by many tasks at once: at most `max_concurrency` requests are in flight and at most
+    `rate_limit_per_second` start per second, across all of them. Redirects are not followed (a redirected POST
+    would silently become a GET): a 3xx is returned as the outcome.
+    """
+
+    def __init__(
+        self, connection: HttpConnection, base_dir: Path | None = None, environ: Mapping[str, str] | None = None
+    ):
+        self.connection = connection
+        self.base_dir = base_dir
+        self.environ = environ
+        self.base_url = connection.base_url.rstrip("/")
+        retry = connection.retry
+        self._max_attempts = retry.max_attempts
+        self._initial_backoff = retry.initial_backoff_seconds
+        self._max_backoff = retry.max_backoff_seconds
+        self._max_retry_after = retry.max_retry_after_seconds
+        self._timeout_text = f"{connection.timeout_seconds:g}s"
+        self._session: aiohttp.ClientSession | None = None
+        self._auth: AuthProvider | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._redact_bodies = False
+        self._rate = _RateLimiter(connection.rate_limit_per_second) if connection.rate_limit_per_second else None
+        # A 429 with Retry-After pauses every caller, not only the one that was told: the others would be too.
+        self._resume_at = 0.0
+        self._base_headers = {"User-Agent": USER_AGENT, **connection.headers}
+        self._headers_generation = -1
+        self._auth_headers: dict[str, str] = {}
+        self._merged: dict[str, str] = {}
+        self._merged_json: dict[str, str] = {}
+        self.requests_sent = 0
+        self.retries = 0
+        self.throttled_429 = 0
+        self.server_errors = 0
+        self.timeouts = 0
+        self.connection_errors = 0
+        self.waited_seconds = 0.0
+        self.rate_limited_seconds = 0.0
+
+    # Lifecycle -----------------------------------------------------------------------------------------------
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if not self.connection.verify_tls:
+            return False
+        if self.connection.ca_file is None:
+            return True
+        path = Path(self.connection.ca_file).expanduser()
+        if not path.is_absolute() and self.base_dir is not None:
+            path = self.base_dir / path
+        try:
+            return ssl.create_default_context(cafile=str(path))
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError(
+                f"http {self.base_url}: cannot load ca_file {path}: {exc.strerror or exc}; point ca_file at a PEM "
+                "bundle of the CA that signed the server's certificate"
+            ) from None
+
+    async def __aenter__(self) -> HttpDeliveryClient:
+        connection = self.connection
+        self._auth = make_auth_provider(connection.auth, self.base_url, self.environ, connection.timeout_seconds)
+        ssl_setting = self._ssl()
+        self._semaphore = asyncio.Semaphore(connection.max_concurrency)
+        self._redact_bodies = bool(self._auth.secrets) or self._auth.refreshable
+        # One connection more than the delivery limit, so that a token renewal never queues behind deliveries.
+        connector = aiohttp.TCPConnector(limit=connection.max_concurrency + 1, ssl=ssl_setting, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            # Set once for the session: building a timeout object per request costs throughput.
+            timeout=aiohttp.ClientTimeout(total=connection.timeout_seconds),
+            auto_decompress=True,
+            raise_for_status=False,
+            cookie_jar=aiohttp.DummyCookieJar(),  # deliveries are stateless: no cookie may change a later request
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session and its connections (idempotent)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # Authentication ------------------------------------------------------------------------------------------
+
+    @property
+    def auth(self) -> AuthProvider:
+        """The connection's auth provider (available once the client is entered)."""
+        if self._auth is None:
+            raise RuntimeError("enter the HttpDeliveryClient (`async with`) before using it")
+        return self._auth
+
+    @property
+    def secrets(self) -> list[str]:
+        """The secret values this client knows, to redact from anything it reports."""
+        return self._auth.secrets if self._auth is not None else []
+
+    def redact(self, message: str) -> str:
+        """The message with every known secret replaced by '***'."""
+        return self._auth.redact(message) if self._auth is not None else message
+
+    async def authenticate(self) -> None:
+        """Fetch a token now (token and oauth2 auth), raising `TransportError` when the endpoint refuses.
+
+        Optional: `send` fetches tokens by itself. A run may call this first to stop at once on wrong credentials
+        instead of recording one failed outcome per record.
+        """
+        session = self._require_session()
+        await self.auth.headers(session)
+
+    async def _request_headers(self, session: aiohttp.ClientSession) -> tuple[dict[str, str], dict[str, str], int]:
+        """(headers, headers with a JSON content type, auth generation), rebuilt only when the credentials change."""
+        auth = self._auth
+        assert auth is not None
+        auth_headers = await auth.headers(session)
+        generation = auth.generation
+        if generation != self._headers_generation:
+            self._auth_headers = auth_headers
+            merged = {**self._base_headers, **auth_headers}
+            self._merged = merged
+            self._merged_json = {**merged, "Content-Type": "application/json"}
+            self._headers_generation = generation
+        return self._merged, self._merged_json, generation
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("enter the HttpDeliveryClient (`async with`) before sending")
+        return self._session
+
+    # Sending -------------------------------------------------------------------------------------------------
+
+    def _url(self, path: str) -> URL | str:
+        if path.startswith(("http://", "https://")):
+            return path
+        if path and not path.startswith("/"):
+            path = "/" + path
+        return self.base_url + path
+
+    def _headers_for(
+        self, request: HttpRequest, merged: dict[str, str], merged_json: dict[str, str]
+    ) -> Mapping[str, str]:
+        extra = request.headers
+        if not extra:
+            headers: dict[str, str] | CIMultiDict[str] = (merged_json if request.body is not None else merged).copy()
+        else:
+            # Request headers override the connection's and credentials override both, whatever their case.
+            headers = CIMultiDict(self._base_headers)
+            headers.update(extra)
+            headers.update(self._auth_headers)
+            if request.body is not None and "Content-Type" not in headers:
+                headers["Content-Type"] = "application/json"
+        if request.idempotency_key is not None:
+            headers["Idempotency-Key"] = request.idempotency_key
+        return headers
+
+    async def send(self, request: HttpRequest) -> HttpOutcome:
+        """Send one request with retries and return its outcome; never raises for a failed request."""
+        session = self._require_session()
+        semaphore = self._semaphore
+        assert semaphore is not None
+        started_at = datetime.now(UTC)
+        start = time.monotonic()
+        url = self._url(request.path)
+        method = request.method.upper()
+        body = request.body
+
+        attempts = 0  # requests sent to the target
+        tries = 0  # turns of the retry policy (a token failure takes one; the 401 renewal does not)
+        renewed_after_401 = False
+        status: int | None = None
+        text = ""
+        response_headers: Mapping[str, str] = EMPTY_HEADERS
+        error: str | None = None
+
+        while True:
+            tries += 1
+            error = None
+            retry_after: float | None = None
+            # Wait out a pause a 429 imposed on every caller.
+            pause = self._resume_at - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+                self.waited_seconds += pause
+            try:
+                merged, merged_json, generation = await self._request_headers(session)
+            except TokenRequestError as exc:
+                error = self.redact(str(exc))
+                retryable = exc.retryable
+            else:
+                headers = self._headers_for(request, merged, merged_json)
+                async with semaphore:
+                    if self._rate is not None:
+                        self.rate_limited_seconds += await self._rate.wait()
+                    attempts += 1
+                    self.requests_sent += 1
+                    try:
+                        async with session.request(
+                            method, url, data=body, headers=headers, allow_redirects=False
+                        ) as response:
+                            status = response.status
+                            response_headers = response.headers
+                            text = await self._read_text(response)
+                        if self._redact_bodies and text:
+                            # A target that echoes a credential must not get it into the ledger.
+                            text = self.redact(text)
+                    except aiohttp.ClientConnectorCertificateError as exc:
+                        # The certificate will not change between attempts: a configuration problem.
+                        error = self.redact(
+                            f"TLS certificate verification failed for {exc.host}:{exc.port} "
+                            f"({exc.certificate_error}); set ca_file to the CA that signed the server's certificate"
+                        )
+                        retryable = False
+                    except TimeoutError:
+                        self.timeouts += 1
+                        error = f"timed out after {self._timeout_text}"
+                        retryable = True
+                    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+                        self.connection_errors += 1
+                        error = self.redact(_connection_error(exc))
+                        retryable = True
+                    except Exception as exc:  # an invalid URL, a malformed response: retrying will not help
+                        error = self.redact(f"request failed ({type(exc).__name__}: {exc})")
+                        retryable = False
+                if error is None:
+                    assert status is not None
+                    if status < 400 or (status < 500 and status not in (401, 429)):
+                        break
+                    if status == 401:
+                        if renewed_after_401 or not self._auth.refreshable:  # type: ignore[union-attr]
+                            break
+                        # The token may have been revoked or expired early: renew it once and resend at once.
+                        renewed_after_401 = True
+                        self._auth.invalidate(generation)  # type: ignore[union-attr]
+                        tries -= 1
+                        continue
+                    if status == 429:
+                        self.throttled_429 += 1
+                    else:
+                        self.server_errors += 1
+                    if status in RETRY_AFTER_STATUSES:
+                        retry_after = parse_retry_after(response_headers.get("Retry-After"))
+                        if retry_after is not None and retry_after > self._max_retry_after:
+                            error = (
+                                f"{status}: the target asks to retry after {retry_after:g}s, longer than "
+                                f"retry.max_retry_after_seconds ({self._max_retry_after:g}s); not retried"
+                            )
+                            break
+                        if retry_after is not None and status == 429:
+                            self._resume_at = max(self._resume_at, time.monotonic() + retry_after)
+                    error = str(status)
+                    retryable = True
+            if not retryable:
+                break
+            if tries >= self._max_attempts:
+                error = f"gave up after {tries} attempts: {error}"
+                break
+            self.retries += 1
+            delay = random.uniform(0, min(self._max_backoff, self._initial_backoff * 2 ** (tries - 1)))
+            if retry_after is not None and retry_after > delay:
+                delay = retry_after
+            if delay > 0:
+                await asyncio.sleep(delay)
+                self.waited_seconds += delay
+
+        elapsed = time.monotonic() - start
+        return HttpOutcome(
+            status=status,
+            body=text,
+            headers=response_headers,
+            error=error,
+            attempts=attempts,
+            elapsed_seconds=elapsed,
+            started_at=started_at,
+            finished_at=started_at + timedelta(seconds=elapsed),
+        )
+
+    @staticmethod
+    async def _read_text(response: aiohttp.ClientResponse) -> str:
+        length = response.content_length
+        if length is not None and length <= RESPONSE_BODY_LIMIT:
+            data = await response.read()
+        else:
+            # Unknown or large: keep the first RESPONSE_BODY_LIMIT bytes; the connection is dropped, not drained.
+            chunks: list[bytes] = []
+            kept = 0
+            content = response.content
+            while kept < RESPONSE_BODY_LIMIT:
+                chunk = await content.read(RESPONSE_BODY_LIMIT - kept)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                kept += len(chunk)
+            data = b"".join(chunks)
+        if not data:
+            return ""
+        return data.decode(response.charset or "utf-8", errors="replace")
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters over the client's life: requests sent, retries, why they happened, tokens fetched, time waited."""
+        return {
+            "requests_sent": self.requests_sent,
+            "retries": self.retries,
+            "throttled_429": self.throttled_429,
+            "server_errors": self.server_errors,
+            "timeouts": self.timeouts,
+            "connection_errors": self.connection_errors,
+            "tokens_fetched": self._auth.tokens_fetched if self._auth is not None else 0,
+            "waited_seconds": round(self.waited_seconds, 3),
+            "rate_limited_seconds": round(self.rate_limited_seconds, 3),
+        }
+
+
+def _connection_error(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return f"connection dropped ({name})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return f"connection refused by {exc.host}:{exc.port} ({name})"
+        return f"could not connect to {exc.host}:{exc.port} ({name}: {exc.os_error.strerror or exc.os_error})"
+    if isinstance(exc, ConnectionResetError | aiohttp.ClientOSError) and getattr(exc, "errno", None) == 104:
+        return f"connection reset ({name})"
+    detail = str(exc)
+    return f"connection error ({name}: {detail})" if detail else f"connection error ({name})"

@@ -1,0 +1,374 @@
+"""Authentication for HTTP delivery: fixed headers (basic, API key) and fetched tokens (token, OAuth2).
+
+A provider resolves its secrets from the environment when it is built, so a missing variable is reported before
+anything is sent. Fetched tokens are cached and shared by every concurrent request of one client: one fetch at a
+time, the others wait for it and reuse its result (or its failure), so a burst of requests never stampedes the
+token endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from connector_pipelines.errors import TransportError, redact
+from connector_pipelines.spec.models import (
+    ENV_REFERENCE,
+    HttpAuthApiKey,
+    HttpAuthBasic,
+    HttpAuthNone,
+    HttpAuthOAuth2,
+    HttpAuthToken,
+)
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from connector_pipelines.spec.models import HttpAuth
+
+# How much of a failed token response goes into the error: enough to read the server's reason, not a page.
+TOKEN_ERROR_EXCERPT = 200
+# A token is refreshed this long before it expires (or 10% of its lifetime when that is shorter), so a request
+# never leaves with a token that expires on the way.
+REFRESH_MARGIN_SECONDS = 30.0
+REFRESH_MARGIN_SHARE = 0.1
+
+
+def resolve_secret(reference: str, environ: Mapping[str, str] = os.environ) -> str:
+    """The value behind an environment reference: `${NAME}` -> the variable's value.
+
+    A string that is not a reference is returned as is (token request fields that are not secret, such as a
+    username or a grant type). An unset variable raises `TransportError` naming the variable, never a value.
+    """
+    match = ENV_REFERENCE.match(reference)
+    if match is None:
+        return reference
+    name = match.group(1)
+    value = environ.get(name)
+    if value is None:
+        raise TransportError(
+            f"environment variable {name} is not set; set it where the connector runs (for example in the "
+            f"Dagster deployment's environment or a .env file) to the credential that `{reference}` refers to"
+        )
+    return value
+
+
+def _secret_values(references: Mapping[str, str], environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Resolve every value; the values that came from a reference are the secrets to redact."""
+    resolved: dict[str, str] = {}
+    secrets: list[str] = []
+    for key, value in references.items():
+        resolved[key] = resolve_secret(value, environ)
+        if ENV_REFERENCE.match(value):
+            secrets.append(resolved[key])
+    return resolved, secrets
+
+
+def token_endpoint(token_url: str, base_url: str) -> str:
+    """An absolute token URL as is; a path is appended to the connection's base URL."""
+    if token_url.startswith(("http://", "https://")):
+        return token_url
+    return base_url.rstrip("/") + "/" + token_url.lstrip("/")
+
+
+def dotted_get(document: Any, path: str) -> Any:
+    """The value at a dotted path (`data.token`, `items.0.id`) of a parsed JSON document; None when absent."""
+    current = document
+    for part in path.split("."):
+        if isinstance(current, dict):
+            if part not in current:
+                return None
+            current = current[part]
+        elif isinstance(current, list) and part.lstrip("-").isdigit():
+            index = int(part)
+            if not -len(current) <= index < len(current):
+                return None
+            current = current[index]
+        else:
+            return None
+    return current
+
+
+class TokenRequestError(TransportError):
+    """The token endpoint could not be reached or refused to issue a token.
+
+    `retryable` is true for what may pass on its own (timeouts, dropped connections, 429, 5xx); a 4xx answer
+    means the credentials or the token request are wrong and retrying will not help.
+    """
+
+    def __init__(self, message: str, status: int | None = None, retryable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+class AuthProvider:
+    """Adds credentials to requests. The base class sends nothing (auth type `none`).
+
+    `headers()` is called before every request and must be cheap: it returns the same dict object until the
+    credentials change, and callers must not modify it. `generation` changes whenever the headers do, so a
+    caller can cache what it builds from them.
+    """
+
+    #: True when the credentials can be renewed, so that a 401 is worth one retry with fresh ones.
+    refreshable = False
+
+    def __init__(self) -> None:
+        self.tokens_fetched = 0
+        self.generation = 0
+        self._secrets: list[str] = []
+        self._headers: dict[str, str] = {}
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every secret value this provider knows (to redact from messages), fetched tokens included."""
+        return self._secrets
+
+    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
+        """The authentication headers for the next request (do not modify the dict)."""
+        return self._headers
+
+    async def refresh(self, session: aiohttp.ClientSession) -> None:
+        """Renew the credentials now (a no-op for fixed credentials)."""
+
+    def invalidate(self, generation: int | None = None) -> None:
+        """Forget the current credentials so the next `headers()` renews them.
+
+        With `generation`, only the credentials of that generation are forgotten: when many requests answer 401
+        with the same stale token, the first one's renewal is not thrown away by the others.
+        """
+
+    def redact(self, message: str) -> str:
+        """The message with every known secret replaced by '***'."""
+        return redact(message, self._secrets)
+
+
+class NoAuth(AuthProvider):
+    """Auth type `none`: no credentials."""
+
+
+class BasicAuth(AuthProvider):
+    """HTTP basic authentication with a username and a password from the environment."""
+
+    def __init__(self, auth: HttpAuthBasic, environ: Mapping[str, str]):
+        super().__init__()
+        password = resolve_secret(auth.password, environ)
+        encoded = base64.b64encode(f"{auth.username}:{password}".encode()).decode("ascii")
+        self._secrets = [password, encoded]
+        self._headers = {"Authorization": f"Basic {encoded}"}
+
+
+class ApiKeyAuth(AuthProvider):
+    """A fixed key in a header on every request."""
+
+    def __init__(self, auth: HttpAuthApiKey, environ: Mapping[str, str]):
+        super().__init__()
+        value = resolve_secret(auth.value, environ)
+        self._secrets = [value]
+        self._headers = {auth.header: value}
+
+
+class _FetchedTokenAuth(AuthProvider):
+    """A token fetched from a token endpoint, cached until shortly before it expires and shared by all requests."""
+
+    refreshable = True
+
+    def __init__(self, url: str, header: str, prefix: str, default_lifetime: float, timeout_seconds: float):
+        super().__init__()
+        self.url = url
+        self._header = header
+        self._prefix = prefix
+        self._default_lifetime = default_lifetime
+        self._timeout_seconds = timeout_seconds
+        self._lock = asyncio.Lock()
+        self._refresh_at = 0.0  # monotonic time after which the cached token is renewed
+        self._fixed_secrets: list[str] = []
+        # Bumped after every fetch attempt: a waiter that sees it move while it waited reuses that fetch's result.
+        self._fetch_epoch = 0
+        self._last_failure: TokenRequestError | None = None
+
+    # What the concrete types supply --------------------------------------------------------------------------
+
+    def _request_kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _read_token(self, document: Any) -> tuple[str, float | None]:
+        """(token, lifetime in seconds or None for the configured default) from the parsed response."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------------------------------------
+
+    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
+        """The token header, fetching a token first when none is cached or the cached one is about to expire."""
+        if self._headers and time.monotonic() < self._refresh_at:
+            return self._headers
+        epoch = self._fetch_epoch
+        async with self._lock:
+            if self._headers and time.monotonic() < self._refresh_at:
+                return self._headers
+            if self._fetch_epoch != epoch and self._last_failure is not None:
+                # The fetch we waited for failed: share its failure instead of asking again straight away.
+                raise self._last_failure
+            await self._fetch(session)
+            return self._headers
+
+    async def refresh(self, session: aiohttp.ClientSession) -> None:
+        """Fetch a new token now, whatever the cached one's age."""
+        async with self._lock:
+            await self._fetch(session)
+
+    def invalidate(self, generation: int | None = None) -> None:
+        """Drop the cached token (only if it is still the one of `generation`, when given)."""
+        if generation is None or generation == self.generation:
+            self._refresh_at = 0.0
+
+    async def _fetch(self, session: aiohttp.ClientSession) -> None:
+        import aiohttp
+
+        self._fetch_epoch += 1
+        try:
+            token, lifetime = await self._request(session, aiohttp)
+        except TokenRequestError as exc:
+            self._last_failure = exc
+            raise
+        self._last_failure = None
+        self.tokens_fetched += 1
+        self.generation += 1
+        lifetime = self._default_lifetime if lifetime is None or lifetime <= 0 else lifetime
+        margin = min(REFRESH_MARGIN_SECONDS, lifetime * REFRESH_MARGIN_SHARE)
+        self._refresh_at = time.monotonic() + lifetime - margin
+        self._headers = {self._header: f"{self._prefix} {token}" if self._prefix else token}
+        # Only the current token is kept for redaction: older ones are expired and the list must not grow.
+        self._secrets = [*self._fixed_secrets, token]
+
+    async def _request(self, session: aiohttp.ClientSession, aiohttp: Any) -> tuple[str, float | None]:
+        where = f"token request to {self.url}"
+        try:
+            async with session.post(
+                self.url,
+                timeout=aiohttp.ClientTimeout(total=self._timeout_seconds),
+                allow_redirects=False,
+                **self._request_kwargs(),
+            ) as response:
+                status = response.status
+                text = await response.text(errors="replace")
+        except TimeoutError:
+            raise TokenRequestError(f"{where} timed out after {self._timeout_seconds:g}s", retryable=True) from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            raise TokenRequestError(
+                self.redact(f"{where} failed: connection error ({type(exc).__name__}: {exc})"), retryable=True
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise TokenRequestError(self.redact(f"{where} failed: {type(exc).__name__}: {exc}")) from None
+        if not 200 <= status < 300:
+            excerpt = " ".join(text[:TOKEN_ERROR_EXCERPT].split())
+            raise TokenRequestError(
+                self.redact(f"{where} answered {status}: {excerpt}" if excerpt else f"{where} answered {status}"),
+                status=status,
+                retryable=status == 429 or status >= 500,
+            )
+        try:
+            document = json.loads(text)
+        except ValueError:
+            # The body of a successful token response may hold the token itself: it is not quoted.
+            raise TokenRequestError(f"{where} answered {status} with a body that is not JSON") from None
+        token, lifetime = self._read_token(document)
+        return token, lifetime
+
+
+def _lifetime(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _missing_field(url: str, field: str, document: Any) -> TokenRequestError:
+    keys = ", ".join(sorted(document)) if isinstance(document, dict) else type(document).__name__
+    return TokenRequestError(f"token response from {url} has no '{field}' (it has: {keys}); check token_field")
+
+
+class TokenAuth(_FetchedTokenAuth):
+    """Auth type `token`: POST `body` (JSON or form) to `token_url`, read `token_field`, reuse for `expiry_seconds`."""
+
+    def __init__(self, auth: HttpAuthToken, base_url: str, environ: Mapping[str, str], timeout_seconds: float = 30):
+        super().__init__(
+            token_endpoint(auth.token_url, base_url), auth.header, auth.prefix, auth.expiry_seconds, timeout_seconds
+        )
+        self._body, self._fixed_secrets = _secret_values(auth.body, environ)
+        self._secrets = list(self._fixed_secrets)
+        self._body_format = auth.body_format
+        self._token_field = auth.token_field
+
+    def _request_kwargs(self) -> dict[str, Any]:
+        if self._body_format == "json":
+            return {"json": self._body}
+        return {"data": self._body}
+
+    def _read_token(self, document: Any) -> tuple[str, float | None]:
+        token = dotted_get(document, self._token_field)
+        if token is None or isinstance(token, dict | list) or token == "":
+            raise _missing_field(self.url, self._token_field, document)
+        # The configured expiry rules for this type: many token endpoints do not say how long a token lives.
+        return str(token), None
+
+
+class OAuth2Auth(_FetchedTokenAuth):
+    """Auth type `oauth2`: the client credentials grant; the token is reused for its `expires_in`."""
+
+    def __init__(self, auth: HttpAuthOAuth2, base_url: str, environ: Mapping[str, str], timeout_seconds: float = 30):
+        super().__init__(
+            token_endpoint(auth.token_url, base_url), "Authorization", "Bearer", auth.expiry_seconds, timeout_seconds
+        )
+        secret = resolve_secret(auth.client_secret, environ)
+        form = {"grant_type": "client_credentials"}
+        if auth.scope:
+            form["scope"] = auth.scope
+        if auth.audience:
+            form["audience"] = auth.audience
+        self._request_headers: dict[str, str] = {}
+        self._fixed_secrets = [secret]
+        if auth.client_auth == "basic":
+            # RFC 6749 2.3.1: the id and the secret are form-encoded before they are joined and base64-encoded.
+            pair = f"{quote(auth.client_id, safe='')}:{quote(secret, safe='')}"
+            encoded = base64.b64encode(pair.encode()).decode("ascii")
+            self._request_headers["Authorization"] = f"Basic {encoded}"
+            self._fixed_secrets.append(encoded)
+        else:
+            form["client_id"] = auth.client_id
+            form["client_secret"] = secret
+        self._form = form
+        self._secrets = list(self._fixed_secrets)
+
+    def _request_kwargs(self) -> dict[str, Any]:
+        return {"data": self._form, "headers": self._request_headers}
+
+    def _read_token(self, document: Any) -> tuple[str, float | None]:
+        token = document.get("access_token") if isinstance(document, dict) else None
+        if not isinstance(token, str) or not token:
+            raise _missing_field(self.url, "access_token", document)
+        return token, _lifetime(document.get("expires_in"))
+
+
+def make_auth_provider(
+    auth: HttpAuth, base_url: str, environ: Mapping[str, str] | None = None, timeout_seconds: float = 30
+) -> AuthProvider:
+    """The provider for a connection's `auth:`; its secrets are resolved now (a missing variable raises here)."""
+    env = os.environ if environ is None else environ
+    if isinstance(auth, HttpAuthNone):
+        return NoAuth()
+    if isinstance(auth, HttpAuthBasic):
+        return BasicAuth(auth, env)
+    if isinstance(auth, HttpAuthApiKey):
+        return ApiKeyAuth(auth, env)
+    if isinstance(auth, HttpAuthToken):
+        return TokenAuth(auth, base_url, env, timeout_seconds)
+    if isinstance(auth, HttpAuthOAuth2):
+        return OAuth2Auth(auth, base_url, env, timeout_seconds)
+    raise TransportError(f"unknown HTTP auth type {getattr(auth, 'type', type(auth).__name__)!r}")
