@@ -1,4 +1,5 @@
-"""`connector-pipelines`: validate, list, schema, run, ui, demo.
+"""`connector-pipelines`: validate, list, schema, run, ui, demo; for integrations also fields, preview, plan,
+push, trace and reset.
 
 Runs go through Dagster (`execute_in_process` on the instance in DAGSTER_HOME), so every run the CLI starts
 shows in the UI with its logs and metadata. Exit codes: 0 success, 1 a run or validation failed,
@@ -74,18 +75,27 @@ def list_connectors(resources: Path | None) -> None:
     rows = [("NAME", "KIND", "SCHEDULE", "STATE", "LAST RUN", "STATUS")]
     with dg.DagsterInstance.get() as instance:
         for loaded in project.connectors.values():
-            spec = loaded.spec.extract
-            schedule = spec.schedule
-            if schedule is None:
-                when = "manual"
-            elif spec.partitioned:
-                when = f"{schedule.cadence} from {schedule.inception_date}" + (
-                    f", rolling {schedule.rolling}" if schedule.rolling else ""
-                )
+            if loaded.kind == "integration":
+                integration = loaded.spec.integration
+                parts = [f"{integration.schedule.cadence} ({integration.schedule.cron()})"] if integration.schedule else []
+                parts += integration.triggers
+                when = ", ".join(parts) or "manual"
+                state = "on" if loaded.spec.enabled else "off"
+                name_of_job = f"integration_{loaded.name}"
             else:
-                when = f"cron {cron_for(schedule)}"
-            state = "on" if loaded.spec.enabled and (schedule is None or schedule.enabled) else "off"
-            runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name(loaded.name)), limit=1)
+                spec = loaded.spec.extract
+                schedule = spec.schedule
+                if schedule is None:
+                    when = "manual"
+                elif spec.partitioned:
+                    when = f"{schedule.cadence} from {schedule.inception_date}" + (
+                        f", rolling {schedule.rolling}" if schedule.rolling else ""
+                    )
+                else:
+                    when = f"cron {cron_for(schedule)}"
+                state = "on" if loaded.spec.enabled and (schedule is None or schedule.enabled) else "off"
+                name_of_job = job_name(loaded.name)
+            runs = instance.get_runs(filters=dg.RunsFilter(job_name=name_of_job), limit=1)
             last = runs[0] if runs else None
             started = "-"
             if last is not None:
@@ -107,11 +117,11 @@ def schema(output: Path | None) -> None:
     """JSON Schema of connections.yaml and of connector files, for editors (yaml-language-server)."""
     from pydantic import TypeAdapter
 
-    from connector_pipelines.spec.models import ConnectionsFile, ExtractConnector
+    from connector_pipelines.spec.models import Connector, ConnectionsFile
 
     document = {
         "connections.yaml": TypeAdapter(ConnectionsFile).json_schema(),
-        "connector": TypeAdapter(ExtractConnector).json_schema(),
+        "connector": TypeAdapter(Connector).json_schema(),
     }
     text = json.dumps(document, indent=2)
     if output:
@@ -125,20 +135,27 @@ def schema(output: Path | None) -> None:
 @click.argument("name")
 @click.option("--window", help="Custom window START..END (ISO dates or datetimes, in the extract's time zone).")
 @click.option("--partition", help="One partition key, or FIRST..LAST for a range in one run.")
+@click.option("--full", is_flag=True, help="Integrations: resend every record, whatever the ledger says.")
 @resources_option
-def run(name: str, window: str | None, partition: str | None, resources: Path | None) -> None:
+def run(name: str, window: str | None, partition: str | None, full: bool, resources: Path | None) -> None:
     """Run one connector now, through Dagster (the run shows in the UI).
 
     A partitioned extract runs its latest complete window unless --partition or --window says otherwise.
+    An integration delivers what changed since the ledger last saw it (everything with --full).
     """
     if window and partition:
         raise click.UsageError("give --window or --partition, not both")
     project = _load(resources)
-    try:
-        loaded = project.connector(name)
-    except ConnectorConfigError as exc:
-        click.echo(exc.problems[0], err=True)
-        sys.exit(EXIT_USAGE)
+    loaded = _connector(project, name)
+    if loaded.kind == "integration":
+        if window or partition:
+            raise click.UsageError("--window and --partition are for extracts; an integration takes --full")
+        from connector_pipelines.runs import launch_integration
+
+        outcome = launch_integration(project, loaded, full=full, echo=click.echo)
+        sys.exit(0 if outcome.success else EXIT_FAILED)
+    if full:
+        raise click.UsageError("--full is for integrations")
     from connector_pipelines.runs import launch_extract
 
     try:
@@ -147,6 +164,205 @@ def run(name: str, window: str | None, partition: str | None, resources: Path | 
         click.echo(str(exc), err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(0 if outcome.success else EXIT_FAILED)
+
+
+def _connector(project: Project, name: str, kind: str | None = None):
+    try:
+        loaded = project.connector(name)
+    except ConnectorConfigError as exc:
+        click.echo(exc.problems[0], err=True)
+        sys.exit(EXIT_USAGE)
+    if kind is not None and loaded.kind != kind:
+        click.echo(f"'{name}' is an {loaded.kind} connector; this command is for {kind}s", err=True)
+        sys.exit(EXIT_USAGE)
+    return loaded
+
+
+def _engine_call(function, *args, **kwargs):
+    """Run an engine read; configuration problems and unreachable systems exit 2 with the reason."""
+    try:
+        return function(*args, **kwargs)
+    except ConnectorConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        sys.exit(EXIT_USAGE)
+    except Exception as exc:  # a database that cannot be reached, a missing table: say which, not a traceback
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(exc, SQLAlchemyError | OSError):
+            click.echo(f"cannot read the data set: {str(exc).splitlines()[0]}", err=True)
+            sys.exit(EXIT_FAILED)
+        raise
+
+
+configuration_option = click.option("--configuration", "-c", help="Only this configuration (default: all).")
+
+
+@main.command()
+@click.argument("name")
+@resources_option
+def fields(name: str, resources: Path | None) -> None:
+    """Both sides of an integration's mapping: the data set's columns, the target's fields, the mappings."""
+    from connector_pipelines.delivery import inspection
+
+    project = _load(resources)
+    loaded = _connector(project, name, "integration")
+    report = _engine_call(inspection.fields, project, loaded)
+    click.echo("SOURCE FIELDS (data set columns)")
+    _table([("COLUMN", "TYPE"), *report.source])
+    click.echo("\nTARGET FIELDS")
+    _table([("FIELD", "TYPE", "REQUIRED"), *((n, t, "yes" if r else "") for n, t, r in report.target)])
+    for configuration, rows in report.mappings.items():
+        click.echo(f"\nMAPPING {configuration}")
+        _table([("TARGET", "FROM", "NOTE"), *rows])
+    problems = _engine_call(inspection.check_mapping_columns, project, loaded)
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    sys.exit(EXIT_FAILED if problems else 0)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--rows", default=10, show_default=True, help="How many records.")
+@configuration_option
+@resources_option
+def preview(name: str, rows: int, configuration: str | None, resources: Path | None) -> None:
+    """The first mapped payloads of an integration, as the requests it would make (nothing is sent)."""
+    from connector_pipelines.delivery import inspection
+
+    project = _load(resources)
+    loaded = _connector(project, name, "integration")
+    out = _engine_call(inspection.preview, project, loaded, configuration, rows)
+    failed = False
+    for config_name, items in out.items():
+        click.echo(f"== {config_name}")
+        for item in items:
+            if "error" in item:
+                failed = True
+                click.echo(f"key {item['key']}: FAILS: {item['error']}")
+            else:
+                click.echo(f"key {item['key']}: {item['method']} {item['path']}\n  {item['body'] or ''}")
+    sys.exit(EXIT_FAILED if failed else 0)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--full", is_flag=True, help="Plan a full resync (every record).")
+@configuration_option
+@resources_option
+def plan(name: str, full: bool, configuration: str | None, resources: Path | None) -> None:
+    """Dry run: how many creates, updates, deletes and unchanged records, with sample requests. Sends nothing."""
+    from connector_pipelines.delivery import inspection
+
+    project = _load(resources)
+    loaded = _connector(project, name, "integration")
+    reports = _engine_call(inspection.plan, project, loaded, configuration, full)
+    for config_name, report in reports.items():
+        c = report.counts
+        click.echo(
+            f"== {config_name}: {c['create']:,} create, {c['update']:,} update, {c['delete']:,} delete, "
+            f"{c['unchanged']:,} unchanged, {c['skipped']:,} skipped, {c['failed']:,} failing to map, "
+            f"{c['held']:,} held"
+        )
+        for operation, samples in report.samples.items():
+            for sample in samples:
+                click.echo(f"  {operation} key {sample['key']}: {sample['method']} {sample['path']} {sample['body'] or ''}")
+        for failure in report.failures[:10]:
+            click.echo(f"  fails: key {failure['key']}: {failure['error']}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--key", "keys", multiple=True, required=True, help="A record key (repeat for several; 'a|b' for a composite key).")
+@resources_option
+def push(name: str, keys: tuple[str, ...], resources: Path | None) -> None:
+    """Push chosen records now, changed or not. Refused when the integration is off or roles do not allow it."""
+    project = _load(resources)
+    loaded = _connector(project, name, "integration")
+    if not loaded.spec.enabled:
+        click.echo(f"integration '{name}' is off (enabled: false): manual pushes are refused", err=True)
+        sys.exit(EXIT_USAGE)
+    from connector_pipelines.runs import launch_integration
+
+    outcome = launch_integration(project, loaded, keys=list(keys), echo=click.echo)
+    ok = outcome.success
+    for part, values in outcome.metadata.items():
+        table = values.get("records")
+        for record in getattr(table, "records", []) or []:
+            row = record.data
+            click.echo(f"{part}: key {row['key']}: {row['status']}" + (f" ({row['error']})" if row["error"] else ""))
+            ok = ok and row["status"] == "delivered"
+        if "sent" in values:
+            read = outcome.metadata.get("data_set", {}).get("rows", 0)
+            if read < len(keys):
+                click.echo(f"{part}: {len(keys) - read} key(s) are not in the data set", err=True)
+                ok = False
+    sys.exit(0 if ok else EXIT_FAILED)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("key")
+@configuration_option
+@resources_option
+def trace(name: str, key: str, configuration: str | None, resources: Path | None) -> None:
+    """Every attempt for one record: when, operation, outcome, HTTP status, idempotency key, error."""
+    from connector_pipelines.delivery import inspection
+
+    project = _load(resources)
+    _connector(project, name, "integration")
+    ledger = inspection.ledger_for(project)
+    try:
+        attempts = ledger.trace(name, key, configuration)
+    finally:
+        ledger.dispose()
+    if not attempts:
+        click.echo(f"no attempts recorded for key {key} of '{name}'", err=True)
+        sys.exit(EXIT_FAILED)
+    rows = [("FINISHED", "CONFIGURATION", "OPERATION", "OUTCOME", "HTTP", "REQUESTS", "IDEMPOTENCY KEY", "RUN", "ERROR")]
+    for a in attempts:
+        rows.append(
+            (
+                a["finished_at"].strftime("%Y-%m-%d %H:%M:%S") if a["finished_at"] else "",
+                a["configuration"],
+                a["operation"],
+                a["outcome"],
+                a["http_status"] or "",
+                a["requests"],
+                a["idempotency_key"] or "",
+                a["run_id"][:8],
+                a["error"] or "",
+            )
+        )
+    _table(rows)
+
+
+@main.command()
+@click.argument("name")
+@configuration_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@resources_option
+def reset(name: str, configuration: str | None, yes: bool, resources: Path | None) -> None:
+    """Forget what the ledger knows of an integration's records: the next run is a full sync (the audit stays)."""
+    from connector_pipelines.delivery import inspection
+
+    project = _load(resources)
+    loaded = _connector(project, name, "integration")
+    _engine_call(inspection.configuration_of, loaded.spec, configuration)
+    if not yes:
+        click.confirm(f"Forget the delivery state of '{name}'? The next run resends every record", abort=True)
+    ledger = inspection.ledger_for(project)
+    try:
+        count = ledger.reset(name, configuration)
+    finally:
+        ledger.dispose()
+    click.echo(f"forgot {count:,} record state(s) of '{name}'; the next run is a full sync")
+
+
+def _table(rows) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
 @main.command()

@@ -104,6 +104,47 @@ def launch_extract(
     return RunOutcome(success=result.success, run_id=result.run_id, metadata=metadata)
 
 
+def launch_integration(
+    project: Project,
+    loaded: LoadedConnector,
+    *,
+    full: bool = False,
+    keys: list[str] | None = None,
+    echo: Callable[[str], None] = print,
+    instance: dg.DagsterInstance | None = None,
+) -> RunOutcome:
+    """Run an integration's job now: every configuration, only what changed (or all with `full`, or `keys`)."""
+    from connector_pipelines.factories.integration import job_name as integration_job, run_config_for
+
+    run_config = run_config_for(loaded.spec, full=full, keys=list(keys or []))
+    run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
+    ensure_dagster_home(project.base_dir)
+    job = definitions_for(project).resolve_job_def(integration_job(loaded.name))
+    owned = instance is None
+    instance = instance or dg.DagsterInstance.get()
+    try:
+        result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
+    finally:
+        if owned:
+            instance.dispose()
+    metadata: dict = {}
+    for event in result.get_asset_materialization_events():
+        part = event.materialization.asset_key.path[-1]
+        metadata[part] = {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}
+    if result.success:
+        for part, values in metadata.items():
+            if "sent" in values:
+                echo(
+                    f"{part}: {values['sent']:,} sent, {values['delivered']:,} delivered, {values['failed']:,} failed, "
+                    f"{values['skipped']:,} skipped, {values['unchanged']:,} unchanged"
+                    + (f" (audit: {values['audit_path']})" if values.get("audit_path") else "")
+                )
+        echo(f"run {result.run_id} succeeded")
+    else:
+        echo(f"run {result.run_id} failed: {failure_message(result)}")
+    return RunOutcome(success=result.success, run_id=result.run_id, metadata=metadata)
+
+
 def _check_key(name: str, key: str, keys: list[str]) -> None:
     if key not in keys:
         raise ExtractError(

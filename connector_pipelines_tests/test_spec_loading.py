@@ -27,7 +27,7 @@ from connector_pipelines.spec.models import AVAILABLE_KINDS, ConnectionsFile, Ex
 CORPUS = Path(__file__).parent / "spec_corpus"
 VALID = CORPUS / "valid"
 PROBLEM_LINE = re.compile(
-    r"^resources/(connections\.yaml|connectors/[^/:]+\.ya?ml):(\d+) (YAML syntax|\(file\)|\(top level\)|[\w.]+): (.+)$"
+    r"^resources/(connections\.yaml|connectors/[^/:]+\.ya?ml):(\d+) (YAML syntax|\(file\)|\(top level\)|[\w.-]+): (.+)$"
 )
 
 
@@ -79,10 +79,15 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
     assert sorted(project.connections) == [
         "archive",
         "bank_sftp",
+        "billing_hook",
+        "crm_api",
+        "ledger_api",
         "legacy_ftp",
         "local_out",
         "mail",
         "partner_sftp",
+        "search_api",
+        "status_board",
         "warehouse",
     ]
     assert {name: c.type for name, c in project.connections.items()} == {
@@ -93,6 +98,11 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
         "legacy_ftp": "ftp",
         "mail": "smtp",
         "local_out": "folder",
+        "crm_api": "http",
+        "billing_hook": "http",
+        "ledger_api": "http",
+        "search_api": "http",
+        "status_board": "http",
     }
     warehouse = project.connections["warehouse"]
     assert warehouse.url == "postgresql://app@db.internal:5432/billing"
@@ -121,16 +131,61 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
     assert (mail.port, mail.starttls, mail.ssl, mail.from_address) == (587, True, False, "reports@acme.example")
     assert project.connections["local_out"].path == "out/exports"
 
+    # HTTP: the trailing slash of base_url is dropped; every auth type; defaults where nothing is written.
+    crm = project.connections["crm_api"]
+    assert crm.base_url == "https://crm.example.com/api/v2"
+    assert (crm.auth.type, crm.auth.token_url, crm.auth.client_id, crm.auth.client_secret) == (
+        "oauth2",
+        "/oauth/token",
+        "acme-sync",
+        "${CRM_CLIENT_SECRET}",
+    )
+    assert (crm.auth.scope, crm.auth.audience, crm.auth.client_auth, crm.auth.expiry_seconds) == (
+        "contacts.read contacts.write",
+        "https://crm.example.com",
+        "basic",
+        3600,
+    )
+    assert crm.headers == {"Accept": "application/json", "X-Tenant": "acme"}
+    assert (crm.timeout_seconds, crm.max_concurrency, crm.rate_limit_per_second) == (20, 8, 10)
+    assert (crm.retry.max_attempts, crm.retry.initial_backoff_seconds) == (6, 1)
+    assert (crm.retry.max_backoff_seconds, crm.retry.max_retry_after_seconds) == (60, 300)
+    assert (crm.verify_tls, crm.ca_file) == (True, "certs/crm-ca.pem")
+    hook = project.connections["billing_hook"].auth
+    assert (hook.type, hook.body_format, hook.token_field, hook.expiry_seconds) == (
+        "token",
+        "form",
+        "data.session.token",
+        900,
+    )
+    assert hook.body == {"username": "acme-billing", "password": "${PARTNER_API_PASSWORD}"}
+    assert (hook.header, hook.prefix) == ("X-Session-Token", "")
+    ledger = project.connections["ledger_api"]
+    assert (ledger.auth.type, ledger.auth.username, ledger.auth.password) == (
+        "basic",
+        "integration",
+        "${LEDGER_PASSWORD}",
+    )
+    assert (ledger.timeout_seconds, ledger.max_concurrency, ledger.rate_limit_per_second) == (30, 16, None)
+    assert (ledger.retry.max_attempts, ledger.verify_tls, ledger.headers) == (5, True, {})
+    search = project.connections["search_api"].auth
+    assert (search.type, search.header, search.value) == ("api_key", "X-Search-Key", "${SEARCH_API_KEY}")
+    board = project.connections["status_board"]
+    assert (board.auth.type, board.verify_tls, board.base_url) == ("none", False, "http://127.0.0.1:8088/hooks")
+
     assert sorted(project.connectors) == [
         "adhoc_refunds",
+        "crm_contacts",
         "customer_snapshot",
         "daily_orders",
+        "invoice_webhook",
         "monthly_invoices",
         "shipments_4h",
     ]
+    integrations = {"crm_contacts", "invoice_webhook"}
     for name, loaded in project.connectors.items():
         assert loaded.name == name
-        assert loaded.kind == "extract"
+        assert loaded.kind == ("integration" if name in integrations else "extract")
         assert loaded.path == valid_resources / "connectors" / f"{name}.yaml"
     assert project.connector("daily_orders") is project.connectors["daily_orders"]
 
@@ -192,6 +247,113 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
     assert adhoc.schedule is None and not adhoc.partitioned and adhoc.source.uses_window
     assert [(d.connection, d.folder) for d in adhoc.destinations] == [("local_out", "")]
 
+    # A CRM contact sync on workdays: the key written as one string becomes a list; two configurations.
+    crm = project.connectors["crm_contacts"].spec
+    assert (crm.description, crm.owners, crm.tags, crm.enabled) == (
+        "Contacts from the warehouse to the CRM, every working morning",
+        ["crm-team@acme.example"],
+        {"team": "sales"},
+        True,
+    )
+    contacts = crm.integration
+    assert (contacts.data_set.connection, contacts.data_set.table) == ("warehouse", None)
+    assert contacts.data_set.query.startswith("WITH active AS (")
+    assert (contacts.data_set.key, contacts.data_set.updated_at, contacts.data_set.change_log) == (
+        ["contact_id"],
+        "updated_at",
+        None,
+    )
+    assert contacts.target.connection == "crm_api"
+    assert [(f.name, f.type, f.required) for f in contacts.target.fields[:3]] == [
+        ("external_id", "text", True),
+        ("email", "text", True),
+        ("full_name", "text", False),
+    ]
+    assert (contacts.schedule.cadence, contacts.schedule.timezone) == ("workdays", "Europe/Paris")
+    assert contacts.schedule.cron() == "15 7 * * 1-5"
+    assert (contacts.triggers, contacts.sensor_interval_seconds, contacts.roles, contacts.write_back) == (
+        [],
+        30,
+        None,
+        None,
+    )
+    assert (contacts.recovery, contacts.checks.max_rejected_rate) == ("hold", 0.02)
+    single, bulk = contacts.configurations
+    assert (single.name, single.sync_mode, single.batch, single.target_ref) == ("contacts", "upsert", None, "data.id")
+    rules = {rule.target: rule for rule in single.mapping}
+    assert (rules["signed_up_on"].source, rules["signed_up_on"].parse) == ("signup_date", "date:%d/%m/%Y")
+    assert (rules["lifetime_value"].default, rules["vip"].default) == (0, False)
+    assert (rules["source_system"].constant, rules["source_system"].source) == ("warehouse", None)
+    assert rules["account_manager"].expression == "lookup('managers', manager_id)"
+    assert (single.lookups["managers"].table, single.lookups["managers"].connection) == ("crm.users", None)
+    assert (single.request.method, single.request.path) == ("POST", "/contacts")
+    assert single.request.body["properties"]["vip"] == "{{vip}}"
+    assert (single.update.method, single.update.path, single.delete) == ("PATCH", "/contacts/{{target_ref}}", None)
+    assert single.success is None
+    assert (bulk.name, bulk.sync_mode, bulk.request.method) == ("contacts_bulk", "insert", "POST")
+    assert (bulk.batch.size, bulk.batch.method, bulk.batch.path) == (200, "POST", "/contacts/batch")
+    assert bulk.batch.body == {"contacts": "{{records}}", "skipDuplicates": True}
+
+    # An event-driven webhook push: a change log, triggers, roles, write-back, a lookup, success criteria.
+    webhook = project.connectors["invoice_webhook"].spec
+    assert (webhook.name, webhook.enabled) == ("invoice_webhook", False)
+    push = webhook.integration
+    assert (push.data_set.table, push.data_set.query, push.data_set.key) == ("billing.invoices", None, ["invoice_id"])
+    change_log = push.data_set.change_log
+    assert (change_log.table, change_log.key, change_log.operation, change_log.sequence) == (
+        "billing.invoice_changes",
+        ["invoice_id"],
+        "op",
+        "change_id",
+    )
+    assert (push.data_set.owner, push.data_set.updated_at) == ("owner_user_id", None)
+    assert (push.triggers, push.sensor_interval_seconds) == (["on_create", "on_update", "on_delete"], 15)
+    assert (push.schedule.cadence, push.schedule.timezone, push.schedule.cron()) == (
+        "every 15 minutes",
+        "UTC",
+        "*/15 * * * *",
+    )
+    assert (push.roles.allowed, push.roles.table) == (["billing_agent", "finance_admin"], "app.user_roles")
+    assert (push.roles.user_column, push.roles.role_column) == ("user_id", "role_name")
+    assert (push.write_back.table, push.recovery, push.checks.max_rejected_rate) == (
+        "billing.integration_audit",
+        "resend",
+        0.1,
+    )
+    mirror, status = push.configurations
+    assert (mirror.sync_mode, status.sync_mode) == ("mirror", "update")
+    # A body written as a JSON string is parsed into the same template a YAML mapping gives.
+    assert mirror.request.body == {
+        "number": "{{invoice_number}}",
+        "customer": "{{customer_email}}",
+        "amount": "{{amount}}",
+        "currency": "{{currency}}",
+        "issued": "{{issued_at}}",
+        "lines": "{{line_count}}",
+        "tax": "{{tax_rate}}",
+        "extra": "{{extra}}",
+    }
+    assert mirror.update.body == {"customer": "{{customer_email}}", "amount": "{{amount}}"}
+    assert (mirror.delete.method, mirror.delete.path, mirror.delete.body) == (
+        "DELETE",
+        "/invoices/{{target_ref}}",
+        None,
+    )
+    assert mirror.delete.headers == {"X-Reason": "removed-at-source", "X-Record": "{{key}}"}
+    lookup = mirror.lookups["customer_emails"]
+    assert (lookup.table, lookup.key, lookup.value, lookup.connection) == (
+        "crm.customers",
+        "customer_id",
+        "email",
+        "warehouse",
+    )
+    assert [(c.source, c.comparator, c.value) for c in mirror.success + status.success] == [
+        ("response_body", "contains", '"accepted":true'),
+        ("response_body", "not_contains", "error"),
+        ("status_code", "equals", 204),
+        ("status_code", "not_equals", 202),
+    ]
+
 
 def test_unknown_connector_name_suggests_a_close_one(valid_resources: Path) -> None:
     project = load_project(valid_resources)
@@ -199,8 +361,8 @@ def test_unknown_connector_name_suggests_a_close_one(valid_resources: Path) -> N
         project.connector("daily_order")
     assert caught.value.problems == [
         (
-            "no connector named 'daily_order' (did you mean 'daily_orders'?); known connectors: "
-            "adhoc_refunds, customer_snapshot, daily_orders, monthly_invoices, shipments_4h"
+            "no connector named 'daily_order' (did you mean 'daily_orders'?); known connectors: adhoc_refunds, "
+            "crm_contacts, customer_snapshot, daily_orders, invoice_webhook, monthly_invoices, shipments_4h"
         )
     ]
 
@@ -249,6 +411,39 @@ def test_corpus_is_complete() -> None:
         "connections/sftp_host_key_malformed",
         "connections/sftp_no_credential",
         "connections/uppercase_name",
+        # Integrations and http connections
+        "connectors/integration_query_and_table",
+        "connectors/integration_no_query_no_table",
+        "connectors/integration_query_bind_parameter",
+        "connectors/integration_key_missing",
+        "connectors/integration_table_sql_injection",
+        "connectors/mapping_source_and_constant",
+        "connectors/mapping_no_origin",
+        "connectors/expression_unsafe",
+        "connectors/expression_unknown_function",
+        "connectors/mapping_bad_parse_format",
+        "connectors/mapping_unknown_target",
+        "connectors/mapping_target_twice",
+        "connectors/required_target_unmapped",
+        "connectors/lookup_not_declared",
+        "connectors/request_body_bad_json",
+        "connectors/path_placeholder_unmapped",
+        "connectors/delete_uses_mapped_field",
+        "connectors/batch_without_records",
+        "connectors/mirror_without_delete",
+        "connectors/on_delete_without_delete",
+        "connectors/on_update_without_watch",
+        "connectors/roles_without_owner",
+        "connectors/duplicate_configuration_names",
+        "connectors/schedule_every_7_minutes",
+        "connectors/target_connection_sql",
+        "connectors/data_set_connection_http",
+        "connections/http_base_url_not_http",
+        "connections/http_basic_literal_password",
+        "connections/http_oauth2_literal_client_secret",
+        "connections/http_token_body_literal_password",
+        "connections/http_authorization_header",
+        "connections/http_unknown_auth_type",
     }
     assert required <= names, sorted(required - names)
     assert len(names) >= 20
@@ -318,7 +513,7 @@ def test_missing_connections_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert _problems(resources) == [
         (
             "resources/connections.yaml:1 (file): missing; create it with a `connections:` mapping from each "
-            "connection's name to its settings, starting with `type:` (sql, s3, sftp, ftp, smtp, folder)"
+            "connection's name to its settings, starting with `type:` (sql, s3, sftp, ftp, smtp, folder, http)"
         ),
     ]
 

@@ -29,7 +29,9 @@ from connector_pipelines.transports.http import (
 )
 from connector_pipelines.transports.http_auth import resolve_secret
 from connector_pipelines_tests.servers import LOOPBACK, SelfSignedCertificate, free_port
-from connector_pipelines_tests.servers.http_target_fixtures import http_target, http_target_server  # noqa: F401
+
+# `http_target` (the loopback RecordingTarget, cleared for each test) comes from servers/http_target_fixtures.py,
+# which conftest.py loads as a plugin.
 
 PASSWORD = "pw-http-5d81c2"
 CLIENT_SECRET = "cs-http-9a04e7"

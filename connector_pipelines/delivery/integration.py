@@ -261,6 +261,8 @@ class IntegrationDelivery:
         owner_column = spec.data_set.owner if self.allowed_owners is not None else None
         track_seen = scope.complete and (mode == "mirror" or scope.detect_deletes)
         seen: set[str] = set()
+        # A key twice in one read would be sent twice under one idempotency key (or race two versions).
+        read_keys: set[str] = set()
         hold = spec.recovery == "hold"
         counts = report.counts
         for batch in batches:
@@ -284,6 +286,12 @@ class IntegrationDelivery:
                 if track_seen:
                     seen.add(key)
                 entry = state.get(key)
+                if key in read_keys:
+                    error = "the key appears more than once in the data set; only its first row is delivered"
+                    attempts.append(AttemptRow(key, "create", "failed", None, None, 0, None, error, None, now, now))
+                    self._count(report, key, "create", "failed", None, error, None, None)
+                    continue
+                read_keys.add(key)
                 forced = scope.full or scope.keys is not None
                 operation = "create" if entry is None or entry.delivered_fingerprint is None else "update"
                 record = records[i]

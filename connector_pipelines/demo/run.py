@@ -9,10 +9,14 @@ from pathlib import Path
 import dagster as dg
 
 from connector_pipelines.dagster_home import ensure_dagster_home
+from connector_pipelines.definitions import definitions_for
+from connector_pipelines.demo.crm import add_integration_tables, change_some_contacts
+from connector_pipelines.demo.http_target import RecordingTarget
 from connector_pipelines.demo.seed import seed_demo_warehouse
 from connector_pipelines.errors import ConnectorConfigError, ExtractError
-from connector_pipelines.runs import launch_extract
-from connector_pipelines.spec.loader import load_project
+from connector_pipelines.factories.resources import build_resources
+from connector_pipelines.runs import failure_message, launch_extract, launch_integration
+from connector_pipelines.spec.loader import Project, load_project
 
 # Fixed windows inside the seeded data (2024-01-01 .. 2026-06-30), so every demo run prints the same counts.
 DEMO_RUNS: list[tuple[str, dict[str, str]]] = [
@@ -22,6 +26,8 @@ DEMO_RUNS: list[tuple[str, dict[str, str]]] = [
     ("accounts_full", {}),
     ("loans_custom", {"window": "2025-01-01..2025-07-01"}),
 ]
+DEMO_TARGET_PORT = 18765  # the demo's `crm` connection points here
+EVENT_DRIVEN = "contact_webhooks"
 
 
 def run_demo(resources_dir: Path, *, scale: float = 1.0, echo: Callable[[str], None] = print) -> bool:
@@ -37,6 +43,7 @@ def run_demo(resources_dir: Path, *, scale: float = 1.0, echo: Callable[[str], N
     database = base / "var" / "demo" / "warehouse.db"
     echo(f"1. Seeding the demo warehouse {database} ...")
     counts = seed_demo_warehouse(database, scale=scale)
+    add_integration_tables(database)
     echo("   " + ", ".join(f"{table}: {rows:,}" for table, rows in counts.items()))
     outbox = base / "var" / "demo" / "outbox"
     outbox.mkdir(parents=True, exist_ok=True)
@@ -60,7 +67,8 @@ def run_demo(resources_dir: Path, *, scale: float = 1.0, echo: Callable[[str], N
                 ok = False
                 continue
             ok = ok and outcome.success
-    echo(f"3. Files written under {outbox}:")
+        ok = _integrations(project, instance, database, echo) and ok
+    echo(f"4. Files written under {outbox}:")
     for path in sorted(p for p in outbox.rglob("*") if p.is_file()):
         echo(f"   {path.relative_to(outbox)}  ({path.stat().st_size:,} bytes)")
     echo(
@@ -69,3 +77,65 @@ def run_demo(resources_dir: Path, *, scale: float = 1.0, echo: Callable[[str], N
         "partitions, schedules and each file's metadata."
     )
     return ok
+
+
+def _integrations(project: Project, instance: dg.DagsterInstance, database: Path, echo) -> bool:
+    """Deliver to the loopback CRM: a full sync, a change in the warehouse picked up by the sensor, a push."""
+    echo(f"3. Integrations, delivering to a loopback CRM on http://127.0.0.1:{DEMO_TARGET_PORT} ...")
+    ok = True
+    with RecordingTarget(port=DEMO_TARGET_PORT) as target:
+        for name in ("crm_accounts", EVENT_DRIVEN):
+            echo(f"   connector-pipelines run {name}")
+            outcome = launch_integration(project, project.connector(name), instance=instance, echo=_indent(echo))
+            ok = ok and outcome.success
+        echo("   connector-pipelines run crm_accounts   (again: nothing changed, nothing is sent)")
+        outcome = launch_integration(project, project.connector("crm_accounts"), instance=instance, echo=_indent(echo))
+        ok = ok and outcome.success
+        changed = change_some_contacts(database)
+        echo(f"   In the warehouse: {changed['updated']} contacts edited, {changed['created']} added, 1 deleted")
+        ok = _sensor_tick(project, instance, echo) and ok
+        echo("   connector-pipelines push contact_webhooks --key 5 --key 6")
+        outcome = launch_integration(
+            project, project.connector(EVENT_DRIVEN), keys=["5", "6"], instance=instance, echo=_indent(echo)
+        )
+        ok = ok and outcome.success
+        stats = target.stats()
+        echo(
+            f"   The CRM received {stats['requests']:,} requests; companies: {len(target.records('companies')):,}, "
+            f"contacts: {len(target.records('contacts')):,}, health scores: {len(target.records('health')):,}; "
+            f"records applied twice: {stats['duplicates']}"
+        )
+    return ok
+
+
+def _sensor_tick(project: Project, instance: dg.DagsterInstance, echo) -> bool:
+    """One evaluation of the change sensor, and the runs it asks for (as the daemon would start them)."""
+    defs = definitions_for(project)
+    sensor = defs.resolve_sensor_def(f"integration_{EVENT_DRIVEN}_changes")
+    resources = build_resources(project.connections, project.base_dir)
+    with dg.build_sensor_context(instance=instance, resources=resources) as context:
+        data = sensor.evaluate_tick(context)
+    echo(f"   sensor {sensor.name}: {len(data.run_requests)} run request(s), cursor {data.cursor}")
+    job = defs.resolve_job_def(f"integration_{EVENT_DRIVEN}")
+    ok = True
+    for request in data.run_requests:
+        run_config = dict(request.run_config)
+        run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
+        result = job.execute_in_process(
+            instance=instance, run_config=run_config, tags=request.tags, raise_on_error=False
+        )
+        for event in result.get_asset_materialization_events():
+            values = event.materialization.metadata
+            if "sent" in values:
+                echo(
+                    f"     run {result.run_id[:8]}: {values['create'].value} create, {values['update'].value} update, "
+                    f"{values['delete'].value} delete, {values['delivered'].value} delivered"
+                )
+        if not result.success:
+            echo(f"     run {result.run_id} failed: {failure_message(result)}")
+        ok = ok and result.success
+    return ok
+
+
+def _indent(echo):
+    return lambda line: echo(f"     {line}")

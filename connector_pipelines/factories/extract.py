@@ -7,7 +7,6 @@ and a separate "data set" asset would only write the same rows a second time.
 """
 
 import datetime as dt
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,8 +19,8 @@ from connector_pipelines.factories.translator import ConnectorAssetData, Connect
 from connector_pipelines.sources.sql import Window
 from connector_pipelines.spec.loader import SECRET_FIELDS, LoadedConnector
 from connector_pipelines.spec.models import PRESET_CADENCES, Connection, ExtractConnector, ExtractSchedule
+from connector_pipelines.storage import STORAGE_ENV, storage_dir  # noqa: F401  (STORAGE_ENV: re-exported)
 
-STORAGE_ENV = "CONNECTOR_PIPELINES_STORAGE"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 PREVIEW_COLUMNS_MAX = 30
@@ -246,11 +245,6 @@ def materialization_metadata(result: ExtractResult) -> dict[str, dg.MetadataValu
             schema=dg.TableSchema(columns=[dg.TableColumn(name=n, type="string") for n in names]),
         )
     return metadata
-
-
-def storage_dir(base_dir: Path) -> Path:
-    """Where runs keep working files: `$CONNECTOR_PIPELINES_STORAGE`, else var/storage under the project."""
-    return Path(os.environ.get(STORAGE_ENV) or base_dir / "var" / "storage")
 
 
 def _secret_values(resources) -> tuple[str, ...]:

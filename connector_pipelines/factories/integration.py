@@ -21,11 +21,11 @@ from connector_pipelines.delivery.audit import AuditFile
 from connector_pipelines.delivery.integration import OPERATIONS, DeliveryReport, DeliveryScope, IntegrationDelivery
 from connector_pipelines.delivery.ledger import DeliveryLedger, default_ledger_url
 from connector_pipelines.delivery.write_back import WriteBack
-from connector_pipelines.factories.extract import storage_dir
 from connector_pipelines.factories.translator import ConnectorAssetData, ConnectorTranslator
 from connector_pipelines.sources.dataset import DataSetReader, record_keys
 from connector_pipelines.spec.loader import LoadedConnector
 from connector_pipelines.spec.models import Connection, IntegrationConnector
+from connector_pipelines.storage import integration_dir, storage_dir
 
 DATA_SET = "data_set"
 TABLE_ROWS_MAX = 200
@@ -60,7 +60,7 @@ def run_config_for(connector: IntegrationConnector, **config: Any) -> dict:
 
 
 def snapshot_path(base_dir: Path, connector_name: str, run_id: str) -> Path:
-    return storage_dir(base_dir) / "integrations" / connector_name / DATA_SET / f"{run_id}.parquet"
+    return integration_dir(base_dir, connector_name, DATA_SET) / f"{run_id}.parquet"
 
 
 def ledger_for(base_dir: Path) -> DeliveryLedger:
@@ -262,9 +262,7 @@ def _delivery_asset(connector: IntegrationConnector, configuration_name: str, as
                 lookups=lookups,
                 allowed_owners=allowed,
                 client_factory=getattr(resources, target_key).get_client,
-                audit=AuditFile(
-                    storage_dir(base_dir) / "integrations" / connector.name / configuration.name / f"{run_id}.parquet"
-                ),
+                audit=AuditFile(integration_dir(base_dir, connector.name, configuration.name) / f"{run_id}.parquet"),
                 write_back=WriteBack(source, spec.write_back.table) if spec.write_back else None,
                 logger=context.log,
             )

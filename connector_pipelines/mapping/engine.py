@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from connector_pipelines.mapping.conversions import TARGET_TYPES, describe_value, parse_format, to_target_type
@@ -109,6 +110,10 @@ class MappedBatch:
         return rows
 
 
+# Per target type, the exact class of a value that needs no conversion (bool is not an int here: it is refused).
+_ALREADY_TYPED: dict[str, type] = {"text": str, "integer": int, "boolean": bool, "date": date, "datetime": datetime}
+
+
 class _Plan:
     """One compiled rule: where the value comes from and the per-value steps applied to it."""
 
@@ -120,6 +125,7 @@ class _Plan:
         self.constant: object = NO_CONSTANT
         self.parse: Callable[[object], object] | None = None
         self.convert: Callable[[object], object] | None = None
+        self.keep: type | None = _ALREADY_TYPED.get(field.type) if field is not None else None
         label = f"mapping for '{rule.target}'" if rule.target else f"mapping #{number}"
         first_problem = len(problems)
         if not isinstance(rule.target, str) or not rule.target:
@@ -192,7 +198,7 @@ class _Plan:
         if default is not None:
             values = [default if value is None or value == "" else value for value in values]
         if self.convert is not None:
-            values = _apply(self.convert, values, errors)
+            values = _apply(self.convert, values, errors, self.keep)
         elif copy and self.parse is None and default is None:
             values = list(values)  # never hand out (or later blank rows in) the caller's own list
         if self.required:
@@ -202,10 +208,15 @@ class _Plan:
         return values, errors
 
 
-def _apply(func: Callable[[object], object], values: list, errors: dict[int, str]) -> list:
-    """func over a column; on a bad value retry per row, recording the reason and leaving None."""
+def _apply(func: Callable[[object], object], values: list, errors: dict[int, str], keep: type | None = None) -> list:
+    """func over a column; on a bad value retry per row, recording the reason and leaving None.
+
+    Values whose class is exactly `keep` are already right and skip the call: most text is already text.
+    """
     try:
-        return list(map(func, values))
+        if keep is None:
+            return list(map(func, values))
+        return [value if value.__class__ is keep else func(value) for value in values]
     except DATA_ERRORS:
         out = [None] * len(values)
         for row, value in enumerate(values):
@@ -298,7 +309,7 @@ class CompiledMapping:
             problems.append(
                 f"this mapping uses lookups ({', '.join(sorted(self.lookup_names))}); compile it with their tables"
             )
-        for name in self.source_columns:
+        for name in sorted(self.source_columns & set(columns)):
             if len(columns[name]) != n_rows:
                 problems.append(f"column '{name}' has {len(columns[name])} values, expected {n_rows} rows")
         if problems:

@@ -13,6 +13,7 @@ import ast
 import functools
 from collections.abc import Callable, Mapping
 
+from connector_pipelines.mapping.conversions import describe_value
 from connector_pipelines.mapping.functions import FUNCTIONS, FunctionSpec, lookup
 from connector_pipelines.mapping.suggest import did_you_mean
 
@@ -100,13 +101,14 @@ class _Constant(_Node):
 
 
 class _Call(_Node):
-    def __init__(self, spec: FunctionSpec, args: list[_Node]):
+    def __init__(self, spec: FunctionSpec, args: list[_Node], func: Callable[..., object] | None = None):
         self.spec = spec
         self.args = args
+        self.func = func or spec.func  # a bound one-argument function when the other arguments are constants
 
     def evaluate(self, columns, n_rows, lookups):
         arg_values, errors = _evaluate_all(self.args, columns, n_rows, lookups)
-        return _apply(self.spec.func, self.spec.name, arg_values, errors, n_rows), errors
+        return _apply(self.func, self.spec.name, arg_values, errors, n_rows), errors
 
 
 class _Lookup(_Node):
@@ -184,7 +186,7 @@ class Expression:
 def parse_expression(text: str) -> Expression:
     """Parse and validate an expression; raise ExpressionError saying what is wrong, where and what is allowed."""
     if not isinstance(text, str) or not text.strip():
-        raise ExpressionError(f"an expression must be non-empty text, got {text!r}; {ALLOWED}")
+        raise ExpressionError(f"an expression must be non-empty text, got {describe_value(text)}; {ALLOWED}")
     source = text.strip()
     # The text is stripped before parsing (leading spaces are a syntax error in eval mode); report columns in
     # the text as written.
@@ -193,14 +195,14 @@ def parse_expression(text: str) -> Expression:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
         where = _where(exc.lineno or 1, (exc.offset or 1) - 1, shift)
-        raise ExpressionError(f"invalid expression {text!r}: {exc.msg} {where}; {ALLOWED}") from None
+        raise ExpressionError(f"invalid expression {describe_value(text, 80)}: {exc.msg} {where}; {ALLOWED}") from None
     except RecursionError:
-        raise ExpressionError(f"expression {text!r} is nested too deeply") from None
+        raise ExpressionError(f"expression {describe_value(text, 80)} is nested too deeply") from None
     builder = _Builder(source, shift)
     try:
         root = builder.build(tree.body)
     except RecursionError:
-        raise ExpressionError(f"expression {text!r} is nested too deeply") from None
+        raise ExpressionError(f"expression {describe_value(text, 80)} is nested too deeply") from None
     return Expression(text, root, frozenset(builder.columns), frozenset(builder.lookups))
 
 
@@ -226,7 +228,9 @@ class _Builder:
         return ExpressionError(f"{problem} {where}; {hint}" if hint else f"{problem} {where}")
 
     def segment(self, node: ast.AST) -> str:
-        return ast.get_source_segment(self.source, node) or type(node).__name__
+        """The source text of a node for a message, cut short so a long expression does not flood it."""
+        text = ast.get_source_segment(self.source, node) or type(node).__name__
+        return text if len(text) <= 60 else text[:57] + "..."
 
     def build(self, node: ast.AST) -> _Node:
         if isinstance(node, ast.Name):
@@ -300,6 +304,12 @@ class _Builder:
                     raise self.error(node.args[position], f"{name}: {exc}") from None
         if all(isinstance(arg, _Constant) for arg in args):
             return self.fold(node, spec, args)
+        if spec.bind is not None and all(isinstance(arg, _Constant) for arg in args[1:]):
+            try:
+                bound = spec.bind(*(arg.value for arg in args[1:]))  # type: ignore[attr-defined]
+            except ValueError as exc:
+                raise self.error(node, f"{name}: {exc}") from None
+            return _Call(spec, args[:1], bound)
         return _Call(spec, args)
 
     def named(self, node: ast.Call, spec: FunctionSpec) -> _Node:

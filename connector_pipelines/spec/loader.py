@@ -61,11 +61,9 @@ RULE_FIELDS: dict[tuple[type[BaseModel], str], tuple[tuple[str, ...], ...]] = {
     (SmtpConnection, "choose starttls"): (("ssl",),),
     (MappingRuleSpec, "set exactly one of"): (("constant",), ("expression",), ("source",)),
     (DataSet, "set either query or table"): (("table",), ("query",)),
-    (IntegrationSpec, "configuration names must be unique"): (("configurations",),),
     (IntegrationSpec, "roles need data_set.owner"): (("roles",),),
     (IntegrationSpec, "on_delete needs"): (("triggers",),),
     (IntegrationSpec, "on_create/on_update sensors"): (("triggers",),),
-    (IntegrationSpec, "configuration '"): (("configurations",),),
 }
 
 
@@ -182,7 +180,7 @@ def _load_connector(path: Path) -> tuple[LoadedConnector, YamlDocument]:
             where,
             doc.line_of(()),
             "(top level)",
-            f"expected a mapping that starts with `kind: extract`, got {_kind_of(data)}",
+            f"expected a mapping that starts with `kind:` (extract or integration), got {_kind_of(data)}",
         )
     kind = data.get("kind")
     kind_line = doc.line_of(("kind",))
@@ -334,13 +332,12 @@ def _check_integration(spec: IntegrationSpec, doc: YamlDocument, where: str, che
                 location = (*at, part, piece)
                 label = f"{where}:{doc.line_of(location)} {'.'.join(str(s) for s in location)}"
                 problems.extend(check_fields(getattr(request, piece), mapped, label))
-        if configuration.delete is not None:
-            location = (*at, "delete")
-            extra = placeholders(configuration.delete.path) | placeholders(configuration.delete.body)
-            extra -= {"key", "target_ref"}
+        for piece in ("path", "body", "headers") if configuration.delete is not None else ():
+            location = (*at, "delete", piece)
+            extra = placeholders(getattr(configuration.delete, piece)) - {"key", "target_ref"}
             if extra:
                 problems.append(
-                    f"{where}:{doc.line_of((*location, 'path'))} {'.'.join(str(s) for s in location)}: a delete "
+                    f"{where}:{doc.line_of(location)} {'.'.join(str(s) for s in location)}: a delete "
                     f"request can use only {{{{key}}}} and {{{{target_ref}}}} (the record is gone from the data set); "
                     f"found {', '.join('{{' + e + '}}' for e in sorted(extra))}"
                 )
@@ -378,6 +375,9 @@ def _place(model: type[BaseModel], location: tuple) -> _Place:
     steps: list[str | int] = []
     field_info: FieldInfo | None = None
     for step in location:
+        if step == "[key]":  # follows a dict key: the error is about the key itself (a name), not its value
+            current = None
+            continue
         current = _strip(current)
         if typing.get_origin(current) in (typing.Union, types.UnionType):
             current = _union_member(current, step)
@@ -388,11 +388,8 @@ def _place(model: type[BaseModel], location: tuple) -> _Place:
             current = field_info.annotation if field_info else None
             steps.append(step)
         elif typing.get_origin(current) is dict:
-            if step == "[key]":  # the error is about the key itself (a connection name), not its value
-                current = typing.get_args(current)[0]
-            else:
-                current = typing.get_args(current)[1]
-                steps.append(step)
+            current = typing.get_args(current)[1]
+            steps.append(step)
         elif typing.get_origin(current) is list:
             current = typing.get_args(current)[0]
             steps.append(step)
@@ -559,7 +556,9 @@ def _quoted_choices(expected: str) -> list[str]:
 
 
 def _best_match(word: str, choices: typing.Iterable[str]) -> str | None:
-    hint = difflib.get_close_matches(word, list(choices), n=1)
+    choices = list(choices)
+    same = [choice for choice in choices if choice.lower() == word.lower()]  # `post` for POST, `Extract`
+    hint = same or difflib.get_close_matches(word, choices, n=1)
     return hint[0] if hint else None
 
 

@@ -14,6 +14,7 @@ import zoneinfo
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -47,6 +48,13 @@ def env_var_name(reference: str) -> str:
     match = ENV_REFERENCE.match(reference)
     assert match, reference
     return match.group(1)
+
+
+def error_at(location: tuple[str | int, ...], message: str) -> ValidationError:
+    """A validator's error placed on one entry below the field or model being validated (pydantic prefixes
+    the outer location), so the loader names the line to change rather than the whole mapping or list."""
+    error = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=location, input=None)
+    return ValidationError.from_exception_data("ValidationError", [error])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,9 +213,10 @@ class HttpAuthToken(StrictModel):
     def _secret_values_are_references(cls, body: dict[str, str]) -> dict[str, str]:
         for key, value in body.items():
             if SECRET_KEY_WORDS.search(key) and not ENV_REFERENCE.match(value):
-                raise ValueError(
-                    f"body.{key} looks like a secret; write an environment reference such as ${{MY_SECRET}} instead "
-                    "of the value"
+                raise error_at(
+                    (key,),
+                    f"'{key}' looks like a secret; write an environment reference such as ${{MY_SECRET}} instead "
+                    "of the value",
                 )
         return body
 
@@ -266,7 +275,7 @@ class HttpConnection(StrictModel):
     def _no_literal_credentials(cls, headers: dict[str, str]) -> dict[str, str]:
         for name, value in headers.items():
             if name.lower() in ("authorization", "proxy-authorization") or SECRET_KEY_WORDS.search(name):
-                raise ValueError(f"header '{name}' carries a credential; set it with `auth:` instead")
+                raise error_at((name,), f"header '{name}' carries a credential; set it with `auth:` instead")
         return headers
 
 
@@ -515,8 +524,11 @@ class RunSchedule(StrictModel):
         every = EVERY_MINUTES.match(value)
         if every:
             minutes = int(every.group(1))
-            if minutes < 1 or (minutes < 60 and 60 % minutes) or (minutes >= 60 and minutes % 60):
-                raise ValueError("every N minutes needs N dividing 60 (1, 2, 5, 10, 15, 20, 30) or a multiple of 60")
+            if minutes < 1 or (minutes < 60 and 60 % minutes) or (minutes >= 60 and (minutes % 60 or 24 % (minutes // 60))):
+                raise ValueError(
+                    "every N minutes needs N dividing 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or whole hours dividing "
+                    "a day (60, 120, 180, 240, 360, 480, 720, 1440)"
+                )
             return value
         from dagster._utils.schedules import is_valid_cron_string
 
@@ -543,7 +555,9 @@ class RunSchedule(StrictModel):
         every = EVERY_MINUTES.match(self.cadence)
         if every:
             minutes = int(every.group(1))
-            return f"*/{minutes} * * * *" if minutes < 60 else f"{minute} */{minutes // 60} * * *"
+            if minutes < 60:
+                return f"*/{minutes} * * * *"
+            return f"{minute} {hour} * * *" if minutes == 1440 else f"{minute} */{minutes // 60} * * *"
         return self.cadence
 
 
@@ -634,8 +648,12 @@ class DataSet(StrictModel):
 
     @model_validator(mode="after")
     def _query_or_table(self) -> DataSet:
-        if (self.query is None) == (self.table is None):
-            raise ValueError("set either query or table (not both)")
+        if self.query is not None and self.table is not None:
+            raise ValueError("set either query or table, not both")
+        if self.query is None and self.table is None:
+            raise ValueError(
+                "set either query or table: query for SQL returning one row per record, table for a table or view"
+            )
         return self
 
 
@@ -762,9 +780,13 @@ class IntegrationSpec(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> IntegrationSpec:
         names = [c.name for c in self.configurations]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"configuration names must be unique; repeated: {', '.join(duplicates)}")
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise error_at(
+                    ("configurations", index, "name"),
+                    f"'{name}' is already the name of an earlier configuration; configuration names must be unique "
+                    "(each one is its own asset)",
+                )
         if self.roles is not None and self.data_set.owner is None:
             raise ValueError("roles need data_set.owner: the column naming each record's owner")
         if "on_delete" in self.triggers and not any(c.delete for c in self.configurations):
@@ -773,9 +795,13 @@ class IntegrationSpec(StrictModel):
             self.data_set.change_log or self.data_set.updated_at
         ):
             raise ValueError("on_create/on_update sensors need data_set.updated_at or data_set.change_log to watch")
-        for configuration in self.configurations:
+        for index, configuration in enumerate(self.configurations):
             if configuration.sync_mode == "mirror" and configuration.delete is None:
-                raise ValueError(f"configuration '{configuration.name}': mirror mode needs a `delete:` request")
+                raise error_at(
+                    ("configurations", index, "sync_mode"),
+                    "mirror mode needs a `delete:` request (records gone from the data set are deleted in the "
+                    "target); add one, or use upsert",
+                )
         return self
 
 
