@@ -18,9 +18,9 @@ install: $(INSTALLED)
 demo: install
 	$(BIN)/connector-pipelines demo
 
-## ui: open the Dagster UI on http://127.0.0.1:3000
+## ui: open the Dagster UI on http://127.0.0.1:3000 (with the demo's loopback CRM running beside it)
 ui: install
-	$(BIN)/connector-pipelines ui
+	$(BIN)/connector-pipelines ui --demo-target
 
 ## test: the whole suite against real servers on loopback (PostgreSQL, MariaDB, SFTP, S3, FTP, SMTP)
 test: install

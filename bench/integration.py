@@ -689,14 +689,19 @@ def check_single(stats: dict, rows: int) -> list[str]:
     return problems
 
 
-def check_batched(stats: dict, rows: int, requests: int) -> list[str]:
+def check_batched(stats: dict, rows: int) -> list[str]:
+    """Each batch request is applied once under its own key, and every record is held once."""
     problems = []
     if stats["duplicates"] != 0:
         problems.append(f"{stats['duplicates']} batch keys applied more than once")
-    if stats["applied"] != requests or stats["distinct_keys"] != requests:
+    requests = stats["requests"]
+    if stats["applied"] != requests or stats["distinct_keys"] != requests or stats["replays"]:
         problems.append(
-            f"applied {stats['applied']:,} batches under {stats['distinct_keys']:,} keys, expected {requests:,}"
+            f"{requests:,} batch requests, applied {stats['applied']:,} under {stats['distinct_keys']:,} keys "
+            f"({stats['replays']} replays): each should be applied once under its own key"
         )
+    if requests < -(-rows // BATCH_SIZE):
+        problems.append(f"{requests:,} batch requests cannot carry {rows:,} records of at most {BATCH_SIZE}")
     if stats["collections"].get(COLLECTION) != rows:
         problems.append(f"the target holds {stats['collections'].get(COLLECTION, 0):,} records, expected {rows:,}")
     return problems
@@ -1011,7 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
                 if case == "single":
                     problems += check_single(stats, rows)
                 else:
-                    problems += check_batched(stats, rows, counts["requests"])
+                    problems += check_batched(stats, rows)
                 verified = stats_line(stats)
             if not all(report["checks"].values()):
                 problems.append(f"asset checks failed: {report['checks']}")

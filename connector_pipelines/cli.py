@@ -77,7 +77,9 @@ def list_connectors(resources: Path | None) -> None:
         for loaded in project.connectors.values():
             if loaded.kind == "integration":
                 integration = loaded.spec.integration
-                parts = [f"{integration.schedule.cadence} ({integration.schedule.cron()})"] if integration.schedule else []
+                parts = (
+                    [f"{integration.schedule.cadence} ({integration.schedule.cron()})"] if integration.schedule else []
+                )
                 parts += integration.triggers
                 when = ", ".join(parts) or "manual"
                 state = "on" if loaded.spec.enabled else "off"
@@ -117,7 +119,7 @@ def schema(output: Path | None) -> None:
     """JSON Schema of connections.yaml and of connector files, for editors (yaml-language-server)."""
     from pydantic import TypeAdapter
 
-    from connector_pipelines.spec.models import Connector, ConnectionsFile
+    from connector_pipelines.spec.models import ConnectionsFile, Connector
 
     document = {
         "connections.yaml": TypeAdapter(ConnectionsFile).json_schema(),
@@ -266,14 +268,18 @@ def plan(name: str, full: bool, configuration: str | None, resources: Path | Non
         )
         for operation, samples in report.samples.items():
             for sample in samples:
-                click.echo(f"  {operation} key {sample['key']}: {sample['method']} {sample['path']} {sample['body'] or ''}")
+                click.echo(
+                    f"  {operation} key {sample['key']}: {sample['method']} {sample['path']} {sample['body'] or ''}"
+                )
         for failure in report.failures[:10]:
             click.echo(f"  fails: key {failure['key']}: {failure['error']}")
 
 
 @main.command()
 @click.argument("name")
-@click.option("--key", "keys", multiple=True, required=True, help="A record key (repeat for several; 'a|b' for a composite key).")
+@click.option(
+    "--key", "keys", multiple=True, required=True, help="A record key (repeat for several; 'a|b' for a composite key)."
+)
 @resources_option
 def push(name: str, keys: tuple[str, ...], resources: Path | None) -> None:
     """Push chosen records now, changed or not. Refused when the integration is off or roles do not allow it."""
@@ -319,7 +325,9 @@ def trace(name: str, key: str, configuration: str | None, resources: Path | None
     if not attempts:
         click.echo(f"no attempts recorded for key {key} of '{name}'", err=True)
         sys.exit(EXIT_FAILED)
-    rows = [("FINISHED", "CONFIGURATION", "OPERATION", "OUTCOME", "HTTP", "REQUESTS", "IDEMPOTENCY KEY", "RUN", "ERROR")]
+    rows = [
+        ("FINISHED", "CONFIGURATION", "OPERATION", "OUTCOME", "HTTP", "REQUESTS", "IDEMPOTENCY KEY", "RUN", "ERROR")
+    ]
     for a in attempts:
         rows.append(
             (
@@ -367,22 +375,34 @@ def _table(rows) -> None:
 
 @main.command()
 @click.option("--port", default=3000, show_default=True)
+@click.option(
+    "--demo-target/--no-demo-target",
+    default=False,
+    help="Also run the demo's loopback CRM (http://127.0.0.1:18765) while the UI is open.",
+)
 @resources_option
-def ui(port: int, resources: Path | None) -> None:
+def ui(port: int, demo_target: bool, resources: Path | None) -> None:
     """Open the Dagster UI (dagster dev) on this project's connectors."""
+    import subprocess
+
     from connector_pipelines.dagster_home import ensure_dagster_home
 
     project = _load(resources)
     home = ensure_dagster_home(project.base_dir)
     os.environ[RESOURCES_ENV] = str(project.resources_dir.resolve())
     workspace = project.base_dir / "workspace.yaml"
-    # Started from DAGSTER_HOME so Dagster does not mistake the project's template dagster.yaml for the instance's.
-    os.chdir(home)
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-p", str(port), "-h", "127.0.0.1"]
     click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    os.execvp(
-        sys.executable,
-        [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-p", str(port), "-h", "127.0.0.1"],
-    )
+    if not demo_target:
+        # Started from DAGSTER_HOME so Dagster does not mistake the project's template dagster.yaml for the instance's.
+        os.chdir(home)
+        os.execvp(sys.executable, command)
+    from connector_pipelines.demo.http_target import RecordingTarget
+    from connector_pipelines.demo.run import DEMO_TARGET_PORT
+
+    with RecordingTarget(port=DEMO_TARGET_PORT) as target:
+        click.echo(f"demo CRM on {target.base_url} (stops with the UI)")
+        sys.exit(subprocess.call(command, cwd=home))
 
 
 @main.command()

@@ -114,7 +114,8 @@ def launch_integration(
     instance: dg.DagsterInstance | None = None,
 ) -> RunOutcome:
     """Run an integration's job now: every configuration, only what changed (or all with `full`, or `keys`)."""
-    from connector_pipelines.factories.integration import job_name as integration_job, run_config_for
+    from connector_pipelines.factories.integration import job_name as integration_job
+    from connector_pipelines.factories.integration import run_config_for
 
     run_config = run_config_for(loaded.spec, full=full, keys=list(keys or []))
     run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}

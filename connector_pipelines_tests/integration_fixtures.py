@@ -19,9 +19,9 @@ import pytest
 
 from connector_pipelines.definitions import definitions_for
 from connector_pipelines.delivery.ledger import DeliveryLedger, default_ledger_url
-from connector_pipelines.storage import STORAGE_ENV, storage_dir
 from connector_pipelines.factories.integration import job_name, run_config_for
 from connector_pipelines.spec.loader import Project, load_project
+from connector_pipelines.storage import STORAGE_ENV, storage_dir
 
 CUSTOMERS = """
 CREATE TABLE customers (

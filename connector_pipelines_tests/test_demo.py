@@ -6,6 +6,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from connector_pipelines.demo.run import DEMO_RUNS, run_demo
+from connector_pipelines_tests.servers import free_port
 
 REPO_RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 
@@ -13,6 +14,9 @@ REPO_RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 def test_demo_runs_every_connector_and_writes_files(tmp_path, monkeypatch):
     resources = tmp_path / "resources"
     shutil.copytree(REPO_RESOURCES, resources)
+    # The demo's CRM listens where the `crm` connection points; a free port keeps this test off the real demo's.
+    connections = resources / "connections.yaml"
+    connections.write_text(connections.read_text().replace(":18765", f":{free_port()}"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setenv("CONNECTOR_PIPELINES_STORAGE", str(tmp_path / "storage"))
     monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
@@ -32,6 +36,11 @@ def test_demo_runs_every_connector_and_writes_files(tmp_path, monkeypatch):
     usage = pq.read_table(outbox / "usage" / "usage_20260504_20260601.parquet")
     occurred = usage.column("occurred_at").to_pylist()
     assert usage.num_rows > 0 and min(occurred) >= "2026-05-04" and max(occurred) < "2026-06-01"
-    assert sum("succeeded" in line for line in lines) == len(DEMO_RUNS)
+    # Each extract, three integration runs and a push succeed; the sensor's run reports its counts.
+    assert sum("succeeded" in line for line in lines) == len(DEMO_RUNS) + 4
+    assert any("sensor integration_contact_webhooks_changes: 1 run request(s)" in line for line in lines)
+    assert any("2 create, 3 update, 1 delete, 6 delivered" in line for line in lines), "\n".join(lines)
+    assert any("400 unchanged" in line for line in lines)  # the second run of crm_accounts sends nothing
+    assert any("records applied twice: 0" in line for line in lines)
     # Nothing is left in the staging area once files are delivered.
-    assert not [p for p in (tmp_path / "storage").rglob("*") if p.is_file()]
+    assert not [p for p in (tmp_path / "storage" / "staging").rglob("*") if p.is_file()]

@@ -148,10 +148,7 @@ def test_sync_mode_update_skips_records_the_target_does_not_have(integration_pro
 
 
 MIRROR = BASIC_SYNC + (
-    "      sync_mode: mirror\n"
-    "      delete:\n"
-    "        method: DELETE\n"
-    "        path: /customers/{{target_ref}}\n"
+    "      sync_mode: mirror\n      delete:\n        method: DELETE\n        path: /customers/{{target_ref}}\n"
 )
 
 
@@ -170,10 +167,7 @@ def test_sync_mode_mirror_deletes_vanished_records(integration_project, source_d
 
 
 BATCHED = BASIC_SYNC + (
-    "      batch:\n"
-    "        size: 8\n"
-    "        path: /customers/batch\n"
-    '        body: {records: "{{records}}"}\n'
+    '      batch:\n        size: 8\n        path: /customers/batch\n        body: {records: "{{records}}"}\n'
 )
 
 
@@ -194,7 +188,9 @@ def test_batches_carry_many_records_and_a_rejected_batch_is_split(integration_pr
 def test_write_back_puts_each_outcome_in_the_source_database(integration_project, source_db, http_target):
     source_db.add_customers(4)
     http_target.reject_field = ("email", "c2@example.test")
-    project = integration_project(BASIC_SYNC + "  write_back: {table: sync_audit}\n".replace("  write_back", "  write_back"))
+    project = integration_project(
+        BASIC_SYNC + "  write_back: {table: sync_audit}\n".replace("  write_back", "  write_back")
+    )
 
     project.run()
 
@@ -226,9 +222,10 @@ def test_an_integration_that_is_off_refuses_manual_pushes(integration_project, s
     assert defs.resolve_job_def("integration_sync") is not None
 
 
-ROLES = BASIC_SYNC.replace(
-    "    updated_at: updated_at\n", "    updated_at: updated_at\n    owner: owner_id\n"
-) + "  roles: {allowed: [sales], table: user_roles, user_column: user_id, role_column: role}\n"
+ROLES = (
+    BASIC_SYNC.replace("    updated_at: updated_at\n", "    updated_at: updated_at\n    owner: owner_id\n")
+    + "  roles: {allowed: [sales], table: user_roles, user_column: user_id, role_column: role}\n"
+)
 
 
 def test_roles_let_only_allowed_owners_records_through(integration_project, source_db, http_target):
@@ -247,16 +244,20 @@ def test_roles_let_only_allowed_owners_records_through(integration_project, sour
     assert http_target.requests == [] and pushed.metadata["customers"]["skipped"] == 1
 
 
-LOOKUP = BASIC_SYNC.replace(
-    "      - {name: balance, type: currency}\n",
-    "      - {name: balance, type: currency}\n      - {name: owner_email, type: text}\n",
-).replace(
-    "        - {target: balance, source: balance}\n",
-    "        - {target: balance, source: balance}\n"
-    "        - {target: owner_email, expression: \"lookup('owners', owner_id)\"}\n"
-    "      lookups:\n"
-    "        owners: {table: users, key: user_id, value: email}\n",
-).replace('balance: "{{balance}}"}', 'balance: "{{balance}}", owner: "{{owner_email}}"}')
+LOOKUP = (
+    BASIC_SYNC.replace(
+        "      - {name: balance, type: currency}\n",
+        "      - {name: balance, type: currency}\n      - {name: owner_email, type: text}\n",
+    )
+    .replace(
+        "        - {target: balance, source: balance}\n",
+        "        - {target: balance, source: balance}\n"
+        "        - {target: owner_email, expression: \"lookup('owners', owner_id)\"}\n"
+        "      lookups:\n"
+        "        owners: {table: users, key: user_id, value: email}\n",
+    )
+    .replace('balance: "{{balance}}"}', 'balance: "{{balance}}", owner: "{{owner_email}}"}')
+)
 
 
 def test_a_lookup_resolves_values_through_another_table(integration_project, source_db, http_target):
@@ -293,7 +294,7 @@ def test_json_string_body_template_keeps_types(integration_project, source_db, h
     source_db.add_customers(1)
     spec = BASIC_SYNC.replace(
         'body: {id: "{{id}}", name: "{{name}}", email: "{{email}}", balance: "{{balance}}"}',
-        "body: '{\"id\": \"{{id}}\", \"label\": \"Customer: {{name}}\", \"balance\": \"{{balance}}\"}'",
+        'body: \'{"id": "{{id}}", "label": "Customer: {{name}}", "balance": "{{balance}}"}\'',
     )
     project = integration_project(spec)
 

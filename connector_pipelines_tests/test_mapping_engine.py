@@ -182,13 +182,18 @@ def test_constants_are_typed_and_parsed_once() -> None:
 
 
 def test_a_source_column_may_feed_two_targets_without_sharing_lists() -> None:
+    # Untyped targets take the column as it is: the engine must still copy it before blanking failed rows.
     mapping = CompiledMapping(
-        [FieldRule("email", source="email"), FieldRule("login", source="email"), FieldRule("check", source="check")],
-        [TargetField("email"), TargetField("login"), TargetField("check", "integer")],
+        [
+            FieldRule("email", source="email"),
+            FieldRule("login", source="email"),
+            FieldRule("check", source="check", parse="integer"),
+        ]
     )
     emails = ["a@example.com", "b@example.com"]
     batch = mapping.map_columns({"email": emails, "check": [1, "x"]}, 2)
     assert mapping.source_columns == {"email", "check"}
+    assert batch.errors == [None, "check: 'x' is not a number (expected e.g. 1,234.56)"]
     assert batch.columns["email"] == ["a@example.com", None]
     assert batch.columns["login"] == ["a@example.com", None]
     assert emails == ["a@example.com", "b@example.com"]  # the caller's list is never changed

@@ -171,6 +171,7 @@ def test_every_library_function_is_covered_and_documented() -> None:
     tested = {"concat", "upper", "lower", "trim", "coalesce", "default", "if_empty", "substring", "replace"}
     tested |= {"left", "right", "length", "to_text", "to_number", "to_integer", "round", "number_format"}
     tested |= {"currency_format", "date_format", "parse_date", "parse_datetime", "lookup", "column"}
+    tested |= {"equals", "map_values"}
     assert set(FUNCTIONS) == tested
     for spec in FUNCTIONS.values():
         assert spec.doc and "\n" not in spec.doc
@@ -209,3 +210,22 @@ def test_date_format_of_dates_only_reuses_texts_per_day() -> None:
     values, errors = evaluate("date_format(day, '%Y/%m/%d')", day=days)
     assert errors == {}
     assert values == ["2024/03/31"] * 24 + ["2024/04/01"]
+
+
+def test_equals_compares_text_as_text_and_numbers_as_numbers():
+    from connector_pipelines.mapping.functions import equals
+
+    assert equals("active", "active") is True
+    assert equals("active", "Active") is False
+    assert equals(3, 3.0) is True
+    assert equals(3, "3") is True  # a number column against a text constant
+    assert equals(None, "x") is None
+
+
+def test_map_values_maps_pairs_with_an_optional_default():
+    from connector_pipelines.mapping.functions import map_values
+
+    assert map_values("trial", "active", "A", "trial", "T") == "T"
+    assert map_values("churned", "active", "A", "trial", "T") is None
+    assert map_values("churned", "active", "A", "trial", "T", "other") == "other"
+    assert map_values(None, "active", "A", "none") == "none"

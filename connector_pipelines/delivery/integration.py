@@ -116,7 +116,9 @@ class _Send:
     batch_key: str | None = None
 
 
-def build_mapping(configuration: Configuration, target_fields: Iterable[TargetField], lookups: Mapping) -> CompiledMapping:
+def build_mapping(
+    configuration: Configuration, target_fields: Iterable[TargetField], lookups: Mapping
+) -> CompiledMapping:
     rules = []
     for rule in configuration.mapping:
         kwargs: dict[str, Any] = {
@@ -198,7 +200,11 @@ class IntegrationDelivery:
         self.update_request = _Request(configuration.update or configuration.request)
         self.delete_request = _Request(configuration.delete) if configuration.delete else None
         batch = configuration.batch
-        self.batch_request = _Request(RequestSpec(method=batch.method, path=batch.path, headers=batch.headers, body=batch.body)) if batch else None
+        self.batch_request = (
+            _Request(RequestSpec(method=batch.method, path=batch.path, headers=batch.headers, body=batch.body))
+            if batch
+            else None
+        )
         self.record_body = compile_body(configuration.request.body) if configuration.request.body is not None else None
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ledger")
         self._pending_writes: list[asyncio.Future] = []
@@ -329,7 +335,9 @@ class IntegrationDelivery:
                     self._hold(key, operation, entry, updates, attempts, report, now, changed=entry.fingerprint != fp)
                     continue
                 if resend:
-                    send = _Send(key, operation, record, fp, entry.version, entry.idempotency_key, entry, entry.batch_key)
+                    send = _Send(
+                        key, operation, record, fp, entry.version, entry.idempotency_key, entry, entry.batch_key
+                    )
                 else:
                     version = (entry.version if entry else 0) + 1
                     ikey = idempotency_key(self.name, configuration.name, key, fp, version)
@@ -381,7 +389,9 @@ class IntegrationDelivery:
         groups = self._batches(sends) if batched else []
         in_flight = [_in_flight(s) for s in sends]
         # Committed before any request leaves: the crash-safety of the whole design rests on this order.
-        await loop.run_in_executor(self._worker, self.ledger.write, self.name, self.configuration.name, self.run_id, in_flight)
+        await loop.run_in_executor(
+            self._worker, self.ledger.write, self.name, self.configuration.name, self.run_id, in_flight
+        )
         report.counts["sent"] += len(sends)
         if batched:
             singles = [s for s in sends if s.operation == "delete"]
@@ -441,7 +451,9 @@ class IntegrationDelivery:
             for send in half:
                 send.batch_key = key
                 rewrites.append(_in_flight(send))
-        await loop.run_in_executor(self._worker, self.ledger.write, self.name, self.configuration.name, self.run_id, rewrites)
+        await loop.run_in_executor(
+            self._worker, self.ledger.write, self.name, self.configuration.name, self.run_id, rewrites
+        )
         results = await asyncio.gather(*(self._send_batch(loop, client, half) for half in halves))
         return [pair for result in results for pair in result]
 
@@ -463,7 +475,15 @@ class IntegrationDelivery:
         entry = send.entry
         previous_attempts = entry.attempts if entry else 0
         if isinstance(outcome, str):  # the request could not even be built (an empty path placeholder)
-            status, error, requests, started, finished, http_status, body = "failed", outcome, 0, None, utc_now(), None, None
+            status, error, requests, started, finished, http_status, body = (
+                "failed",
+                outcome,
+                0,
+                None,
+                utc_now(),
+                None,
+                None,
+            )
         else:
             http_status, body, requests = outcome.status, outcome.body, outcome.attempts
             started, finished = outcome.started_at, outcome.finished_at
@@ -532,14 +552,18 @@ class IntegrationDelivery:
         self._count(report, key, operation, "skipped", None, reason, None, entry.target_ref if entry else None)
 
     def _hold(self, key, operation, entry, updates, attempts, report, now, changed: bool) -> None:
-        reason = "held for review: it was in flight when an earlier run stopped" + (
-            ", and has changed since" if changed else ""
-        ) + "; check the target, then push the key"
+        reason = (
+            "held for review: it was in flight when an earlier run stopped"
+            + (", and has changed since" if changed else "")
+            + "; check the target, then push the key"
+        )
         update = self._local_update(key, operation, entry, "pending", entry.fingerprint, reason)
         update.idempotency_key = entry.idempotency_key
         update.version = entry.version
         updates.append(update)
-        attempts.append(AttemptRow(key, operation, "held", entry.idempotency_key, None, 0, None, reason, None, now, now))
+        attempts.append(
+            AttemptRow(key, operation, "held", entry.idempotency_key, None, 0, None, reason, None, now, now)
+        )
         report.counts["held"] += 1
         self._remember(report, key, operation, "held", None, reason, entry.idempotency_key, entry.target_ref)
 

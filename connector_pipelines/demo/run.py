@@ -81,9 +81,10 @@ def run_demo(resources_dir: Path, *, scale: float = 1.0, echo: Callable[[str], N
 
 def _integrations(project: Project, instance: dg.DagsterInstance, database: Path, echo) -> bool:
     """Deliver to the loopback CRM: a full sync, a change in the warehouse picked up by the sensor, a push."""
-    echo(f"3. Integrations, delivering to a loopback CRM on http://127.0.0.1:{DEMO_TARGET_PORT} ...")
+    port = _crm_port(project)
+    echo(f"3. Integrations, delivering to a loopback CRM on http://127.0.0.1:{port} ...")
     ok = True
-    with RecordingTarget(port=DEMO_TARGET_PORT) as target:
+    with RecordingTarget(port=port) as target:
         for name in ("crm_accounts", EVENT_DRIVEN):
             echo(f"   connector-pipelines run {name}")
             outcome = launch_integration(project, project.connector(name), instance=instance, echo=_indent(echo))
@@ -135,6 +136,15 @@ def _sensor_tick(project: Project, instance: dg.DagsterInstance, echo) -> bool:
             echo(f"     run {result.run_id} failed: {failure_message(result)}")
         ok = ok and result.success
     return ok
+
+
+def _crm_port(project: Project) -> int:
+    """The port of the demo's `crm` connection (a loopback URL), where the demo starts its target."""
+    from urllib.parse import urlsplit
+
+    crm = project.connections.get("crm")
+    port = urlsplit(crm.base_url).port if crm is not None and crm.type == "http" else None
+    return port or DEMO_TARGET_PORT
 
 
 def _indent(echo):

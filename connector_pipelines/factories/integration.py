@@ -296,9 +296,7 @@ def _delivery_asset(connector: IntegrationConnector, configuration_name: str, as
                 },
             ),
         ]
-        return dg.MaterializeResult(
-            asset_key=asset_spec.key, metadata=delivery_metadata(report), check_results=checks
-        )
+        return dg.MaterializeResult(asset_key=asset_spec.key, metadata=delivery_metadata(report), check_results=checks)
 
     return deliver
 
@@ -308,7 +306,9 @@ def scope_from_config(config: IntegrationRunConfig, deletes: Mapping[str, str] |
     unknown = operations - set(OPERATIONS)
     if unknown:
         raise dg.Failure(f"unknown operation(s) {', '.join(sorted(unknown))}; use create, update, delete")
-    incremental = config.updated_after is not None or config.changes_after is not None or config.changes_until is not None
+    incremental = (
+        config.updated_after is not None or config.changes_after is not None or config.changes_until is not None
+    )
     return DeliveryScope(
         full=config.full,
         keys=frozenset(config.keys) if config.keys else None,

@@ -55,8 +55,10 @@ class ConnectorTranslator:
             configuration = next((c for c in spec.integration.configurations if c.name == data.part), None)
             if configuration is None:
                 return text + "\n\nThe records read this run (a Parquet snapshot per run)."
-            return text + f"\n\nConfiguration {configuration.name} ({configuration.sync_mode}). " + (
-                configuration.description or ""
+            return (
+                text
+                + f"\n\nConfiguration {configuration.name} ({configuration.sync_mode}). "
+                + (configuration.description or "")
             )
         if data.part == "custom_file":
             text += "\n\nCustom-window runs: set window_start and window_end in the run config."

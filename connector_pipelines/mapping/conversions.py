@@ -254,17 +254,20 @@ def parse_currency(text: str, european: bool = False) -> Decimal:
         negative, stripped = True, stripped[1:-1].strip()
     match = _CURRENCY.fullmatch(stripped)
     if match is None or (match["pre"] and match["post"]) or (match["sign"] and match["sign2"]):
-        example = "1.234,56 €" if european else "$1,234.56"
-        raise ValueError(f"{describe_value(text)} is not a currency amount (expected e.g. {example})")
+        raise _not_currency(text, european)
     sign = match["sign"] or match["sign2"]
     if sign and negative:
         raise ValueError(f"{describe_value(text)} is not a currency amount (two signs)")
     try:
         amount = _number_from_text(match["number"], european)
     except ValueError:
-        example = "1.234,56 €" if european else "$1,234.56"
-        raise ValueError(f"{describe_value(text)} is not a currency amount (expected e.g. {example})") from None
+        raise _not_currency(text, european) from None
     return -amount if negative or sign == "-" else amount
+
+
+def _not_currency(text: str, european: bool) -> ValueError:
+    example = "1.234,56 €" if european else "$1,234.56"
+    return ValueError(f"{describe_value(text)} is not a currency amount (expected e.g. {example})")
 
 
 def check_strftime(fmt: object) -> None:
@@ -335,22 +338,22 @@ def strptime_reader(fmt: str, want_date: bool) -> Callable[[object], object]:
         return datetime.strptime(text, fmt)
 
     def read(value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return None
+            try:
+                parsed = parse_text(text)
+            except ValueError:
+                raise ValueError(f"{describe_value(value)} is not a {kind} in format '{fmt}'") from None
+            return parsed.date() if want_date else parsed
         if value is None:
             return None
-        if isinstance(value, date):
+        if isinstance(value, date):  # already typed (a date32 or timestamp column): keep it
             if want_date:
                 return value.date() if isinstance(value, datetime) else value
             return value if isinstance(value, datetime) else datetime(value.year, value.month, value.day)
-        if not isinstance(value, str):
-            raise ValueError(f"{describe_value(value)} is not a {kind} in format '{fmt}'")
-        text = value.strip()
-        if not text:
-            return None
-        try:
-            parsed = parse_text(text)
-        except ValueError:
-            raise ValueError(f"{describe_value(value)} is not a {kind} in format '{fmt}'") from None
-        return parsed.date() if want_date else parsed
+        raise ValueError(f"{describe_value(value)} is not a {kind} in format '{fmt}'")
 
     return read
 

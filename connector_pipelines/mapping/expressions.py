@@ -5,6 +5,9 @@ constant (text, number, true/false/null), a unary minus before a number, and cal
 (functions.py) by plain name. Nothing is ever compiled or executed: the accepted tree is turned into our own
 nodes, which evaluate column-wise: one list per column, one `map` of the function over its argument lists,
 and a per-row retry only when that fast pass hits a bad value, so one bad cell fails only its own row.
+
+`true`, `false` and `null` are constants (as in YAML); a column with such a name, or with spaces in its name,
+is read with `column('First Name')`. `lookup('name', value)` reads a lookup table given at evaluation time.
 """
 
 from __future__ import annotations

@@ -187,6 +187,24 @@ def if_empty(value: object, fallback: object) -> object:
     return fallback if value is None or value == "" else value
 
 
+def equals(value: object, other: object) -> bool | None:
+    """True when value equals other (text compared as text, numbers as numbers); None when value is None."""
+    if value is None:
+        return None
+    if isinstance(value, str) != isinstance(other, str):
+        return str(value) == str(other)
+    return value == other
+
+
+def map_values(value: object, *pairs: object) -> object:
+    """A value map: map_values(status, 'active', 'A', 'churned', 'C', 'other') -> the value paired with the
+    first matching key; an odd last argument is the default (else None)."""
+    for index in range(0, len(pairs) - 1, 2):
+        if equals(value, pairs[index]):
+            return pairs[index + 1]
+    return pairs[-1] if len(pairs) % 2 else None
+
+
 # --- numbers ---------------------------------------------------------------------------------------------
 
 # Float formatting is three times faster than going through Decimal, and gives the very same text except when
@@ -219,7 +237,7 @@ def _round_half_up(value: object, quantum: Decimal) -> Decimal:
     try:
         rounded = number.quantize(quantum, ROUND_HALF_UP)
     except InvalidOperation:
-        raise ValueError(f"{describe_value(value)} is too large to round to {quantum}") from None
+        raise ValueError(f"{describe_value(value)} is too large to round") from None
     return rounded.copy_abs() if not rounded else rounded  # no '-0.00'
 
 
@@ -320,7 +338,8 @@ def currency_format(
 # --- dates -----------------------------------------------------------------------------------------------
 
 # strftime is ~1.5 us a call; for formats made only of these numeric fields a '%'-template filled from an
-# attrgetter does the same work in a third of the time. Other directives (names of months, %j, ...) use strftime.
+# attrgetter does the same work in a third of the time (years below 1000 come out zero-padded, as ISO-8601
+# wants, where glibc's strftime does not pad). Other directives (month names, %j, ...) use strftime itself.
 _FAST_STRFTIME = {
     "Y": ("year", "%04d"),
     "m": ("month", "%02d"),
@@ -444,6 +463,15 @@ FUNCTIONS: dict[str, FunctionSpec] = {
         FunctionSpec("coalesce", 1, None, coalesce, "coalesce(value, ...)", "The first value that is not null."),
         FunctionSpec("default", 2, 2, default, "default(value, fallback)", "fallback when value is null."),
         FunctionSpec("if_empty", 2, 2, if_empty, "if_empty(value, fallback)", "fallback when value is null or ''."),
+        FunctionSpec("equals", 2, 2, equals, "equals(value, other)", "true when value equals other, else false."),
+        FunctionSpec(
+            "map_values",
+            3,
+            None,
+            map_values,
+            "map_values(value, key, result, ..., [default])",
+            "The result paired with the first key equal to value; the default (or null) otherwise.",
+        ),
         FunctionSpec(
             "substring",
             2,

@@ -120,7 +120,9 @@ class DataSetReader:
         where = self._sequence_range("cl", after, None, params).removeprefix(" AND ")
         sql = (
             f"SELECT cl.{self._quote(log.operation)}, COUNT(*), MAX(cl.{self._quote(log.sequence)}) "
-            f"FROM {self._table(log.table)} cl" + (f" WHERE {where}" if where else "") + f" GROUP BY cl.{self._quote(log.operation)}"
+            f"FROM {self._table(log.table)} cl"
+            + (f" WHERE {where}" if where else "")
+            + f" GROUP BY cl.{self._quote(log.operation)}"
         )
         operations: dict[str, int] = {}
         highest = None
@@ -169,7 +171,9 @@ class DataSetReader:
         digest = 0
         count = 0
         with self.source.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True).execute(sa.text(f"SELECT {keys} FROM ({self.base_query}) ds"))
+            result = conn.execution_options(stream_results=True).execute(
+                sa.text(f"SELECT {keys} FROM ({self.base_query}) ds")
+            )
             for row in result:
                 value = hashlib.blake2b(record_key(row).encode(), digest_size=8).digest()
                 digest ^= int.from_bytes(value, "big")

@@ -27,7 +27,6 @@ from connector_pipelines.spec.models import (
     FILE_TRANSPORT_TYPES,
     NAME_PATTERN,
     Connection,
-    BatchSpec,
     ConnectionsFile,
     Connector,
     DataSet,
@@ -174,7 +173,9 @@ def _load_connector(path: Path) -> tuple[LoadedConnector, YamlDocument]:
     where = display_path(path)
     data = doc.data
     if data is None:
-        raise _one_problem(where, 1, "(file)", "the file is empty; write a connector that starts with `kind:` (extract or integration)")
+        raise _one_problem(
+            where, 1, "(file)", "the file is empty; write a connector that starts with `kind:` (extract or integration)"
+        )
     if not isinstance(data, dict):
         raise _one_problem(
             where,
@@ -310,16 +311,18 @@ def _check_integration(spec: IntegrationSpec, doc: YamlDocument, where: str, che
             mapped.add(rule.target)
             if rule.expression:
                 for name in sorted(parse_expression(rule.expression).lookups - set(configuration.lookups)):
+                    shown = ".".join(str(s) for s in (*rule_at, "expression"))
                     problems.append(
-                        f"{where}:{doc.line_of((*rule_at, 'expression'))} {'.'.join(str(s) for s in rule_at)}.expression: "
+                        f"{where}:{doc.line_of((*rule_at, 'expression'))} {shown}: "
                         f"lookup '{name}' is not declared{_did_you_mean(name, configuration.lookups)}; add it under "
                         "`lookups:` of this configuration (table, key, value)"
                     )
         for name, field_spec in fields.items():
             if field_spec.required and name not in mapped:
+                shown = ".".join(str(s) for s in (*at, "mapping"))
                 problems.append(
-                    f"{where}:{doc.line_of((*at, 'mapping'))} {'.'.join(str(s) for s in at)}.mapping: the required "
-                    f"target field '{name}' has no mapping; add `- target: {name}` with a source, expression or constant"
+                    f"{where}:{doc.line_of((*at, 'mapping'))} {shown}: the required target "
+                    f"field '{name}' has no mapping; add `- target: {name}` with a source, expression or constant"
                 )
         for lookup_name, lookup in configuration.lookups.items():
             if lookup.connection:

@@ -230,7 +230,9 @@ class HttpAuthOAuth2(StrictModel):
     client_secret: SecretRef
     scope: str | None = None
     audience: str | None = None
-    client_auth: Literal["body", "basic"] = Field("body", description="Send the client credentials in the body or as basic auth")
+    client_auth: Literal["body", "basic"] = Field(
+        "body", description="Send the client credentials in the body or as basic auth"
+    )
     expiry_seconds: int = Field(1800, ge=1, description="Used when the token response has no expires_in")
 
 
@@ -273,7 +275,7 @@ class HttpConnection(StrictModel):
     @field_validator("headers")
     @classmethod
     def _no_literal_credentials(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name, value in headers.items():
+        for name in headers:
             if name.lower() in ("authorization", "proxy-authorization") or SECRET_KEY_WORDS.search(name):
                 raise error_at((name,), f"header '{name}' carries a credential; set it with `auth:` instead")
         return headers
@@ -524,10 +526,14 @@ class RunSchedule(StrictModel):
         every = EVERY_MINUTES.match(value)
         if every:
             minutes = int(every.group(1))
-            if minutes < 1 or (minutes < 60 and 60 % minutes) or (minutes >= 60 and (minutes % 60 or 24 % (minutes // 60))):
+            if (
+                minutes < 1
+                or (minutes < 60 and 60 % minutes)
+                or (minutes >= 60 and (minutes % 60 or 24 % (minutes // 60)))
+            ):
                 raise ValueError(
-                    "every N minutes needs N dividing 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or whole hours dividing "
-                    "a day (60, 120, 180, 240, 360, 480, 720, 1440)"
+                    "every N minutes needs N dividing 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or whole hours "
+                    "dividing a day (60, 120, 180, 240, 360, 480, 720, 1440)"
                 )
             return value
         from dagster._utils.schedules import is_valid_cron_string
@@ -699,7 +705,9 @@ class RequestSpec(StrictModel):
             try:
                 return json.loads(body)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"the body template is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+                raise ValueError(
+                    f"the body template is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                ) from None
         return body
 
 
@@ -710,7 +718,7 @@ class BatchSpec(StrictModel):
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     path: str
     headers: dict[str, str] = Field(default_factory=dict)
-    body: dict | str = Field(description="JSON template with a whole-value \"{{records}}\" placeholder")
+    body: dict | str = Field(description='JSON template with a whole-value "{{records}}" placeholder')
 
     _valid_json = field_validator("body")(RequestSpec._valid_json.__func__)
 
@@ -734,13 +742,17 @@ class Configuration(StrictModel):
     update: RequestSpec | None = None
     delete: RequestSpec | None = Field(None, description="Needed for mirror mode and on_delete")
     batch: BatchSpec | None = None
-    target_ref: str | None = Field(None, description="Dotted path of the target's id in the response, kept in the ledger")
+    target_ref: str | None = Field(
+        None, description="Dotted path of the target's id in the response, kept in the ledger"
+    )
     success: list[SuccessCriterion] | None = Field(None, min_length=1, description="Default: the status is 2xx")
     sync_mode: Literal["upsert", "insert", "update", "mirror"] = "upsert"
 
 
 class IntegrationChecks(StrictModel):
-    max_rejected_rate: float = Field(0.05, ge=0, le=1, description="Fail the check above this share of rejected records")
+    max_rejected_rate: float = Field(
+        0.05, ge=0, le=1, description="Fail the check above this share of rejected records"
+    )
 
 
 class Roles(StrictModel):
