@@ -208,3 +208,9 @@ integration:
         body: {id: "{{id}}", name: "{{name}}", email: "{{email}}", balance: "{{balance}}"}
       target_ref: id
 """
+
+# BASIC_SYNC with an owner column and roles: only customers whose owner holds `sales` are pushed.
+ROLES_SPEC = (
+    BASIC_SYNC.replace("    updated_at: updated_at\n", "    updated_at: updated_at\n    owner: owner_id\n")
+    + "  roles: {allowed: [sales], table: user_roles, user_column: user_id, role_column: role}\n"
+)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from connector_pipelines_tests.integration_fixtures import BASIC_SYNC
+from connector_pipelines_tests.integration_fixtures import BASIC_SYNC, ROLES_SPEC
 
 
 def _bodies(target, method: str | None = None) -> list[dict]:
@@ -222,16 +222,10 @@ def test_an_integration_that_is_off_refuses_manual_pushes(integration_project, s
     assert defs.resolve_job_def("integration_sync") is not None
 
 
-ROLES = (
-    BASIC_SYNC.replace("    updated_at: updated_at\n", "    updated_at: updated_at\n    owner: owner_id\n")
-    + "  roles: {allowed: [sales], table: user_roles, user_column: user_id, role_column: role}\n"
-)
-
-
 def test_roles_let_only_allowed_owners_records_through(integration_project, source_db, http_target):
     source_db.add_customers(9)  # owners 1, 2, 3 in turn
     source_db.execute("INSERT INTO user_roles VALUES (1, 'sales'), (2, 'support'), (3, 'sales'), (3, 'admin')")
-    project = integration_project(ROLES)
+    project = integration_project(ROLES_SPEC)
 
     result = project.run()
 

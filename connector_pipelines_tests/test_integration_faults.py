@@ -131,36 +131,42 @@ def test_timeouts_and_dropped_connections_are_retried_without_applying_twice(
 
 # ---- a run killed half way -------------------------------------------------------------------------------------
 
+PROJECT_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
-def _start_cli_run(project) -> subprocess.Popen:
+
+@pytest.fixture(scope="module")
+def cli_home(tmp_path_factory) -> Path:
+    """One DAGSTER_HOME for the CLI runs of this module (a new one costs seconds of SQLite set-up per run)."""
+    return tmp_path_factory.mktemp("dagster_home")
+
+
+def _start_cli_run(project, home: Path) -> subprocess.Popen:
+    """`connector-pipelines run sync` in its own process group, the way an operator starts it."""
     env = dict(os.environ)
     env.pop(LEDGER_URL_ENV, None)
     env.update(
         CONNECTOR_PIPELINES_RESOURCES=str(project.root / "resources"),
         CONNECTOR_PIPELINES_STORAGE=os.environ[STORAGE_ENV],
-        DAGSTER_HOME=str(project.root / "dagster_home"),
+        DAGSTER_HOME=str(home),
     )
-    log = open(project.root / "cli-run.log", "wb")  # noqa: SIM115 - closed with the process below
-    try:
+    with open(project.root / "cli-run.log", "ab") as log:
         return subprocess.Popen(
             [str(CLI), "run", "sync"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-    finally:
-        log.close()
+
+
+def _cli_output(project) -> str:
+    return (project.root / "cli-run.log").read_text(errors="replace")[-3000:]
 
 
 def _kill_when_applied(process: subprocess.Popen, target, at_least: int, project, timeout: float = 60) -> int:
-    """SIGKILL the run's whole process group once the target has applied `at_least` records."""
+    """SIGKILL the run's whole process group once the target has applied `at_least` records; returns how many
+    records had landed once the requests it left behind were answered."""
     deadline = time.monotonic() + timeout
-    t0 = time.monotonic()
-    while not target.applied and time.monotonic() < deadline:
-        time.sleep(0.005)
-    print("TIMING first", time.monotonic() - t0, file=sys.stderr)
     try:
         while len(target.applied) < at_least:
             if process.poll() is not None or time.monotonic() > deadline:
-                log = (project.root / "cli-run.log").read_text(errors="replace")[-3000:]
-                pytest.fail(f"the run ended (or stalled) before it could be killed; its output:\n{log}")
+                pytest.fail(f"the run ended (or stalled) before it could be killed; its output:\n{_cli_output(project)}")
             time.sleep(0.005)
     finally:
         if process.poll() is None:
@@ -168,27 +174,25 @@ def _kill_when_applied(process: subprocess.Popen, target, at_least: int, project
         process.wait(10)
     assert process.returncode == -signal.SIGKILL
     target.clear_faults()  # the target is healthy again...
-    assert target.wait_idle(10)  # ...and the requests the dead run left behind have landed (or not)
+    assert target.wait_idle(10)  # ...and the requests the dead run left behind have landed
     return len(target.applied)
 
 
 def _slow_target(target) -> None:
-    target.delay_next(100_000, seconds=0.01)
+    target.delay_next(100_000, seconds=0.01)  # every request a little slow, so the kill finds it half way
 
 
 CRASH = 2000
 
 
 def test_a_run_killed_mid_delivery_resends_in_flight_records_with_their_keys(
-    integration_project, source_db, http_target
+    integration_project, source_db, http_target, cli_home
 ):
     source_db.add_customers(CRASH)
     project = integration_project(BASIC_SYNC, http_extra="max_concurrency: 4")
     _slow_target(http_target)
 
-    t0 = time.monotonic()
-    landed = _kill_when_applied(_start_cli_run(project), http_target, 300, project)
-    print("TIMING kill", time.monotonic() - t0, file=sys.stderr)
+    landed = _kill_when_applied(_start_cli_run(project, cli_home), http_target, 300, project)
 
     assert 300 <= landed < CRASH
     ledger = project.ledger()
@@ -198,9 +202,7 @@ def test_a_run_killed_mid_delivery_resends_in_flight_records_with_their_keys(
     assert landed_keys <= set(in_flight_keys.values())
     mark = len(http_target.requests)
 
-    t0 = time.monotonic()
     result = project.run()
-    print("TIMING rerun", time.monotonic() - t0, file=sys.stderr)
 
     assert result.success and result.checks["no_duplicate_delivery"]
     resent = {r.path.rsplit("/", 1)[1]: r.idempotency_key for r in http_target.requests[mark:]}
@@ -212,15 +214,17 @@ def test_a_run_killed_mid_delivery_resends_in_flight_records_with_their_keys(
     _applied_once_each(http_target, ledger, CRASH)  # ...and nothing is lost or applied twice
 
 
-def test_recovery_hold_keeps_in_flight_records_for_review_until_pushed(integration_project, source_db, http_target):
-    total = 1000
+def test_recovery_hold_keeps_in_flight_records_for_review_until_pushed(
+    integration_project, source_db, http_target, cli_home
+):
+    total = 600
     source_db.add_customers(total)
     spec = BASIC_SYNC.replace("  configurations:", "  recovery: hold\n  configurations:")
     project = integration_project(spec, http_extra="max_concurrency: 4")
     _slow_target(http_target)
 
-    landed = _kill_when_applied(_start_cli_run(project), http_target, 200, project)
-    assert 200 <= landed < total
+    landed = _kill_when_applied(_start_cli_run(project, cli_home), http_target, 150, project)
+    assert 150 <= landed < total
     ledger = project.ledger()
     assert ledger.counts("sync", "customers") == {"in_flight": total}
     mark = len(http_target.requests)
@@ -245,8 +249,56 @@ def test_recovery_hold_keeps_in_flight_records_for_review_until_pushed(integrati
     assert pushed.metadata["customers"]["delivered"] == len(missing)
     assert len(http_target.records("customers")) == total
     assert max(http_target.applied.values()) == 1
-    counts = ledger.counts("sync", "customers")
-    assert counts == {"delivered": len(missing), "pending": landed}
+    assert ledger.counts("sync", "customers") == {"delivered": len(missing), "pending": landed}
+
+
+def _stuck_behind_a_dead_run(home: Path, dead_run_id: str, pool: str) -> str | None:
+    """Why the live run waits for a pool slot the killed run still claims, if it does."""
+    from dagster._core.instance.ref import InstanceRef
+
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        info = instance.event_log_storage.get_concurrency_info(pool)
+    claimed = {slot.run_id for slot in info.claimed_slots}
+    waiting = [step for step in info.pending_steps if step.run_id != dead_run_id and step.assigned_timestamp is None]
+    if waiting and claimed == {dead_run_id}:
+        return (
+            f"step {waiting[0].step_key} of the new run waits for pool '{pool}' (limit {info.slot_count}), whose slot "
+            f"the SIGKILLed run {dead_run_id} still claims"
+        )
+    return None
+
+
+def test_the_next_cli_run_after_a_kill_is_not_blocked_by_the_dead_run(
+    integration_project, source_db, http_target, tmp_path
+):
+    """With the project's own dagster.yaml (a pool per target, limit 1), the dead run must not hold the pool."""
+    source_db.add_customers(200)
+    project = integration_project(BASIC_SYNC, http_extra="max_concurrency: 2")
+    (project.root / "dagster.yaml").write_text(PROJECT_DAGSTER_YAML.read_text())
+    home = tmp_path / "dagster_home"
+    http_target.delay_next(100_000, seconds=0.05)
+    _kill_when_applied(_start_cli_run(project, home), http_target, 10, project)
+    from dagster._core.instance.ref import InstanceRef
+
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        (dead,) = instance.get_runs()
+    process = _start_cli_run(project, home)
+    stuck_since, reason = None, None
+    try:
+        deadline = time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline:
+            reason = _stuck_behind_a_dead_run(home, dead.run_id, "target_target")
+            stuck_since = (stuck_since or time.monotonic()) if reason else None
+            if stuck_since is not None and time.monotonic() - stuck_since > 3:
+                break
+            time.sleep(0.5)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+    assert process.returncode == 0, reason or f"the run failed or hung; its output:\n{_cli_output(project)}"
+    _applied_once_each(http_target, project.ledger(), 200)
 
 
 # ---- secrets ---------------------------------------------------------------------------------------------------
@@ -348,22 +400,3 @@ def test_a_failing_token_endpoint_never_reveals_the_login(
     assert "token request to" in text and "invalid_grant" in text
     _assert_hidden(text, SECRET)
 
-
-def test_scratch_cli_rerun_after_kill(integration_project, source_db, http_target):
-    import shutil
-    source_db.add_customers(1000)
-    project = integration_project(BASIC_SYNC, http_extra="max_concurrency: 4")
-    shutil.copy("/work/main/dagster.yaml", project.root / "dagster.yaml")
-    _slow_target(http_target)
-    landed = _kill_when_applied(_start_cli_run(project), http_target, 200, project)
-    print("LANDED", landed, file=sys.stderr)
-    t0 = time.monotonic()
-    process = _start_cli_run(project)
-    try:
-        process.wait(25)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    print("RERUN", process.returncode, time.monotonic() - t0, file=sys.stderr)
-    print((project.root / "cli-run.log").read_text()[-3000:], file=sys.stderr)
-    print(len(http_target.records("customers")), file=sys.stderr)
