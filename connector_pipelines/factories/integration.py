@@ -21,7 +21,9 @@ from connector_pipelines.delivery.audit import AuditFile
 from connector_pipelines.delivery.integration import OPERATIONS, DeliveryReport, DeliveryScope, IntegrationDelivery
 from connector_pipelines.delivery.ledger import DeliveryLedger, default_ledger_url
 from connector_pipelines.delivery.write_back import WriteBack
+from connector_pipelines.errors import TransportError
 from connector_pipelines.factories.translator import ConnectorAssetData, ConnectorTranslator
+from connector_pipelines.mapping import MappingError
 from connector_pipelines.sources.dataset import DataSetReader, record_keys
 from connector_pipelines.spec.loader import LoadedConnector
 from connector_pipelines.spec.models import Connection, IntegrationConnector
@@ -254,20 +256,28 @@ def _delivery_asset(connector: IntegrationConnector, configuration_name: str, as
             if config.changes_after is not None or config.changes_until is not None:
                 deletes = reader.changes(config.changes_after, config.changes_until)
             scope = scope_from_config(config, deletes)
-            delivery = IntegrationDelivery(
-                connector,
-                configuration,
-                ledger,
-                run_id=run_id,
-                lookups=lookups,
-                allowed_owners=allowed,
-                client_factory=getattr(resources, target_key).get_client,
-                audit=AuditFile(integration_dir(base_dir, connector.name, configuration.name) / f"{run_id}.parquet"),
-                write_back=WriteBack(source, spec.write_back.table) if spec.write_back else None,
-                logger=context.log,
-            )
-            batches = pq.ParquetFile(snapshot).iter_batches(batch_size=10_000)
-            report = delivery.run(batches, scope)
+            try:
+                delivery = IntegrationDelivery(
+                    connector,
+                    configuration,
+                    ledger,
+                    run_id=run_id,
+                    lookups=lookups,
+                    allowed_owners=allowed,
+                    client_factory=getattr(resources, target_key).get_client,
+                    audit=AuditFile(
+                        integration_dir(base_dir, connector.name, configuration.name) / f"{run_id}.parquet"
+                    ),
+                    write_back=WriteBack(source, spec.write_back.table) if spec.write_back else None,
+                    logger=context.log,
+                )
+                report = delivery.run(pq.ParquetFile(snapshot).iter_batches(batch_size=10_000), scope)
+            except (TransportError, MappingError) as exc:
+                # A configuration problem (a missing environment variable, an unreadable CA file, a lookup that
+                # does not resolve): said plainly, without a stack trace. Nothing was sent.
+                raise dg.Failure(
+                    description=f"integration '{connector.name}' / {configuration.name}: {exc}", allow_retries=False
+                ) from None
             duplicates = ledger.duplicate_deliveries(connector.name, configuration.name)
         finally:
             ledger.dispose()
