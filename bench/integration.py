@@ -547,6 +547,7 @@ def child_baseline(request: dict) -> None:
 def child_case(request: dict) -> None:
     """One run of the connector's Dagster job, in process, on an ephemeral instance; timed from start to end."""
     import functools
+    import gc
     import threading
     from collections import defaultdict
 
@@ -571,6 +572,7 @@ def child_case(request: dict) -> None:
 
     # Where the time goes: wall time of a few coarse-grained calls (per batch or per run, so the wrappers cost
     # nothing measurable). Those on the ledger thread overlap with the sending.
+    # CPU time (of the calling thread) as well, since the ledger thread's wall time includes waiting for the GIL.
     timers: dict[str, float] = defaultdict(float)
     timer_lock = threading.Lock()
 
@@ -579,14 +581,28 @@ def child_case(request: dict) -> None:
 
         @functools.wraps(original)
         def wrapper(*args, **kwargs):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.thread_time()
             try:
                 return original(*args, **kwargs)
             finally:
                 with timer_lock:
                     timers[label] += time.perf_counter() - started
+                    timers[label + "_cpu"] += time.thread_time() - started_cpu
 
         setattr(owner, attribute, wrapper)
+
+    # Time spent in the cyclic garbage collector, by generation.
+    gc_started = [0.0]
+    gc_counts = [0, 0, 0]
+
+    def gc_callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            timers["gc"] += time.perf_counter() - gc_started[0]
+            gc_counts[info["generation"]] += 1
+
+    gc.callbacks.append(gc_callback)
 
     timed(factory, "_write_snapshot", "snapshot")
     timed(IntegrationDelivery, "run", "engine_run")
@@ -610,6 +626,12 @@ def child_case(request: dict) -> None:
         import cProfile
 
         profiler = cProfile.Profile()
+    if os.environ.get("BENCH_GC") == "freeze":
+        gc.freeze()
+    elif os.environ.get("BENCH_GC") == "disable":
+        gc.disable()
+    elif os.environ.get("BENCH_GC", "").startswith("t"):
+        gc.set_threshold(int(os.environ["BENCH_GC"][1:]), 10, 10)
     cpu_before = cpu_seconds()
     started = time.perf_counter()
     if profiler is not None:
@@ -670,6 +692,8 @@ def child_case(request: dict) -> None:
         "steps": step_seconds,
         "event_log_span_s": (last - first) if first is not None else None,
         "timers": dict(timers),
+        "gc_collections": gc_counts,
+        "gc_objects_after": len(gc.get_objects()),
     }
     print(CHILD_MARKER + json.dumps(report), flush=True)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,6 +15,50 @@ from connector_pipelines.delivery.windows import parse_window_range
 from connector_pipelines.errors import ExtractError
 from connector_pipelines.factories.extract import RANGE_END_TAG, RANGE_START_TAG, job_name, partitions_for
 from connector_pipelines.spec.loader import LoadedConnector, Project
+
+HOST_TAG = "connector_pipelines/host"
+PID_TAG = "connector_pipelines/pid"
+
+
+def launch_tags() -> dict[str, str]:
+    """Which process runs this in-process run, so a later run can tell that it died (see reap_dead_runs)."""
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def reap_dead_runs(instance: dg.DagsterInstance, echo: Callable[[str], None] = print) -> int:
+    """Mark failed the runs this machine started in a process that is gone, and free their pool slots.
+
+    A run killed mid-flight (kill -9, a crash, a closed terminal) stays STARTED and keeps its concurrency slot,
+    so the next run of anything in that pool would wait forever. (Runs launched by the daemon are watched by
+    Dagster's run monitoring instead; see dagster.yaml.) Its in-flight records are the ledger's business: the
+    next delivery resolves them.
+    """
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+            tags={HOST_TAG: socket.gethostname()},
+        )
+    )
+    reaped = 0
+    for run in runs:
+        pid = int(run.tags.get(PID_TAG, "0") or 0)
+        if pid <= 0 or pid == os.getpid() or _alive(pid):
+            continue
+        instance.report_run_failed(run, message=f"its process (pid {pid}) is gone: it was killed or crashed")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        echo(f"run {run.run_id} of {run.job_name} died with its process (pid {pid}); marked failed, slots freed")
+        reaped += 1
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -81,11 +127,12 @@ def launch_extract(
     owned = instance is None
     instance = instance or dg.DagsterInstance.get()
     try:
+        reap_dead_runs(instance, echo)
         result = job.execute_in_process(
             instance=instance,
             run_config=run_config,
             partition_key=partition_key,
-            tags=tags,
+            tags={**tags, **launch_tags()},
             raise_on_error=False,
         )
     finally:
@@ -124,7 +171,10 @@ def launch_integration(
     owned = instance is None
     instance = instance or dg.DagsterInstance.get()
     try:
-        result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
+        reap_dead_runs(instance, echo)
+        result = job.execute_in_process(
+            instance=instance, run_config=run_config, tags=launch_tags(), raise_on_error=False
+        )
     finally:
         if owned:
             instance.dispose()

@@ -21,6 +21,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from dagster._core.instance.ref import InstanceRef
 from dagster._serdes import serialize_value
 
 from connector_pipelines.delivery.ledger import LEDGER_URL_ENV, attempts_table, records_table
@@ -111,7 +112,7 @@ def test_timeouts_and_dropped_connections_are_retried_without_applying_twice(
 ):
     source_db.add_customers(20)
     project = integration_project(BASIC_SYNC, http_extra="timeout_seconds: 0.5")
-    http_target.delay_next(1, seconds=1.2)  # longer than the client waits: applied later, after the retry
+    http_target.delay_next(1, seconds=1.2)  # longer than the client waits: it retries, and that retry lands first
     http_target.drop_next(3)
 
     result = project.run()
@@ -122,11 +123,33 @@ def test_timeouts_and_dropped_connections_are_retried_without_applying_twice(
     assert (counts["delivered"], counts["failed"]) == (20, 0)
     assert counts["http_timeouts"] == 1
     slow = next(r for r in http_target.requests if r.fault == "delay:1.2")
-    assert slow.outcome == "replayed"  # the retry with the same key got there first; the slow one was not applied
+    assert slow.outcome == "replayed"  # woke up after the retry was applied: answered from the stored response
     assert http_target.receipts[slow.idempotency_key] == 2
-    assert http_target.applied[slow.idempotency_key] == 1
     assert sum(1 for r in http_target.requests if r.outcome == "dropped") == 3
     _applied_once_each(http_target, project.ledger(), 20)
+
+
+def test_a_timed_out_request_that_was_applied_is_replayed_to_the_retry(integration_project, source_db, http_target):
+    """One request at a time, the first two outlasting the client's 0.5 s. The first record's retry waits behind
+    the second's slow request, so by the time it arrives the first request has been applied (while nobody
+    listened): the retry carrying the same key must be answered from the stored response, not applied again."""
+    source_db.add_customers(5)
+    project = integration_project(BASIC_SYNC, http_extra="timeout_seconds: 0.5\nmax_concurrency: 1")
+    http_target.delay_next(2, seconds=0.7)
+
+    result = project.run()
+    assert http_target.wait_idle(5)
+
+    assert result.success
+    assert result.metadata["customers"]["http_timeouts"] == 2
+    requests = http_target.requests
+    slow = [r for r in requests if r.fault == "delay:0.7"]
+    assert len(slow) == 2 and slow[0].idempotency_key != slow[1].idempotency_key
+    first = [r.outcome for r in requests if r.idempotency_key == slow[0].idempotency_key]
+    assert first == ["applied", "replayed"]
+    second = [r.outcome for r in requests if r.idempotency_key == slow[1].idempotency_key]
+    assert sorted(second) == ["applied", "replayed"]  # whichever got there first
+    _applied_once_each(http_target, project.ledger(), 5)
 
 
 # ---- a run killed half way -------------------------------------------------------------------------------------
@@ -136,7 +159,9 @@ PROJECT_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 @pytest.fixture(scope="module")
 def cli_home(tmp_path_factory) -> Path:
-    """One DAGSTER_HOME for the CLI runs of this module (a new one costs seconds of SQLite set-up per run)."""
+    """One DAGSTER_HOME for the CLI runs of this module (a new one costs seconds of SQLite set-up per run). These
+    projects have no dagster.yaml, so no pools: a dead run's claimed slot cannot hold up the next test (the pools
+    of the project's own dagster.yaml are the subject of the last test of this section)."""
     return tmp_path_factory.mktemp("dagster_home")
 
 
@@ -166,7 +191,9 @@ def _kill_when_applied(process: subprocess.Popen, target, at_least: int, project
     try:
         while len(target.applied) < at_least:
             if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the run ended (or stalled) before it could be killed; its output:\n{_cli_output(project)}")
+                pytest.fail(
+                    f"the run ended (or stalled) before it could be killed; its output:\n{_cli_output(project)}"
+                )
             time.sleep(0.005)
     finally:
         if process.poll() is None:
@@ -254,8 +281,6 @@ def test_recovery_hold_keeps_in_flight_records_for_review_until_pushed(
 
 def _stuck_behind_a_dead_run(home: Path, dead_run_id: str, pool: str) -> str | None:
     """Why the live run waits for a pool slot the killed run still claims, if it does."""
-    from dagster._core.instance.ref import InstanceRef
-
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         info = instance.event_log_storage.get_concurrency_info(pool)
     claimed = {slot.run_id for slot in info.claimed_slots}
@@ -278,8 +303,6 @@ def test_the_next_cli_run_after_a_kill_is_not_blocked_by_the_dead_run(
     home = tmp_path / "dagster_home"
     http_target.delay_next(100_000, seconds=0.05)
     _kill_when_applied(_start_cli_run(project, home), http_target, 10, project)
-    from dagster._core.instance.ref import InstanceRef
-
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         (dead,) = instance.get_runs()
     process = _start_cli_run(project, home)
@@ -399,4 +422,3 @@ def test_a_failing_token_endpoint_never_reveals_the_login(
     text = _everything_a_run_left(project, result, source_db, capfd)
     assert "token request to" in text and "invalid_grant" in text
     _assert_hidden(text, SECRET)
-

@@ -33,17 +33,17 @@ def dagster_instance(_shared_instance: dg.DagsterInstance) -> dg.DagsterInstance
     return _shared_instance
 
 
-def _spec(triggers: str, change_log: bool = True, extra: str = "") -> str:
+CHANGE_LOG = "    change_log: {table: customer_changes, operation: operation, sequence: sequence_id}\n"
+CHANGE_LOG_WITH_KEY = (
+    "    change_log: {table: customer_changes, key: [customer_id], operation: operation, sequence: sequence_id}\n"
+)
+
+
+def _spec(triggers: str, change_log: str | None = CHANGE_LOG) -> str:
+    """BASIC_SYNC watched by a sensor (`change_log=None`: updated_at and the key set only), with a delete request."""
     spec = BASIC_SYNC.replace(
         "    updated_at: updated_at\n",
-        "    updated_at: updated_at\n"
-        + (
-            "    change_log: {table: customer_changes, key: [customer_id], operation: operation, sequence: sequence_id}\n"
-            if change_log
-            else ""
-        )
-        + f"  triggers: {triggers}\n"
-        + extra,
+        "    updated_at: updated_at\n" + (change_log or "") + f"  triggers: {triggers}\n",
     )
     return spec + DELETE_REQUEST
 
@@ -132,7 +132,7 @@ def test_change_log_sensor_asks_for_one_run_per_batch_of_changes(integration_pro
 
 def test_change_log_sensor_with_only_on_create_never_sends_updates(integration_project, source_db, http_target):
     source_db.add_customers(3)
-    project = integration_project(_spec("[on_create]"))
+    project = integration_project(_spec("[on_create]", CHANGE_LOG_WITH_KEY))
     assert project.run().success
     cursor = _tick(project, None).cursor  # the log's first three creates: delivered already
 
@@ -163,7 +163,7 @@ def test_change_log_sensor_with_only_on_create_never_sends_updates(integration_p
 def test_updated_at_sensor_sends_only_rows_changed_since_its_cursor(integration_project, source_db, http_target):
     source_db.add_customers(3, updated_at="2026-01-01 00:00:00")
     source_db.add_customers(2, start=4, updated_at="2026-01-02 00:00:00")
-    project = integration_project(_spec("[on_create, on_update]", change_log=False))
+    project = integration_project(_spec("[on_create, on_update]", change_log=None))
 
     first = _tick(project, None)
     assert len(first.run_requests) == 1
@@ -197,7 +197,7 @@ def test_updated_at_sensor_sends_only_rows_changed_since_its_cursor(integration_
 
 def test_on_delete_without_change_log_watches_the_key_set(integration_project, source_db, http_target):
     source_db.add_customers(5)
-    project = integration_project(_spec("[on_delete]", change_log=False))
+    project = integration_project(_spec("[on_delete]", change_log=None))
     assert project.run().success
 
     first = _tick(project, None)
@@ -225,7 +225,7 @@ def test_key_set_sensor_run_keys_stay_unique_when_a_key_set_comes_back(integrati
     """The daemon drops a run request whose run_key an earlier run of the sensor used: a key set that comes back
     (record 5 deleted, restored, deleted again) must not reuse the run key of the first deletion."""
     source_db.add_customers(5)
-    project = integration_project(_spec("[on_delete]", change_log=False))
+    project = integration_project(_spec("[on_delete]", change_log=None))
     cursor = _tick(project, None).cursor
     run_keys = []
     for statement in (

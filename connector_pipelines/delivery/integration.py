@@ -328,12 +328,15 @@ class IntegrationDelivery:
                 if skip is not None:
                     self._skip(key, operation, entry, fp, skip, updates, attempts, report, now)
                     continue
-                resend = entry is not None and entry.status == "in_flight" and not forced
-                if resend and (hold or entry.fingerprint != fp):
+                in_doubt = entry is not None and entry.status == "in_flight"
+                if in_doubt and not forced and (hold or entry.fingerprint != fp):
                     # The last run died with this record in flight: it may have landed. Resending a changed
                     # payload under a new key could apply it twice (a second create), so it waits for review.
                     self._hold(key, operation, entry, updates, attempts, report, now, changed=entry.fingerprint != fp)
                     continue
+                # A record in doubt (in flight when a run died, or held for review) goes out under the key it
+                # was first sent with, so a target that did apply it answers with its stored response.
+                resend = entry is not None and entry.status in ("in_flight", "pending") and entry.fingerprint == fp
                 if resend:
                     send = _Send(
                         key, operation, record, fp, entry.version, entry.idempotency_key, entry, entry.batch_key

@@ -120,7 +120,8 @@ class RecordedRequest:
 
     `outcome`: "pending", "applied", "replayed", "fault", "dropped", "unauthorized", "conflict" (idempotency key
     reused for another request), "rejected" (a 4xx from the store: invalid body, rejected field, not found),
-    "read" (a GET), "token" (a token request, whatever its answer) or "cleared".
+    "read" (a GET), "token" (a token request, whatever its answer), "cleared" (a delayed request that outlived
+    `clear()`) or "cancelled" (a delayed request cut short by `stop()`).
     """
 
     method: str
@@ -724,12 +725,13 @@ class RecordingTarget:
             # Nothing can be written any more: aiohttp fails to send this, sees the closed transport and ends the
             # connection quietly.
             return web.Response(status=204)
-        status, outcome = 500, "fault"
+        status: int | None = None
+        outcome = "cancelled"  # stays so only if stop() cancels the sleep
         try:
             await asyncio.sleep(fault.seconds)
             with self._lock:
                 status, data, headers, outcome = self._commit_locked(request, key, raw, body, parsed, generation, None)
-        finally:  # also when stop() cancels the sleep
+        finally:
             with self._lock:
                 self._finish_locked(generation, record, status, outcome, fault)
         return _response(status, data, headers)

@@ -438,9 +438,13 @@ def change_sensor(connector: IntegrationConnector, job) -> dg.SensorDefinition:
                 previous = cursor.get("key_set")
                 new_cursor["key_set"] = digest
                 if previous is not None and previous != digest:
+                    # A key set can come back (delete, restore, delete): the counter keeps each run key new,
+                    # since Dagster never starts a run key twice.
+                    runs = int(cursor.get("key_set_runs", 0)) + 1
+                    new_cursor["key_set_runs"] = runs
                     requests.append(
                         dg.RunRequest(
-                            run_key=f"keys:{digest}",
+                            run_key=f"keys:{runs}:{digest}",
                             run_config=run_config_for(connector, detect_deletes=True, operations=["delete"]),
                             tags={"connector_pipelines/trigger": "key_set"},
                         )

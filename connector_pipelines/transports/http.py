@@ -323,16 +323,18 @@ class HttpDeliveryClient:
             if pause > 0:
                 await asyncio.sleep(pause)
                 self.waited_seconds += pause
-            try:
-                generation = 0 if static_auth else await self._request_headers(session)
-            except TransportError as exc:  # the token endpoint refused or could not be reached
-                error = self.redact(str(exc))
-                retryable = isinstance(exc, TokenRequestError) and exc.retryable
-            else:
-                headers = self._headers_for(request)
-                async with semaphore:
-                    if self._rate is not None:
-                        self.rate_limited_seconds += await self._rate.wait()
+            async with semaphore:
+                if self._rate is not None:
+                    self.rate_limited_seconds += await self._rate.wait()
+                # Credentials are read at the last moment, after any queueing behind the limits: a request that
+                # waited for a slot must not leave with a token that expired meanwhile.
+                try:
+                    generation = 0 if static_auth else await self._request_headers(session)
+                except TransportError as exc:  # the token endpoint refused or could not be reached
+                    error = self.redact(str(exc))
+                    retryable = isinstance(exc, TokenRequestError) and exc.retryable
+                else:
+                    headers = self._headers_for(request)
                     attempts += 1
                     self.requests_sent += 1
                     try:
