@@ -626,12 +626,6 @@ def child_case(request: dict) -> None:
         import cProfile
 
         profiler = cProfile.Profile()
-    if os.environ.get("BENCH_GC") == "freeze":
-        gc.freeze()
-    elif os.environ.get("BENCH_GC") == "disable":
-        gc.disable()
-    elif os.environ.get("BENCH_GC", "").startswith("t"):
-        gc.set_threshold(int(os.environ["BENCH_GC"][1:]), 10, 10)
     cpu_before = cpu_seconds()
     started = time.perf_counter()
     if profiler is not None:

@@ -63,3 +63,23 @@ def test_workdays_schedule_fires_monday_to_friday_only(demo):
     fires = cron_string_iterator(start, schedule.cron_schedule, "Europe/Paris")
     days = [next(fires).strftime("%a %H:%M") for _ in range(6)]
     assert days == ["Mon 07:00", "Tue 07:00", "Wed 07:00", "Thu 07:00", "Fri 07:00", "Mon 07:00"]
+
+
+def test_the_readme_integration_examples_load(tmp_path):
+    """The README's YAML examples of integrations are real specs: they must keep loading as the code changes."""
+    import re
+    import shutil
+
+    readme = (DEMO_RESOURCES.parent / "README.md").read_text()
+    examples = [block for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "kind: integration" in block]
+    assert len(examples) == 2
+    resources = tmp_path / "resources"
+    (resources / "connectors").mkdir(parents=True)
+    shutil.copy(DEMO_RESOURCES / "connections.yaml", resources / "connections.yaml")
+    for index, example in enumerate(examples):
+        (resources / "connectors" / f"example_{index}.yaml").write_text(example)
+
+    project = load_project(resources)
+
+    assert [c.kind for c in project.connectors.values()] == ["integration", "integration"]
+    assert project.connector("example_1").spec.integration.triggers == ["on_create", "on_update", "on_delete"]
