@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo ui test lint bench-extract clean
+.PHONY: install demo ui test lint bench-extract bench-integration clean
 
 $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: install
 ## bench-extract: 5M rows from PostgreSQL (ROWS=... to scale), beside PostgreSQL's own COPY
 bench-extract: install
 	$(BIN)/python bench/extract.py
+
+## bench-integration: 200,000 records to a loopback HTTP target (ROWS=... to scale), beside a plain requests.post loop
+bench-integration: install
+	$(BIN)/python bench/integration.py
 
 clean:
 	rm -rf var .pytest_cache

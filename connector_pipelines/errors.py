@@ -14,7 +14,7 @@ class ExtractError(Exception):
 
 
 class TransportError(Exception):
-    """Talking to an outside system (SFTP, FTP, S3, SMTP, folder) failed; the message carries no secret."""
+    """Talking to an outside system (SFTP, FTP, S3, SMTP, folder, HTTP) failed; the message carries no secret."""
 
 
 def redact(message: str, secrets) -> str:

@@ -215,7 +215,7 @@ def test_faults_run_in_the_order_they_were_queued(http_target: RecordingTarget):
 
 
 def test_a_delayed_request_is_applied_after_its_client_timed_out(http_target: RecordingTarget):
-    http_target.delay_next(1, seconds=0.6)
+    http_target.delay_next(1, seconds=1.0)
 
     with pytest.raises(requests.ReadTimeout):
         post(http_target, "/orders", {"id": "o1"}, key="o1", timeout=0.2)
@@ -229,7 +229,7 @@ def test_a_delayed_request_is_applied_after_its_client_timed_out(http_target: Re
 
 
 def test_a_retry_while_the_first_attempt_still_waits_is_deduplicated_by_its_key(http_target: RecordingTarget):
-    http_target.delay_next(1, seconds=0.8)
+    http_target.delay_next(1, seconds=1.5)  # ample time for the retry to overtake it, even on a busy machine
 
     with pytest.raises(requests.ReadTimeout):
         post(http_target, "/orders", {"id": "o1"}, key="o1", timeout=0.2)
@@ -240,7 +240,7 @@ def test_a_retry_while_the_first_attempt_still_waits_is_deduplicated_by_its_key(
     # The retry was applied; the first attempt woke up later and found its key answered.
     assert http_target.receipts == {"o1": 2} and http_target.applied == {"o1": 1}
     first, second = http_target.requests
-    assert (first.outcome, first.fault, second.outcome) == ("replayed", "delay:0.8", "applied")
+    assert (first.outcome, first.fault, second.outcome) == ("replayed", "delay:1.5", "applied")
 
 
 def test_without_a_key_a_retry_during_a_delay_applies_twice(http_target: RecordingTarget):
@@ -256,7 +256,7 @@ def test_without_a_key_a_retry_during_a_delay_applies_twice(http_target: Recordi
 
 
 def test_clear_while_a_request_waits_keeps_it_out(http_target: RecordingTarget):
-    http_target.delay_next(1, seconds=0.5)
+    http_target.delay_next(1, seconds=1.0)
     with pytest.raises(requests.ReadTimeout):
         post(http_target, "/orders", {"id": "o1"}, key="o1", timeout=0.1)
 

@@ -88,7 +88,7 @@ def test_status_contains_compares_text() -> None:
 
 @pytest.mark.parametrize("value", ["abc", "2x", "20.5", "xx"])
 def test_invalid_status_value_is_refused(value: str) -> None:
-    with pytest.raises(ValueError, match="expected a status such as 201 or a class such as 2xx"):
+    with pytest.raises(ValueError, match="is not a status; write a status such as 201 or a class such as 2xx"):
         SuccessCheck([criterion("status_code", "equals", value)])
 
 

@@ -35,8 +35,12 @@ and retried with the same key must get deduplicated: whichever of the two reache
 replayed, not applied. `clear()` while a delayed request sleeps makes that request answer 503 unapplied and
 uncounted, so it cannot leak into the next test.
 
+`receipts[key]` counts every request carrying the key that reached the target (faulted and refused ones too),
+`applied[key]` the times one was actually applied: more than 1 is a duplicate delivery.
+
 `fast=True` (the `--fast` flag) keeps per-key receipts and applied counts and per-status counts but no list of
-recorded requests and no record bodies (only ids), so one core answers well over 10,000 requests/s.
+recorded requests and no record bodies (only ids): one core then answers about 15,000 requests/s (with uvloop,
+which `main` uses when it is installed), near what aiohttp manages with a handler that only parses the JSON.
 """
 
 from __future__ import annotations
@@ -164,6 +168,8 @@ _Stored = tuple[int, bytes, tuple[tuple[str, str], ...], tuple[str, str, int]]
 
 @dataclass(frozen=True, slots=True)
 class _Auth:
+    """What data requests must show; replaced as a whole, so a handler never sees half of a change."""
+
     mode: AuthMode = "none"
     username: str = "pipelines"
     password: str = "pw-http-5d81c2"

@@ -38,6 +38,7 @@ from connector_pipelines.spec.models import (
     MappingRuleSpec,
     S3Connection,
     SmtpConnection,
+    SuccessCriterion,
 )
 from connector_pipelines.spec.yaml_source import YamlDocument, display_path, read_yaml
 
@@ -60,6 +61,7 @@ RULE_FIELDS: dict[tuple[type[BaseModel], str], tuple[tuple[str, ...], ...]] = {
     (SmtpConnection, "choose starttls"): (("ssl",),),
     (MappingRuleSpec, "set exactly one of"): (("constant",), ("expression",), ("source",)),
     (DataSet, "set either query or table"): (("table",), ("query",)),
+    (SuccessCriterion, "'"): (("value",),),
     (IntegrationSpec, "roles need data_set.owner"): (("roles",),),
     (IntegrationSpec, "on_delete needs"): (("triggers",),),
     (IntegrationSpec, "on_create/on_update sensors"): (("triggers",),),

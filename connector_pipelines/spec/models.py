@@ -270,6 +270,8 @@ class HttpConnection(StrictModel):
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("expected an http:// or https:// URL such as https://api.example.com/v1")
+        if "@" in value.split("/")[2]:
+            raise ValueError("the URL holds credentials (user:password@); remove them and set them with `auth:`")
         return value.rstrip("/")
 
     @field_validator("headers")
@@ -729,6 +731,14 @@ class SuccessCriterion(StrictModel):
     source: Literal["status_code", "response_body"]
     comparator: Literal["equals", "not_equals", "contains", "not_contains"]
     value: str | int
+
+    @model_validator(mode="after")
+    def _status_value(self) -> SuccessCriterion:
+        if self.source == "status_code" and self.comparator in ("equals", "not_equals"):
+            text = str(self.value).strip()
+            if not (re.fullmatch(r"[1-5]\d\d", text) or re.fullmatch(r"[1-5]xx", text, re.IGNORECASE)):
+                raise ValueError(f"'{self.value}' is not a status; write a status such as 201 or a class such as 2xx")
+        return self
 
 
 class Configuration(StrictModel):
