@@ -389,7 +389,7 @@ def _place(model: type[BaseModel], location: tuple) -> _Place:
             continue
         parent, field_info = current, None
         if isinstance(current, type) and issubclass(current, BaseModel):
-            field_info = current.model_fields.get(str(step))
+            field_info = _field_by_key(current, str(step))
             current = field_info.annotation if field_info else None
             steps.append(step)
         elif typing.get_origin(current) is dict:
@@ -575,8 +575,15 @@ def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
 def _allowed_keys(annotation: object) -> list[str]:
     annotation = _strip(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return list(annotation.model_fields)
+        return [info.alias or name for name, info in annotation.model_fields.items()]
     return []
+
+
+def _field_by_key(model: type[BaseModel], key: str) -> FieldInfo | None:
+    """The field a YAML key names: its name, or its alias (`import:` is the field `import_`)."""
+    if key in model.model_fields:
+        return model.model_fields[key]
+    return next((info for info in model.model_fields.values() if info.alias == key), None)
 
 
 def _kind_of(value: object) -> str:
