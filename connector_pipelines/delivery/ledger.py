@@ -155,7 +155,7 @@ class DeliveryLedger:
 
     def __init__(self, url: str):
         self.url = url
-        self.engine = _engine(url)
+        self.engine = state_engine(url)
         metadata.create_all(self.engine, checkfirst=True)
         self._dialect = self.engine.dialect.name
 
@@ -337,7 +337,7 @@ def _attempt_row(connector: str, configuration: str, run_id: str, a: AttemptRow)
     }
 
 
-def _engine(url: str) -> sa.Engine:
+def state_engine(url: str) -> sa.Engine:
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
     if engine.dialect.name == "sqlite":
         # WAL lets readers (the CLI, sensors) look while a run writes. synchronous=NORMAL keeps every committed
