@@ -30,6 +30,8 @@ setup(
         # (requests with threads is GIL-bound at ~1,400 requests/s here; aiohttp ~9,000). It also serves the
         # demo's loopback target.
         "aiohttp>=3.9",
+        # Imports by email: the package runs an SMTP receiver for connector addresses.
+        "aiosmtpd>=1.4",
     ],
     extras_require={
         "dev": [
@@ -38,7 +40,6 @@ setup(
             "moto[server]>=5",
             "pyftpdlib>=1.5.9",
             "pyopenssl>=25",  # pyftpdlib needs it for the FTPS test server
-            "aiosmtpd>=1.4",
             "asyncssh>=2.14",
             "ruff>=0.5",
         ],

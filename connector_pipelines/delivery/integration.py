@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 # A run allocates millions of objects that live for one chunk (requests, responses, outcomes, ledger rows). With
 # CPython's default threshold (700 allocations) the cyclic collector runs thousands of times per 100,000 records
 # and walks each chunk's live objects again and again, and the whole heap (Dagster's included) on every full
-# collection: about 30 % of a single-record run's CPU (bench/integration.py). During a run it collects less often.
+# collection: a quarter of a single-record run's CPU (bench/integration.py). During a run it collects less often.
 GC_THRESHOLD = 50_000
 _gc_lock = threading.Lock()
 _gc_runs = 0

@@ -1,8 +1,10 @@
-"""What every file transport offers the extract: upload one finished local file, atomically."""
+"""What every file transport offers: the extract uploads one finished local file atomically (`FileTransport`); an
+import lists, downloads, archives and quarantines the files a partner delivered (`FileSource`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -26,5 +28,50 @@ class FileTransport(Protocol):
     """
 
     def upload(self, local_path: Path, remote_name: str, destination: FileDestination) -> UploadReceipt: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A regular file found directly in a folder of a connection; `modified` is timezone-aware UTC."""
+
+    name: str
+    size: int
+    modified: datetime
+
+    def __post_init__(self) -> None:
+        # A naive or local time would compare wrongly with other servers' times (and with a cursor) by hours.
+        if self.modified.utcoffset() != timedelta(0):
+            raise ValueError(f"RemoteFile.modified must be an aware UTC time, got {self.modified!r}")
+
+
+class FileSource(Protocol):
+    """The read side of a plain client: what an import needs to pick up delivered files.
+
+    Folders are relative to the connection's root (login folder, S3 prefix, folder path; "" is the root) and
+    may not lead out of it. Every `name` is checked with `check_file_name`; an unsafe one is refused with
+    `TransportError` before the server is contacted. Failures raise `TransportError` naming the system and the
+    cause, never a secret.
+    """
+
+    @property
+    def system(self) -> str: ...
+
+    def list_files(self, folder: str) -> list[RemoteFile]:
+        """Regular files directly in `folder`, sorted by name; a missing folder gives an empty list."""
+        ...
+
+    def download(self, folder: str, name: str, local_path: Path) -> None:
+        """Stream the file into `local_path` atomically (temporary name, then rename); nothing is left on failure."""
+        ...
+
+    def move(self, folder: str, name: str, to_folder: str, new_name: str | None = None) -> None:
+        """Rename the file on the server into `to_folder` (created when missing), replacing a file of that name."""
+        ...
+
+    def write_text(self, folder: str, name: str, text: str) -> None:
+        """Write a small UTF-8 text file atomically (such as the report beside a quarantined file)."""
+        ...
 
     def close(self) -> None: ...

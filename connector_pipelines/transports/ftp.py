@@ -1,11 +1,14 @@
-"""Deliver an extract file to an FTP server, plain or explicit FTPS (AUTH TLS with a protected data channel)."""
+"""Deliver an extract file to an FTP server, plain or explicit FTPS (AUTH TLS with a protected data channel); and
+read the files a partner delivered there."""
 
 from __future__ import annotations
 
 import ftplib
+import io
 import socket
 import ssl
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -13,11 +16,29 @@ from pydantic import Field
 
 from connector_pipelines.errors import TransportError
 from connector_pipelines.spec.models import FileDestination
-from connector_pipelines.transports.base import UploadReceipt
-from connector_pipelines.transports.folder import check_remote_name, check_resolved, folder_parts, redact
+from connector_pipelines.transports.base import RemoteFile, UploadReceipt
+from connector_pipelines.transports.folder import (
+    atomic_local_file,
+    check_remote_name,
+    check_resolved,
+    check_source_name,
+    folder_parts,
+    redact,
+    temporary_name,
+)
 
 _BLOCK_SIZE = 256 * 1024
 _FTP_ERRORS = (ftplib.Error, OSError, EOFError)
+_MLSD_FACTS = ["type", "size", "modify"]
+
+
+def parse_ftp_time(value: str) -> datetime:
+    """An MDTM / MLSD `modify` time ('YYYYMMDDHHMMSS[.sss]', always UTC per RFC 3659) as an aware datetime."""
+    whole, _, fraction = value.strip().partition(".")
+    moment = datetime.strptime(whole, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    if fraction.isdigit():
+        moment = moment.replace(microsecond=int(fraction[:6].ljust(6, "0")))
+    return moment
 
 
 class FtpClient:
@@ -77,6 +98,149 @@ class FtpClient:
         scheme = "ftps" if self.tls else "ftp"
         path = f"{folder.rstrip('/')}/{remote_name}"
         return UploadReceipt(uri=f"{scheme}://{self._uri_host()}:{self.port}{path}")
+
+    # ------------------------------------------------------------------------------------------------
+    # Read side (`FileSource`): the files a partner delivered, relative to the login folder
+
+    def list_files(self, folder: str) -> list[RemoteFile]:
+        parts = folder_parts(folder, self.system)
+        ftp = self._connect()
+        try:
+            if self._open_folder(ftp, parts) is None:
+                return []
+            files = self._list_mlsd(ftp) if self._supports_mlsd(ftp) else self._list_nlst(ftp)
+        except _FTP_ERRORS as exc:
+            raise TransportError(f"{self.system}: cannot list the folder {folder!r}: {self._describe(exc)}") from None
+        return sorted(files, key=lambda file: file.name)
+
+    def download(self, folder: str, name: str, local_path: Path) -> None:
+        check_source_name(name, self.system)
+        parts = folder_parts(folder, self.system)
+        ftp = self._connect()
+        try:
+            where = self._open_folder(ftp, parts)
+            size = self._file_size(ftp, name) if where is not None else None
+            if where is None or size is None:
+                raise TransportError(f"{self.system}: there is no file {name!r} in the folder {folder!r}")
+            with atomic_local_file(local_path) as sink:
+                # RETR streams block by block into the file (over the protected data channel with FTPS).
+                ftp.retrbinary(f"RETR {name}", sink.write, blocksize=_BLOCK_SIZE)
+                if sink.tell() != size:
+                    raise TransportError(
+                        f"{self.system}: download of {name!r} was cut short: {sink.tell()} of {size} bytes"
+                    )
+        except _FTP_ERRORS as exc:
+            raise TransportError(
+                f"{self.system}: download of {name!r} from {folder!r} failed: {self._describe(exc)}"
+            ) from None
+
+    def move(self, folder: str, name: str, to_folder: str, new_name: str | None = None) -> None:
+        target_name = name if new_name is None else new_name
+        check_source_name(name, self.system)
+        check_source_name(target_name, self.system)
+        parts = folder_parts(folder, self.system)
+        to_parts = folder_parts(to_folder, self.system)
+        ftp = self._connect()
+        try:
+            where = self._open_folder(ftp, parts)
+            # Checked first: replacing may delete the target before renaming, which must not happen for a source
+            # that is not there.
+            if where is None or self._file_size(ftp, name) is None:
+                raise TransportError(f"{self.system}: there is no file {name!r} in the folder {folder!r}")
+            source = f"{where.rstrip('/')}/{name}"
+            target = f"{self._enter_folder(ftp, to_parts).rstrip('/')}/{target_name}"
+            if target != source:
+                self._rename_over(ftp, source, target)
+        except _FTP_ERRORS as exc:
+            raise TransportError(
+                f"{self.system}: could not move {name!r} from {folder!r} to {to_folder!r}: {self._describe(exc)}"
+            ) from None
+
+    def write_text(self, folder: str, name: str, text: str) -> None:
+        check_source_name(name, self.system)
+        parts = folder_parts(folder, self.system)
+        ftp = self._connect()
+        try:
+            self._enter_folder(ftp, parts)
+        except _FTP_ERRORS as exc:
+            raise TransportError(f"{self.system}: cannot open the folder {folder!r}: {self._describe(exc)}") from None
+        temporary = temporary_name(name)
+        try:
+            ftp.storbinary(f"STOR {temporary}", io.BytesIO(text.encode("utf-8")))
+            self._rename_over(ftp, temporary, name)
+        except _FTP_ERRORS as exc:
+            self._delete_quietly(ftp, temporary)
+            raise TransportError(f"{self.system}: could not write {name!r}: {self._describe(exc)}") from None
+
+    def _open_folder(self, ftp: ftplib.FTP, parts: list[str]) -> str | None:
+        """cwd to the login folder, then into each part without creating any; returns pwd, or None when a part
+        does not exist. A part that exists but cannot be entered raises, so a refusal never reads as "empty"."""
+        ftp.cwd(self._home)
+        for part in parts:
+            try:
+                ftp.cwd(part)
+            except ftplib.error_perm:
+                # FTP answers 550 both for "missing" and "not allowed": the parent's listing tells them apart.
+                if part not in self._names_here(ftp):
+                    return None
+                raise
+        return ftp.pwd()
+
+    def _names_here(self, ftp: ftplib.FTP) -> set[str]:
+        try:
+            return {entry.rsplit("/", 1)[-1] for entry in ftp.nlst()}
+        except ftplib.error_perm:
+            return set()  # some servers answer an empty folder with 550
+
+    def _supports_mlsd(self, ftp: ftplib.FTP) -> bool:
+        """Whether FEAT announces MLST (RFC 3659), which brings MLSD: one listing with type, size and time."""
+        try:
+            features = ftp.sendcmd("FEAT")
+        except ftplib.error_perm:
+            return False  # a server without FEAT predates MLSD
+        return any(line.strip().upper().startswith("MLST") for line in features.splitlines()[1:])
+
+    def _list_mlsd(self, ftp: ftplib.FTP) -> list[RemoteFile]:
+        files: list[RemoteFile] = []
+        for name, facts in ftp.mlsd(facts=_MLSD_FACTS):
+            if facts.get("type", "").lower() != "file":
+                continue  # folders, the cdir/pdir entries and links
+            size = int(facts["size"]) if "size" in facts else self._file_size(ftp, name)
+            modify = facts.get("modify") or self._modified(ftp, name)
+            if size is not None and modify:
+                files.append(RemoteFile(name=name, size=size, modified=parse_ftp_time(modify)))
+        return files
+
+    def _list_nlst(self, ftp: ftplib.FTP) -> list[RemoteFile]:
+        """NLST names everything; SIZE answers for regular files only, which is what tells a file apart."""
+        files: list[RemoteFile] = []
+        for name in sorted(self._names_here(ftp)):
+            if name in (".", ".."):
+                continue
+            size = self._file_size(ftp, name)
+            modify = self._modified(ftp, name) if size is not None else None
+            if size is not None and modify:
+                files.append(RemoteFile(name=name, size=size, modified=parse_ftp_time(modify)))
+        return files
+
+    def _file_size(self, ftp: ftplib.FTP, name: str) -> int | None:
+        """SIZE of a file in the current folder (binary mode, so it counts bytes); None for a folder or a file
+        that is not there."""
+        ftp.voidcmd("TYPE I")
+        try:
+            return ftp.size(name)
+        except ftplib.error_perm as exc:
+            if str(exc).startswith("550"):
+                return None
+            raise
+
+    def _modified(self, ftp: ftplib.FTP, name: str) -> str | None:
+        try:
+            return ftp.voidcmd(f"MDTM {name}")[4:].strip()
+        except ftplib.error_perm as exc:
+            if str(exc).startswith("550"):
+                return None  # removed since the folder was listed
+            raise
 
     def _enter_folder(self, ftp: ftplib.FTP, parts: list[str]) -> str:
         """cwd to the login folder, then into each part, creating it when missing (mkdir -p); returns pwd."""

@@ -1,13 +1,15 @@
-"""Deliver an extract file to an S3 bucket (or an S3-compatible store through `endpoint_url`)."""
+"""Deliver an extract file to an S3 bucket (or an S3-compatible store through `endpoint_url`), and read the files
+a partner delivered there."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import boto3
 import dagster as dg
-from boto3.exceptions import S3UploadFailedError
+from boto3.exceptions import Boto3Error, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
@@ -15,12 +17,20 @@ from pydantic import Field
 
 from connector_pipelines.errors import TransportError
 from connector_pipelines.spec.models import FileDestination
-from connector_pipelines.transports.base import UploadReceipt
-from connector_pipelines.transports.folder import check_remote_name, check_resolved, folder_parts, redact
+from connector_pipelines.transports.base import RemoteFile, UploadReceipt
+from connector_pipelines.transports.folder import (
+    atomic_local_file,
+    check_remote_name,
+    check_resolved,
+    check_source_name,
+    folder_parts,
+    redact,
+)
 
 MB = 1024 * 1024
 DEFAULT_MULTIPART_THRESHOLD = 64 * MB
 DEFAULT_MULTIPART_CHUNKSIZE = 16 * MB
+_S3_ERRORS = (Boto3Error, ClientError, BotoCoreError, OSError)
 
 
 class S3Client:
@@ -77,6 +87,80 @@ class S3Client:
         except (S3UploadFailedError, ClientError, BotoCoreError, OSError) as exc:
             raise TransportError(f"{self.system}: upload of '{key}' failed: {self._describe(exc)}") from None
         return UploadReceipt(uri=f"s3://{self.bucket}/{key}")
+
+    # ------------------------------------------------------------------------------------------------
+    # Read side (`FileSource`): the objects a partner delivered under the prefix
+
+    def list_files(self, folder: str) -> list[RemoteFile]:
+        parts = self._parts(folder)
+        prefix = "/".join(parts) + "/" if parts else ""
+        files: list[RemoteFile] = []
+        try:
+            paginator = self._boto_client().get_paginator("list_objects_v2")
+            # Delimiter "/": deeper keys come back as CommonPrefixes, so only direct children are listed.
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                for entry in page.get("Contents", []):
+                    name = entry["Key"][len(prefix) :]
+                    if not name:
+                        continue  # the zero-byte "folder" marker consoles create
+                    modified = entry["LastModified"].astimezone(UTC)
+                    files.append(RemoteFile(name=name, size=entry["Size"], modified=modified))
+        except _S3_ERRORS as exc:
+            raise TransportError(f"{self.system}: cannot list '{prefix}': {self._describe(exc)}") from None
+        return sorted(files, key=lambda file: file.name)
+
+    def download(self, folder: str, name: str, local_path: Path) -> None:
+        key = self._key(folder, name)
+        client = self._boto_client()
+        try:
+            size = client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+            with atomic_local_file(local_path) as sink:
+                # The managed transfer streams ranged GETs into the file; it never holds the object in memory.
+                client.download_fileobj(self.bucket, key, sink, Config=self.transfer_config)
+                if sink.tell() != size:
+                    raise TransportError(
+                        f"{self.system}: download of '{key}' was cut short: {sink.tell()} of {size} bytes"
+                    )
+        except _S3_ERRORS as exc:
+            raise TransportError(f"{self.system}: download of '{key}' failed: {self._describe(exc)}") from None
+
+    def move(self, folder: str, name: str, to_folder: str, new_name: str | None = None) -> None:
+        source = self._key(folder, name)
+        target = self._key(to_folder, name if new_name is None else new_name)
+        if source == target:
+            return  # copy-then-delete onto itself would delete the file
+        client = self._boto_client()
+        try:
+            # S3 has no rename: a (managed, multipart above the threshold) server-side copy, then delete.
+            client.copy({"Bucket": self.bucket, "Key": source}, self.bucket, target, Config=self.transfer_config)
+        except _S3_ERRORS as exc:
+            raise TransportError(
+                f"{self.system}: could not move '{source}' to '{target}': {self._describe(exc)}"
+            ) from None
+        try:
+            client.delete_object(Bucket=self.bucket, Key=source)
+        except _S3_ERRORS as exc:
+            raise TransportError(
+                f"{self.system}: copied '{source}' to '{target}' but could not delete the original: "
+                f"{self._describe(exc)}"
+            ) from None
+
+    def write_text(self, folder: str, name: str, text: str) -> None:
+        key = self._key(folder, name)
+        try:
+            # One PUT: the object appears complete or not at all.
+            self._boto_client().put_object(
+                Bucket=self.bucket, Key=key, Body=text.encode("utf-8"), ContentType="text/plain; charset=utf-8"
+            )
+        except _S3_ERRORS as exc:
+            raise TransportError(f"{self.system}: could not write '{key}': {self._describe(exc)}") from None
+
+    def _parts(self, folder: str) -> list[str]:
+        return folder_parts(self.prefix, self.system) + folder_parts(folder, self.system)
+
+    def _key(self, folder: str, name: str) -> str:
+        check_source_name(name, self.system)
+        return "/".join([*self._parts(folder), name])
 
     def _boto_client(self) -> Any:
         if self._client is None:

@@ -1,4 +1,5 @@
-"""Deliver an extract file to an SFTP server, with the server's host key checked against the configured one."""
+"""Deliver an extract file to an SFTP server, with the server's host key checked against the configured one; and
+read the files a partner delivered there."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import binascii
 import errno
 import io
 import socket
+import stat
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -18,13 +21,24 @@ from pydantic import Field
 
 from connector_pipelines.errors import TransportError
 from connector_pipelines.spec.models import FileDestination
-from connector_pipelines.transports.base import UploadReceipt
-from connector_pipelines.transports.folder import check_remote_name, check_resolved, folder_parts, redact
+from connector_pipelines.transports.base import RemoteFile, UploadReceipt
+from connector_pipelines.transports.folder import (
+    atomic_local_file,
+    check_remote_name,
+    check_resolved,
+    check_source_name,
+    folder_parts,
+    redact,
+    temporary_name,
+)
 
 # The signature algorithms to ask for, per host key type: naming them makes the server present the key we
 # can check (a server with several host keys would otherwise pick one we have no line for).
 _RSA_ALGORITHMS = ["rsa-sha2-512", "rsa-sha2-256"]
 _SFTP_ERRORS = (OSError, EOFError, paramiko.SSHException, paramiko.sftp.SFTPError)
+# Read requests in flight during a download: enough to keep a long link busy, few enough that what arrives
+# ahead of the local write stays a few MB (paramiko otherwise requests the whole file at once).
+_PREFETCH_REQUESTS = 64
 
 
 def _join(folder: str, name: str) -> str:
@@ -177,6 +191,91 @@ class SftpClient:
             sftp.remove(path)
         except _SFTP_ERRORS:
             pass  # best effort: the file may not exist, or the connection is gone
+
+    # ------------------------------------------------------------------------------------------------
+    # Read side (`FileSource`): the files a partner delivered, relative to the login folder
+
+    def list_files(self, folder: str) -> list[RemoteFile]:
+        path = "/".join(folder_parts(folder, self.system))
+        sftp = self._connect()
+        try:
+            entries = sftp.listdir_attr(path or ".")
+        except FileNotFoundError:
+            return []
+        except _SFTP_ERRORS as exc:
+            raise TransportError(f"{self.system}: cannot list the folder {folder!r}: {self._describe(exc)}") from None
+        files: list[RemoteFile] = []
+        for entry in entries:
+            # Servers report the entry itself (lstat), so symlinks and folders are both left out here.
+            if entry.st_mode is None or not stat.S_ISREG(entry.st_mode):
+                continue
+            modified = datetime.fromtimestamp(entry.st_mtime or 0, UTC)
+            files.append(RemoteFile(name=entry.filename, size=entry.st_size or 0, modified=modified))
+        return sorted(files, key=lambda file: file.name)
+
+    def download(self, folder: str, name: str, local_path: Path) -> None:
+        check_source_name(name, self.system)
+        remote = _join("/".join(folder_parts(folder, self.system)), name)
+        sftp = self._connect()
+        size = self._regular_file_size(sftp, remote)
+        try:
+            with atomic_local_file(local_path) as sink:
+                written = sftp.getfo(remote, sink, max_concurrent_prefetch_requests=_PREFETCH_REQUESTS)
+                if written != size:
+                    raise TransportError(
+                        f"{self.system}: download of {remote!r} was cut short: {written} of {size} bytes"
+                    )
+        except _SFTP_ERRORS as exc:
+            raise TransportError(f"{self.system}: download of {remote!r} failed: {self._describe(exc)}") from None
+
+    def move(self, folder: str, name: str, to_folder: str, new_name: str | None = None) -> None:
+        target_name = name if new_name is None else new_name
+        check_source_name(name, self.system)
+        check_source_name(target_name, self.system)
+        source = _join("/".join(folder_parts(folder, self.system)), name)
+        to_parts = folder_parts(to_folder, self.system)
+        sftp = self._connect()
+        # Checked first: on a server without posix-rename, replacing removes the target before renaming, which
+        # must not happen for a source that is not there.
+        self._regular_file_size(sftp, source)
+        try:
+            target = _join(self._make_folders(sftp, to_parts), target_name)
+            if target != source:
+                self._rename_over(sftp, source, target)
+        except _SFTP_ERRORS as exc:
+            raise TransportError(
+                f"{self.system}: could not move {source!r} to the folder {to_folder!r}: {self._describe(exc)}"
+            ) from None
+
+    def write_text(self, folder: str, name: str, text: str) -> None:
+        check_source_name(name, self.system)
+        parts = folder_parts(folder, self.system)
+        sftp = self._connect()
+        data = text.encode("utf-8")
+        try:
+            path = self._make_folders(sftp, parts)
+        except _SFTP_ERRORS as exc:
+            raise TransportError(f"{self.system}: cannot prepare the folder: {self._describe(exc)}") from None
+        final = _join(path, name)
+        temporary = _join(path, temporary_name(name))
+        try:
+            sftp.putfo(io.BytesIO(data), temporary, file_size=len(data), confirm=True)
+            self._rename_over(sftp, temporary, final)
+        except _SFTP_ERRORS as exc:
+            self._remove_quietly(sftp, temporary)
+            raise TransportError(f"{self.system}: could not write {final!r}: {self._describe(exc)}") from None
+
+    def _regular_file_size(self, sftp: paramiko.SFTPClient, path: str) -> int:
+        """The size of the regular file at `path`; TransportError when it is missing or not a regular file."""
+        try:
+            attributes = sftp.stat(path)
+        except FileNotFoundError:
+            raise TransportError(f"{self.system}: there is no file {path!r}") from None
+        except _SFTP_ERRORS as exc:
+            raise TransportError(f"{self.system}: cannot read {path!r}: {self._describe(exc)}") from None
+        if attributes.st_mode is not None and not stat.S_ISREG(attributes.st_mode):
+            raise TransportError(f"{self.system}: {path!r} is not a regular file")
+        return attributes.st_size or 0
 
     # ------------------------------------------------------------------------------------------------
     # Connection
