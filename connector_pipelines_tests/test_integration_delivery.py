@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 
+import sqlalchemy as sa
+
 from connector_pipelines_tests.integration_fixtures import BASIC_SYNC, ROLES_SPEC
 
 
@@ -314,3 +316,23 @@ def test_a_key_twice_in_the_data_set_is_delivered_once(integration_project, sour
     assert (counts["delivered"], counts["failed"]) == (3, 1)
     assert max(http_target.receipts.values()) == 1
     assert "more than once" in next(r.data["error"] for r in counts["records"].records if r.data["status"] == "failed")
+
+
+def test_the_ledger_can_live_in_postgresql(integration_project, source_db, http_target, pg_database, monkeypatch):
+    monkeypatch.setenv("CONNECTOR_PIPELINES_LEDGER_URL", pg_database.url)
+    source_db.add_customers(30)
+    http_target.fail_next(2, status=503)
+    project = integration_project(BASIC_SYNC)
+
+    first = project.run()
+    source_db.execute("UPDATE customers SET name = 'Moved' WHERE customer_id = 9")
+    second = project.run()
+
+    assert first.success and second.success
+    assert (second.metadata["customers"]["update"], second.metadata["customers"]["unchanged"]) == (1, 29)
+    with pg_database.engine.connect() as conn:
+        statuses = conn.execute(sa.text("SELECT status, count(*) FROM cp_delivery_records GROUP BY status")).all()
+        attempts = conn.execute(sa.text("SELECT count(*) FROM cp_delivery_attempts")).scalar()
+    assert statuses == [("delivered", 30)] and attempts == 31
+    trace = project.ledger().trace("sync", "9")
+    assert [a["operation"] for a in trace] == ["create", "update"]

@@ -174,13 +174,16 @@ def target_fields(connector: IntegrationConnector) -> list[TargetField]:
     return [TargetField(f.name, f.type, f.required) for f in connector.integration.target.fields]
 
 
-def fingerprint(record: Mapping[str, Any]) -> str:
-    """The mapped payload's hash; a key order change or a new template alone does not count as a change."""
-    return hashlib.blake2b(_canonical(record), digest_size=16).hexdigest()
+def fingerprints(columns: Mapping[str, list]) -> list[str]:
+    """The mapped payload's hash for every row of a batch, computed column-wise.
 
-
-def _canonical(record: Mapping[str, Any]) -> bytes:
-    return encode_json(dict(sorted(record.items()))).encode()
+    Fields are taken in name order, so reordering the mapping rules or changing the request template alone is
+    not a change. `repr` of the typed values (text, numbers, Decimals, dates) is exact and stable, and about five
+    times cheaper than JSON-encoding each record.
+    """
+    names = sorted(columns)
+    blake2b = hashlib.blake2b
+    return [blake2b(repr(values).encode(), digest_size=16).hexdigest() for values in zip(*(columns[n] for n in names))]
 
 
 class _Request:
@@ -242,6 +245,8 @@ class IntegrationDelivery:
         )
         self.record_body = compile_body(configuration.request.body) if configuration.request.body is not None else None
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ledger")
+        # Write-back goes to another database, on its own thread: it need not wait for the ledger, nor hold it up.
+        self._write_back_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="write-back")
         self._pending_writes: list[asyncio.Future] = []
 
     @property
@@ -288,6 +293,7 @@ class IntegrationDelivery:
                 asyncio.run(self._run(batches, scope, report))
         finally:
             self._worker.shutdown(wait=True)
+            self._write_back_worker.shutdown(wait=True)
             if self.audit is not None:
                 report.audit_path = self.audit.close()
         return report
@@ -315,7 +321,10 @@ class IntegrationDelivery:
             if wanted is not None and not any(wanted):
                 continue
             mapped = self.mapping.map_batch(batch)
-            records = mapped.records()
+            errors = mapped.errors
+            targets = list(mapped.columns)
+            target_columns = [mapped.columns[name] for name in targets]
+            row_fingerprints = fingerprints(mapped.columns)
             owners = batch.column(batch.schema.get_field_index(owner_column)).to_pylist() if owner_column else None
             sends: list[_Send] = []
             updates: list[RecordUpdate] = []
@@ -336,12 +345,11 @@ class IntegrationDelivery:
                 read_keys.add(key)
                 forced = scope.full or scope.keys is not None
                 operation = "create" if entry is None or entry.delivered_fingerprint is None else "update"
-                record = records[i]
-                if record is None:
-                    self._fail_locally(key, operation, entry, mapped.errors[i], updates, attempts, report, now)
+                if errors[i] is not None:
+                    self._fail_locally(key, operation, entry, errors[i], updates, attempts, report, now)
                     continue
                 counts["mapped"] += 1
-                fp = fingerprint(record)
+                fp = row_fingerprints[i]
                 skip = None
                 if owners is not None and str(owners[i]) not in self.allowed_owners:
                     skip = f"owner {owners[i]} holds none of the roles {', '.join(spec.roles.allowed)}"
@@ -373,6 +381,7 @@ class IntegrationDelivery:
                 # A record in doubt (in flight when a run died, or held for review) goes out under the key it
                 # was first sent with, so a target that did apply it answers with its stored response.
                 resend = entry is not None and entry.status in ("in_flight", "pending") and entry.fingerprint == fp
+                record = dict(zip(targets, [column[i] for column in target_columns]))
                 if resend:
                     send = _Send(
                         key, operation, record, fp, entry.version, entry.idempotency_key, entry, entry.batch_key
@@ -642,10 +651,20 @@ class IntegrationDelivery:
     def _write_later(self, loop, updates: list[RecordUpdate], attempts: list[AttemptRow]) -> None:
         """Outcomes are committed on the worker thread, in order, while the next chunk is sent."""
         self._pending_writes.append(loop.run_in_executor(self._worker, self._commit_outcomes, updates, attempts))
+        if self.write_back is not None and attempts:
+            self._pending_writes.append(loop.run_in_executor(self._write_back_worker, self._write_back, attempts))
 
     def _commit_outcomes(self, updates: list[RecordUpdate], attempts: list[AttemptRow]) -> None:
         self.ledger.write(self.name, self.configuration.name, self.run_id, updates, attempts)
-        rows = [
+        if self.audit is not None and attempts:
+            self.audit.append(self._outcome_rows(attempts), [a.requests for a in attempts])
+
+    def _write_back(self, attempts: list[AttemptRow]) -> None:
+        self.write_back.append(self._outcome_rows(attempts))
+
+    def _outcome_rows(self, attempts: list[AttemptRow]) -> list[dict]:
+        """Outcomes as the audit file and the write-back table take them."""
+        return [
             {
                 "run_id": self.run_id,
                 "connector": self.name,
@@ -661,10 +680,6 @@ class IntegrationDelivery:
             }
             for a in attempts
         ]
-        if self.audit is not None:
-            self.audit.append(rows, [a.requests for a in attempts])
-        if self.write_back is not None:
-            self.write_back.append(rows)
 
 
 def _in_flight(send: _Send) -> RecordUpdate:

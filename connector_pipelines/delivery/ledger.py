@@ -158,6 +158,7 @@ class DeliveryLedger:
         self.engine = state_engine(url)
         metadata.create_all(self.engine, checkfirst=True)
         self._dialect = self.engine.dialect.name
+        self._stamp = sqlite_timestamp if self._dialect == "sqlite" else (lambda value: value)
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -179,7 +180,18 @@ class DeliveryLedger:
             t.c.attempts,
         ).where(t.c.connector == connector, t.c.configuration == configuration)
         with self.engine.connect() as conn:
-            return {row[0]: LedgerEntry(*row[1:]) for row in conn.execute(query)}
+            # The raw cursor: SQLAlchemy's row objects cost more than the query for 200,000 records.
+            compiled = query.compile(conn, compile_kwargs={"literal_binds": False})
+            cursor = conn.connection.cursor()
+            try:
+                params = compiled.params
+                if self._dialect == "sqlite":
+                    cursor.execute(str(compiled), [params[name] for name in compiled.positiontup])
+                else:
+                    cursor.execute(str(compiled), params)
+                return {row[0]: LedgerEntry(*row[1:]) for row in cursor}
+            finally:
+                cursor.close()
 
     def keys_with_status(self, connector: str, configuration: str, statuses: Sequence[str]) -> set[str]:
         t = records_table
@@ -255,22 +267,76 @@ class DeliveryLedger:
         updates: Sequence[RecordUpdate],
         attempts: Sequence[AttemptRow] = (),
     ) -> None:
-        """Record new states (and their audit rows) in one transaction per chunk."""
-        now = utc_now()
+        """Record new states (and their audit rows) in one transaction per chunk.
+
+        This is the hot path of every delivery (two or three rows per record), so it goes straight to the
+        driver's executemany with positional rows and one prepared statement, not through SQLAlchemy's
+        per-row parameter processing (three times slower here); the SQL is the same for SQLite and PostgreSQL.
+        """
+        stamp = self._stamp
+        now = stamp(utc_now())
         for start in range(0, max(len(updates), len(attempts)), _CHUNK):
-            update_chunk = updates[start : start + _CHUNK]
-            attempt_chunk = attempts[start : start + _CHUNK]
+            update_rows = [
+                (
+                    connector,
+                    configuration,
+                    u.record_key,
+                    u.status,
+                    u.operation,
+                    u.fingerprint,
+                    u.delivered_fingerprint,
+                    u.version,
+                    u.idempotency_key,
+                    u.batch_key,
+                    u.attempts,
+                    u.last_error,
+                    u.http_status,
+                    u.target_ref,
+                    run_id,
+                    now,
+                    stamp(u.delivered_at),
+                )
+                for u in updates[start : start + _CHUNK]
+            ]
+            attempt_rows = [
+                (
+                    run_id,
+                    connector,
+                    configuration,
+                    a.record_key,
+                    a.operation,
+                    a.outcome,
+                    a.idempotency_key,
+                    a.http_status,
+                    a.requests,
+                    (a.response_excerpt or "")[:EXCERPT_CHARS] or None,
+                    a.error,
+                    a.target_ref,
+                    stamp(a.started_at),
+                    stamp(a.finished_at),
+                )
+                for a in attempts[start : start + _CHUNK]
+            ]
             with self.engine.begin() as conn:
-                if update_chunk:
-                    conn.execute(
-                        self._upsert_statement(),
-                        [_record_row(connector, configuration, run_id, u, now) for u in update_chunk],
-                    )
-                if attempt_chunk:
-                    conn.execute(
-                        attempts_table.insert(),
-                        [_attempt_row(connector, configuration, run_id, a) for a in attempt_chunk],
-                    )
+                cursor = conn.connection.cursor()
+                try:
+                    if update_rows:
+                        self._executemany(cursor, _UPSERT_RECORDS, update_rows)
+                    if attempt_rows:
+                        self._executemany(cursor, _INSERT_ATTEMPTS, attempt_rows)
+                finally:
+                    cursor.close()
+
+    def _executemany(self, cursor, sql: str, rows: list[tuple]) -> None:
+        if self._dialect == "postgresql":
+            from psycopg2.extras import execute_values
+
+            execute_values(cursor, sql.replace("VALUES (?)", "VALUES %s"), rows, page_size=1000)
+        elif self._dialect == "sqlite":
+            width = len(rows[0])
+            cursor.executemany(sql.replace("VALUES (?)", f"VALUES ({', '.join('?' * width)})"), rows)
+        else:
+            raise NotImplementedError(f"the delivery ledger runs on SQLite or PostgreSQL, not {self._dialect}")
 
     def reset(self, connector: str, configuration: str | None = None) -> int:
         """Forget record states (the next run is a full sync). The attempt audit is kept: it is history."""
@@ -281,60 +347,26 @@ class DeliveryLedger:
         with self.engine.begin() as conn:
             return conn.execute(statement).rowcount
 
-    def _upsert_statement(self):
-        if self._dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        elif self._dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            raise NotImplementedError(f"the delivery ledger runs on SQLite or PostgreSQL, not {self._dialect}")
-        statement = insert(records_table)
-        keys = {"connector", "configuration", "record_key"}
-        return statement.on_conflict_do_update(
-            index_elements=sorted(keys),
-            set_={c.name: statement.excluded[c.name] for c in records_table.columns if c.name not in keys},
-        )
+
+_RECORD_COLUMNS = [c.name for c in records_table.columns]
+_KEY_COLUMNS = ("connector", "configuration", "record_key")
+# The same text runs on SQLite (3.24+) and PostgreSQL; `VALUES (?)` is widened per driver in _executemany.
+_UPSERT_RECORDS = (
+    f"INSERT INTO cp_delivery_records ({', '.join(_RECORD_COLUMNS)}) VALUES (?) "
+    f"ON CONFLICT ({', '.join(_KEY_COLUMNS)}) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _RECORD_COLUMNS if c not in _KEY_COLUMNS)
+)
+_ATTEMPT_COLUMNS = [c.name for c in attempts_table.columns if c.name != "id"]
+_INSERT_ATTEMPTS = f"INSERT INTO cp_delivery_attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES (?)"
 
 
-def _record_row(connector: str, configuration: str, run_id: str, u: RecordUpdate, now: dt.datetime) -> dict:
-    return {
-        "connector": connector,
-        "configuration": configuration,
-        "record_key": u.record_key,
-        "status": u.status,
-        "operation": u.operation,
-        "fingerprint": u.fingerprint,
-        "delivered_fingerprint": u.delivered_fingerprint,
-        "version": u.version,
-        "idempotency_key": u.idempotency_key,
-        "batch_key": u.batch_key,
-        "attempts": u.attempts,
-        "last_error": u.last_error,
-        "http_status": u.http_status,
-        "target_ref": u.target_ref,
-        "run_id": run_id,
-        "updated_at": now,
-        "delivered_at": u.delivered_at,
-    }
-
-
-def _attempt_row(connector: str, configuration: str, run_id: str, a: AttemptRow) -> dict:
-    return {
-        "run_id": run_id,
-        "connector": connector,
-        "configuration": configuration,
-        "record_key": a.record_key,
-        "operation": a.operation,
-        "outcome": a.outcome,
-        "idempotency_key": a.idempotency_key,
-        "http_status": a.http_status,
-        "requests": a.requests,
-        "response_excerpt": (a.response_excerpt or "")[:EXCERPT_CHARS] or None,
-        "error": a.error,
-        "target_ref": a.target_ref,
-        "started_at": a.started_at,
-        "finished_at": a.finished_at,
-    }
+def sqlite_timestamp(value: dt.datetime | None) -> str | None:
+    """A timestamp as SQLAlchemy stores it in SQLite (naive UTC text), so its DateTime type reads it back."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def state_engine(url: str) -> sa.Engine:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from connector_pipelines.delivery.ledger import sqlite_timestamp
 from connector_pipelines.sources.sql import SqlSource
 
 _CHUNK = 5000
@@ -42,6 +43,33 @@ class WriteBack:
         self.table.create(source.engine, checkfirst=True)
 
     def append(self, rows: list[dict]) -> None:
+        """Insert rows in batches, through the driver's own bulk path (SQLAlchemy's per-row processing costs
+        ~100 µs a row into PostgreSQL, more than the delivery itself)."""
+        if not rows:
+            return
+        names = [c.name for c in self.table.columns]
+        dialect = self.source.engine.dialect.name
+        stamp = sqlite_timestamp if dialect == "sqlite" else (lambda value: value)
+        table = ".".join(self._quote(part) for part in filter(None, (self.table.schema, self.table.name)))
+        columns = ", ".join(self._quote(name) for name in names)
         for start in range(0, len(rows), _CHUNK):
+            values = [
+                tuple(stamp(row[n]) if n == "finished_at" else row[n] for n in names)
+                for row in rows[start : start + _CHUNK]
+            ]
             with self.source.engine.begin() as conn:
-                conn.execute(self.table.insert(), rows[start : start + _CHUNK])
+                cursor = conn.connection.cursor()
+                try:
+                    if dialect == "postgresql":
+                        from psycopg2.extras import execute_values
+
+                        execute_values(cursor, f"INSERT INTO {table} ({columns}) VALUES %s", values, page_size=1000)
+                    else:
+                        marker = "?" if dialect == "sqlite" else "%s"
+                        placeholders = ", ".join([marker] * len(names))
+                        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({placeholders})", values)
+                finally:
+                    cursor.close()
+
+    def _quote(self, name: str) -> str:
+        return self.source.engine.dialect.identifier_preparer.quote(name)
