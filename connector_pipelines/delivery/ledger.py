@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -92,9 +93,9 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """What the ledger knows about one record, as the diff needs it."""
+class LedgerEntry(NamedTuple):
+    """What the ledger knows about one record, as the diff needs it (a named tuple: 200,000 of them are built
+    from database rows at the start of every run, and a tuple is the cheapest thing to build)."""
 
     status: str
     fingerprint: str | None
@@ -189,7 +190,9 @@ class DeliveryLedger:
                     cursor.execute(str(compiled), [params[name] for name in compiled.positiontup])
                 else:
                     cursor.execute(str(compiled), params)
-                return {row[0]: LedgerEntry(*row[1:]) for row in cursor}
+                rows = cursor.fetchall()
+                make = LedgerEntry._make
+                return {row[0]: make(row[1:]) for row in rows}
             finally:
                 cursor.close()
 
