@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo ui test lint bench-extract bench-integration clean
+.PHONY: install demo ui test lint bench-extract bench-integration bench-import clean
 
 $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: install
 ## bench-extract: 5M rows from PostgreSQL (ROWS=... to scale), beside PostgreSQL's own COPY
 bench-extract: install
 	$(BIN)/python bench/extract.py
+
+## bench-import: 2M rows from PostgreSQL mapped and upserted into a PostgreSQL table (ROWS=... to scale), beside COPY + one merge
+bench-import: install
+	$(BIN)/python bench/import_upsert.py
 
 ## bench-integration: 200,000 records to a loopback HTTP target (ROWS=... to scale), beside a plain requests.post loop
 bench-integration: install

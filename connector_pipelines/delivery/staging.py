@@ -1,6 +1,7 @@
 """Staging tables and merge statements for the upsert (`delivery/upsert.py`), one class per database family.
 
-Every batch goes the same way, inside the caller's transaction:
+Every batch goes the same way, in one transaction (`BatchWriter`, at the end of this module, owns the
+transactions and, on PostgreSQL, loads the next batch on a second connection while the current one merges):
 
 1. a TEMPORARY staging table is created from the target itself (`SELECT <mapped columns> FROM target`, no
    rows), so it has the target's own column types: values are parsed into those types while loading, and a
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -69,6 +71,8 @@ class Staging:
     """Staging table, bulk load and merge for one database family; subclasses hold the dialect's SQL."""
 
     staging_schema: str | None = None
+    # Whether the next batch may be staged on a second connection while this one merges (BatchWriter).
+    overlap_loads = False
 
     def __init__(self, plan: MergePlan, dialect: sa.Dialect):
         self.plan = plan
@@ -82,12 +86,15 @@ class Staging:
         self._staging_table = sa.table(STAGING_TABLE, *(sa.column(name) for name in plan.columns))
         self._staging_table.schema = staging_schema
 
-    def merge_batch(self, connection: sa.Connection, rows: pa.Table) -> MergeCounts:
-        """Stage `rows` and merge them, in the caller's transaction (which commits or rolls back the whole)."""
+    def stage(self, connection: sa.Connection, rows: pa.Table) -> None:
+        """Load `rows` into a new staging table, in the caller's transaction."""
         self.begin(connection)
         self.create(connection)
         self.load(connection, rows)
-        counts = self.merge(connection, rows.num_rows)
+
+    def finish(self, connection: sa.Connection, staged: int) -> MergeCounts:
+        """Merge the staging table into the target and drop it, in the same transaction as `stage`."""
+        counts = self.merge(connection, staged)
         self.drop(connection)
         return counts
 
@@ -97,10 +104,7 @@ class Staging:
         """Session settings for this transaction; by default none."""
 
     def create(self, connection: sa.Connection) -> None:
-        # A failed batch may leave the temporary table behind on a pooled connection (where dropping it is
-        # not transactional): start clean.
-        connection.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {self.staging}")
-        connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {self.staging} AS {self._shape()}")
+        raise NotImplementedError
 
     def load(self, connection: sa.Connection, rows: pa.Table) -> None:
         """One executemany of the rows (PyMySQL sends multi-row INSERTs of about 1 MB each)."""
@@ -112,7 +116,7 @@ class Staging:
         raise NotImplementedError
 
     def drop(self, connection: sa.Connection) -> None:
-        connection.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {self.staging}")
+        raise NotImplementedError
 
     # SQL pieces --------------------------------------------------------------------------------------
 
@@ -148,6 +152,8 @@ class PostgresStaging(Staging):
     """COPY into a temporary table, then INSERT ... ON CONFLICT (or UPDATE ... FROM) with counts from RETURNING."""
 
     staging_schema = "pg_temp"
+    # COPY into a temporary table (one per session) takes no lock on the target: it can run beside a merge.
+    overlap_loads = True
 
     def begin(self, connection: sa.Connection) -> None:
         # Naive datetimes are UTC wall-clock times (see delivery/upsert.py); only this transaction is affected.
@@ -238,6 +244,15 @@ class MariaDbStaging(Staging):
     counted as unchanged. A row that collides with another unique index than the key updates that row
     (MySQL's ON DUPLICATE KEY semantics) and is counted as inserted.
     """
+
+    def create(self, connection: sa.Connection) -> None:
+        # A failed batch may leave the temporary table behind on a pooled connection (dropping it is not
+        # transactional here): start clean. No implicit commit: these statements are on a temporary table.
+        connection.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {self.staging}")
+        connection.exec_driver_sql(f"CREATE TEMPORARY TABLE {self.staging} AS {self._shape()}")
+
+    def drop(self, connection: sa.Connection) -> None:
+        connection.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {self.staging}")
 
     def _distinct(self, stored: str, incoming: str) -> str:
         if not self.plan.values:
@@ -357,6 +372,118 @@ class CsvStream:
         sink = pa.BufferOutputStream()
         pa_csv.write_csv(csv_ready(piece), sink, _CSV_OPTIONS)
         return sink.getvalue().to_pybytes()
+
+
+class BatchFailed(Exception):
+    """The batch tagged `tag` failed and was rolled back; the database's error is the __cause__."""
+
+    def __init__(self, tag: object):
+        super().__init__(f"batch {tag!r} failed")
+        self.tag = tag
+
+
+@dataclass
+class _OpenBatch:
+    tag: object
+    staged: int  # rows in its staging table
+    connection: sa.Connection
+    transaction: sa.RootTransaction
+    loading: Future
+
+
+class BatchWriter:
+    """Writes batches through a Staging strategy, one transaction each, committed in the order given.
+
+    Where the strategy allows (`overlap_loads`: PostgreSQL), two connections take turns: while one merges
+    and commits batch N, the other already COPYs batch N+1 into its own temporary staging table, in its own
+    transaction, whose merge starts only once N is committed. The server's COPY then runs beside the merge
+    instead of after it. Elsewhere each batch is staged and merged on one connection, one after the other.
+
+    `submit` and `finish` return (tag, counts) for each batch they committed and raise BatchFailed for one
+    that failed; a failed batch is rolled back, and the batch staged after it too (it is never written).
+    Leaving the `with` block rolls back a batch still open: call `finish` first to commit it.
+    """
+
+    def __init__(self, engine: sa.Engine, staging: Staging):
+        self._engine = engine
+        self._staging = staging
+        self._overlap = staging.overlap_loads
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="upsert-load") if self._overlap else None
+        self._connections: list[sa.Connection] = []
+        self._open: _OpenBatch | None = None
+
+    def submit(self, tag: object, rows: pa.Table) -> list[tuple[object, MergeCounts]]:
+        if not self._overlap:
+            try:
+                with self._engine.begin() as connection:
+                    self._staging.stage(connection, rows)
+                    return [(tag, self._staging.finish(connection, rows.num_rows))]
+            except Exception as exc:
+                raise BatchFailed(tag) from exc
+        previous = self._open
+        connection = self._free_connection(previous)
+        transaction = connection.begin()
+        loading = self._executor.submit(self._staging.stage, connection, rows)
+        self._open = _OpenBatch(tag, rows.num_rows, connection, transaction, loading)
+        if previous is None:
+            return []
+        try:
+            return [self._complete(previous)]  # merges N while N+1 loads
+        except BatchFailed:
+            self._abandon()
+            raise
+
+    def finish(self) -> list[tuple[object, MergeCounts]]:
+        """Merge and commit the batch still open, if any."""
+        if self._open is None:
+            return []
+        opened, self._open = self._open, None
+        return [self._complete(opened)]
+
+    def _complete(self, opened: _OpenBatch) -> tuple[object, MergeCounts]:
+        try:
+            opened.loading.result()
+            counts = self._staging.finish(opened.connection, opened.staged)
+            opened.transaction.commit()
+        except Exception as exc:
+            _rollback(opened)
+            raise BatchFailed(opened.tag) from exc
+        return opened.tag, counts
+
+    def _abandon(self) -> None:
+        """Roll back the open batch: a batch before it failed (or the writer is closed), so it is not written."""
+        opened, self._open = self._open, None
+        if opened is not None:
+            wait([opened.loading])  # its own error, if any, no longer matters
+            _rollback(opened)
+
+    def _free_connection(self, busy: _OpenBatch | None) -> sa.Connection:
+        return next(c for c in self._connections if busy is None or c is not busy.connection)
+
+    def __enter__(self) -> BatchWriter:
+        if self._overlap:
+            # Both now: a connection that cannot be had fails the write before any batch, not between two.
+            for _ in range(2):
+                try:
+                    self._connections.append(self._engine.connect())
+                except Exception:
+                    self.__exit__(None, None, None)
+                    raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._abandon()
+        for connection in self._connections:
+            connection.close()
+        if self._executor is not None:
+            self._executor.shutdown()
+
+
+def _rollback(opened: _OpenBatch) -> None:
+    try:
+        opened.transaction.rollback()
+    except sa.exc.SQLAlchemyError:
+        opened.connection.invalidate()  # a broken connection (mid-COPY, lost): never hand it back to the pool
 
 
 def staging_for(plan: MergePlan, dialect: sa.Dialect) -> Staging:

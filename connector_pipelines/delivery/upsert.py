@@ -1,22 +1,27 @@
 """Upsert mapped rows into a target table: the write side of imports.
 
-    upsert = TableUpsert(url, UpsertSettings(table="crm.invoices", key=("invoice_id",),
-                                             most_recent_column="updated_at"), columns)
-    problems = upsert.prepare()          # for `validate`: nothing is changed
-    result = upsert.write(combine_batches(mapped_to_arrow(mapping.map_batch(b), columns) for b in source))
+    columns = [TargetColumn("invoice_id", "integer"), TargetColumn("total", "currency"), ...]
+    with TableUpsert(url, UpsertSettings("crm.invoices", key=("invoice_id",), most_recent_column="updated_at"),
+                     columns) as upsert:
+        problems = upsert.prepare()      # for `validate`: checks the table, changes nothing
+        mapper = ArrowMapper(mapping, columns)
+        result = upsert.write(combine_batches(mapper.map(batch)[0] for batch in source.stream_batches(q, {})))
 
-How a batch is written (set-based; the SQL per database is in delivery/staging.py):
+How batches are written (set-based; the SQL per database is in delivery/staging.py):
 - **One transaction per batch.** The batch is loaded into a TEMPORARY staging table (PostgreSQL: `COPY ...
   FROM STDIN`) and merged into the target by ONE statement (`INSERT ... ON CONFLICT`, `ON DUPLICATE KEY
   UPDATE`, or an `UPDATE ... FROM` when new records are not allowed). A batch that fails (a value too long,
   a NOT NULL violation, a lost connection) is rolled back whole, so the target holds none of its changes;
-  the batches before it were committed and stay. `UpsertError` says which batch failed, why, and how many
-  rows were committed before it. Batches of 100,000-250,000 rows balance memory and speed (`combine_batches`).
+  the batches before it were committed and stay, and none after it is written. `UpsertError` says which
+  batch failed, why, and how many rows were committed before it. Batches are committed in the order given;
+  on PostgreSQL the next batch is COPY-ed into its own staging table (on a second connection, in its own
+  transaction) while the current one merges. 100,000 rows a batch (`combine_batches`) keep memory low
+  without costing speed.
 - **Duplicate keys in a batch: the last row wins.** Earlier rows with the same key are dropped before staging
   (counted in `UpsertResult.duplicates`), so the merge never meets a key twice. Keys are compared exactly (as
   Arrow compares them); a database that calls two different values equal (a case-insensitive collation on
   MariaDB) sees both rows, applied in order. A NULL key fails the batch: map key fields as required, so such
-  rows fail in the mapping instead.
+  rows fail in the mapping instead. Across batches, a later batch wins, as it is merged later.
 - **Most recent wins** (`most_recent_column`): a stored row is overwritten only when the incoming value of
   that column is newer than the stored one; equal or older rows are left alone and counted as
   `unchanged_or_older`. The rule is part of the merge statement, not evaluated in Python. A stored NULL is
@@ -49,7 +54,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.engine import make_url
 
-from connector_pipelines.delivery.staging import STAGING_TABLE, MergeCounts, MergePlan, staging_for
+from connector_pipelines.delivery.staging import (
+    STAGING_TABLE,
+    BatchFailed,
+    BatchWriter,
+    MergeCounts,
+    MergePlan,
+    staging_for,
+)
 from connector_pipelines.mapping.engine import CompiledMapping, MappedBatch, MappingError
 from connector_pipelines.mapping.suggest import did_you_mean
 
@@ -64,7 +76,7 @@ COLUMN_TYPES: tuple[str, ...] = (
     "json",
     "foreign_key",
 )
-DEFAULT_BATCH_ROWS = 200_000
+DEFAULT_BATCH_ROWS = 100_000
 # Longest identifier PostgreSQL keeps (it truncates longer ones silently); MariaDB allows 64.
 _MAX_IDENTIFIER = 63
 # Letters, digits, _ and $, with inner spaces or hyphens; not starting with a digit. Quoting makes the rest safe,
@@ -182,15 +194,19 @@ class TableUpsert:
         The table must exist, the key columns too, with a primary key or unique index on exactly them, and
         every mapped column must exist or be allowed to be added (allow_new_attributes).
         """
+        return self._check()[0]
+
+    def _check(self) -> tuple[list[str], _TableShape | None]:
+        """(prepare()'s problems, the table as reflected, or None when it could not be read)."""
         label = self.settings.table
         try:
             inspector = sa.inspect(self.engine)
             if not inspector.has_table(self.table, schema=self.schema):
                 names = inspector.get_table_names(schema=self.schema)
-                return [f"table '{label}' does not exist on {self.system}{did_you_mean(self.table, names)}"]
+                return [f"table '{label}' does not exist on {self.system}{did_you_mean(self.table, names)}"], None
             shape = _reflect(inspector, self.table, self.schema, self._fold)
         except sa.exc.SQLAlchemyError as exc:
-            return [f"cannot read the definition of table '{label}' on {self.system}: {_cause(exc)}"]
+            return [f"cannot read the definition of table '{label}' on {self.system}: {_cause(exc)}"], None
         problems: list[str] = []
         missing_key = [name for name in self.settings.key if self._fold(name) not in shape.columns]
         for name in missing_key:
@@ -230,15 +246,13 @@ class TableUpsert:
                     f"column '{column.name}' (foreign_key) would be added with the key column's type, but the "
                     f"key has {len(self.settings.key)} columns; give it another type"
                 )
-        return problems
+        return problems, shape
 
     def apply_schema(self) -> list[str]:
         """Add the mapped columns the table lacks (when allowed); returns their names. Raises on problems."""
-        problems = self.prepare()
+        problems, shape = self._check()
         if problems:
             raise UpsertConfigError(problems)
-        inspector = sa.inspect(self.engine)
-        shape = _reflect(inspector, self.table, self.schema, self._fold)
         missing = self._new_columns(shape)
         if not missing:
             return []
@@ -269,40 +283,58 @@ class TableUpsert:
     # Writing -----------------------------------------------------------------------------------------
 
     def write(self, batches: Iterable[pa.RecordBatch | pa.Table], *, prefetch: bool = True) -> UpsertResult:
-        """Upsert every batch, one transaction each; returns the counts. See the module docstring.
+        """Upsert every batch, one transaction each, in order; returns the counts. See the module docstring.
 
         Checks the table first (UpsertConfigError with prepare()'s problems) and adds allowed new columns.
         With `prefetch` the next batch is pulled from `batches` (reading and mapping it) on a worker thread
-        while the database merges the current one. A failed batch raises UpsertError: it was rolled back,
-        the batches before it stay committed, and nothing after it is written.
+        while the database takes the current one. A failed batch raises UpsertError: it was rolled back, the
+        batches before it stay committed, and none after it is written. An error raised by `batches` itself
+        is raised as it is, once the batches before it are committed.
         """
         started = time.perf_counter()
-        added = self.apply_schema()
-        shape = _reflect(sa.inspect(self.engine), self.table, self.schema, self._fold)
+        problems, shape = self._check()
+        if problems:
+            raise UpsertConfigError(problems)
+        added = self.apply_schema() if self._new_columns(shape) else []
+        if added:
+            shape = _reflect(sa.inspect(self.engine), self.table, self.schema, self._fold)
         staging = staging_for(self._plan(shape), self.engine.dialect)
         result = UpsertResult(added_columns=added)
-        names = [column.name for column in self.columns]
-        driver_errors = (sa.exc.SQLAlchemyError, pa.ArrowException, *_dbapi_errors(self.engine))
         stream = _Prefetch(batches) if prefetch else nullcontext(iter(batches))
-        with stream as items:
+        try:
+            with stream as items, BatchWriter(self.engine, staging) as writer:
+                self._write_batches(items, writer, result)
+        except BatchFailed as failed:
+            result.seconds = time.perf_counter() - started
+            raise UpsertError(self._failure(failed.tag, failed.__cause__, result), result) from failed.__cause__
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _write_batches(self, items: Iterator, writer: BatchWriter, result: UpsertResult) -> None:
+        names = [column.name for column in self.columns]
+        number, next_row = 0, 1
+        try:
             for item in items:
                 rows = _conform(item, names, self.settings.table)
                 if rows.num_rows == 0:
                     continue
-                number, first_row, received = result.batches + 1, result.rows + 1, rows.num_rows
+                number += 1
+                batch = _Batch(number, next_row, rows.num_rows)
+                next_row += rows.num_rows
                 try:
-                    rows, duplicates = _last_row_per_key(rows, self.settings.key)
-                    with self.engine.begin() as connection:
-                        counts = staging.merge_batch(connection, rows)
-                except (_NullKeyError, *driver_errors) as exc:
-                    result.seconds = time.perf_counter() - started
-                    raise UpsertError(self._failure(number, first_row, received, exc, result), result) from exc
-                result.add(counts)
-                result.rows += received
-                result.duplicates += duplicates
-                result.batches += 1
-        result.seconds = time.perf_counter() - started
-        return result
+                    rows, batch.duplicates = _last_row_per_key(rows, self.settings.key)
+                except _NullKeyError as exc:
+                    _count(writer.finish(), result)
+                    raise UpsertError(self._failure(batch, exc, result), result) from None
+                _count(writer.submit(batch, rows), result)
+        except (BatchFailed, UpsertError):
+            raise
+        except Exception:
+            # Not the database's error (the source, the mapping, a malformed batch): the batches handed over
+            # are whole and valid, so the one still open is committed, as it would be without the overlap.
+            _count(writer.finish(), result)
+            raise
+        _count(writer.finish(), result)
 
     def _plan(self, shape: _TableShape) -> MergePlan:
         compare_as_text = frozenset(
@@ -320,17 +352,19 @@ class TableUpsert:
             compare_as_text=compare_as_text,
         )
 
-    def _failure(self, number: int, first_row: int, rows: int, exc: BaseException, result: UpsertResult) -> str:
-        earlier = first_row - 1
+    def _failure(self, batch: _Batch, exc: BaseException | None, result: UpsertResult) -> str:
         if result.batches == 0:
             committed = "no earlier batch was written"
         elif result.batches == 1:
-            committed = f"the earlier batch ({earlier:,} row{'s' if earlier != 1 else ''}) was committed and stays"
+            committed = (
+                f"the earlier batch ({result.rows:,} row{'s' if result.rows != 1 else ''}) was committed and stays"
+            )
         else:
-            committed = f"the {result.batches} earlier batches ({earlier:,} rows) were committed and stay"
+            committed = f"the {result.batches} earlier batches ({result.rows:,} rows) were committed and stay"
+        last_row = batch.first_row + batch.received - 1
         return (
-            f"upsert into table '{self.settings.table}' on {self.system} failed in batch {number} "
-            f"(rows {first_row:,}-{first_row + rows - 1:,} of this write): {_cause(exc).rstrip('.')}. "
+            f"upsert into table '{self.settings.table}' on {self.system} failed in batch {batch.number} "
+            f"(rows {batch.first_row:,}-{last_row:,} of this write): {_cause(exc).rstrip('.')}. "
             f"That batch was rolled back, so the table holds none of its changes; {committed}."
         )
 
@@ -627,6 +661,25 @@ def _sql_type(kind: str, dialect_name: str) -> sa.types.TypeEngine:
 # Batches
 
 
+@dataclass
+class _Batch:
+    """A batch on its way: its place in the write, for counts and messages."""
+
+    number: int
+    first_row: int
+    received: int  # rows as given, duplicates included
+    duplicates: int = 0
+
+
+def _count(committed: list[tuple[_Batch, MergeCounts]], result: UpsertResult) -> None:
+    """Add committed batches to the result."""
+    for batch, counts in committed:
+        result.add(counts)
+        result.rows += batch.received
+        result.duplicates += batch.duplicates
+        result.batches += 1
+
+
 class _NullKeyError(ValueError):
     """A key column holds NULL: the row cannot be matched (reported as the batch's failure)."""
 
@@ -747,13 +800,6 @@ def _create_engine(url: str | sa.URL) -> sa.Engine:
         connect_args["init_command"] = "SET time_zone = '+00:00'"
         connect_args["connect_timeout"] = 15
     return sa.create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
-
-
-def _dbapi_errors(engine: sa.Engine) -> tuple[type[BaseException], ...]:
-    """The driver's own error base class: raw driver calls (psycopg2's COPY) raise it unwrapped."""
-    dbapi = engine.dialect.loaded_dbapi
-    error = getattr(dbapi, "Error", None)
-    return (error,) if isinstance(error, type) else ()
 
 
 _COPY_CONTEXT = re.compile(rf"COPY {STAGING_TABLE}, line (\d+), column ([^:]+)(?:: (.*))?")
