@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -71,7 +71,6 @@ attempts_table = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_cp_attempts_record", "connector", "configuration", "record_key"),
-    sa.Index("ix_cp_attempts_run", "run_id"),
 )
 
 
@@ -248,17 +247,6 @@ class DeliveryLedger:
         )
         with self.engine.connect() as conn:
             return [(key, count) for key, count in conn.execute(query)]
-
-    def run_attempts(self, run_id: str, connector: str, configuration: str) -> Iterator[dict]:
-        t = attempts_table
-        query = (
-            sa.select(t)
-            .where(t.c.run_id == run_id, t.c.connector == connector, t.c.configuration == configuration)
-            .order_by(t.c.id)
-        )
-        with self.engine.connect() as conn:
-            for row in conn.execute(query):
-                yield dict(row._mapping)
 
     # ---- writes ---------------------------------------------------------------------------------------------
 
