@@ -355,9 +355,11 @@ def sqlite_timestamp(value: dt.datetime | None) -> str | None:
     """A timestamp as SQLAlchemy stores it in SQLite (naive UTC text), so its DateTime type reads it back."""
     if value is None:
         return None
+    if value.tzinfo is dt.UTC:  # what the engine makes: isoformat is C-fast, strftime costs ~2 µs a call
+        return value.isoformat(sep=" ")[:-6]
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.isoformat(sep=" ")
 
 
 def state_engine(url: str) -> sa.Engine:
