@@ -38,6 +38,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import libpq_args, parse_rows, progress
+
+
+def log(message: str) -> None:
+    progress("extract", message)
+
+
 BENCH = "extract"
 DEFAULT_ROWS = 5_000_000
 BEST_OF_TWO_MAX_ROWS = 5_000_000
@@ -96,27 +103,6 @@ def _vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
-def log(message: str) -> None:
-    print(f"[bench extract {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def parse_rows(text: str) -> int:
-    """`5000000`, `5_000_000`, `5M`, `200k`."""
-    cleaned = text.strip().replace("_", "").replace(",", "").lower()
-    scale = 1
-    if cleaned.endswith("m"):
-        cleaned, scale = cleaned[:-1], 1_000_000
-    elif cleaned.endswith("k"):
-        cleaned, scale = cleaned[:-1], 1_000
-    try:
-        rows = int(float(cleaned) * scale)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a row count: {text!r}") from None
-    if rows < 1:
-        raise argparse.ArgumentTypeError(f"the row count must be positive, not {text!r}")
-    return rows
-
-
 # --------------------------------------------------------------------------------------------------
 # The table
 
@@ -126,7 +112,7 @@ def ensure_table(url: str, rows: int) -> float:
     import psycopg2
 
     tag = f"bench-extract rows={rows} v={DATA_VERSION}"
-    connection = psycopg2.connect(**_libpq_args(url))
+    connection = psycopg2.connect(**libpq_args(url))
     connection.autocommit = True
     started = time.perf_counter()
     try:
@@ -200,7 +186,7 @@ class RunLock:
     def __enter__(self) -> RunLock:
         import psycopg2
 
-        self._connection = psycopg2.connect(**_libpq_args(self._url))
+        self._connection = psycopg2.connect(**libpq_args(self._url))
         self._connection.autocommit = True
         with self._connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s)", (self.KEY,))
@@ -214,28 +200,13 @@ class RunLock:
             self._connection.close()  # ends the session, which releases the lock
 
 
-def _libpq_args(url: str) -> dict:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    args = {
-        "host": parsed.host or "127.0.0.1",
-        "port": parsed.port or 5432,
-        "dbname": parsed.database,
-        "user": parsed.username,
-    }
-    if parsed.password:
-        args["password"] = parsed.password
-    return {key: value for key, value in args.items() if value is not None}
-
-
 def literal_query(url: str) -> str:
     """The benchmark query with the window bound exactly as the extract binds it (psycopg2's mogrify)."""
     import psycopg2
 
     from connector_pipelines.sources import postgres_copy
 
-    connection = psycopg2.connect(**_libpq_args(url), options=f"-c TimeZone={TIMEZONE}")
+    connection = psycopg2.connect(**libpq_args(url), options=f"-c TimeZone={TIMEZONE}")
     try:
         return postgres_copy.bind(connection, QUERY, {"window_start": WINDOW_START, "window_end": WINDOW_END})
     finally:
@@ -262,7 +233,7 @@ class Measurement:
 
 
 def run_baseline(url: str, query: str, workdir: Path, rows: int, attempts: int = 2) -> Measurement:
-    args = _libpq_args(url)
+    args = libpq_args(url)
     command = [
         "psql",
         "-X",

@@ -47,6 +47,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import libpq_args, progress
+from harness import parse_rows as _parse_any_rows
+
+
+def log(message: str) -> None:
+    progress("import", message)
+
+
+def parse_rows(text: str) -> int:
+    """At least 2 rows: half are new and half are updates."""
+    return _parse_any_rows(text, minimum=2)
+
+
 BENCH = "import"
 CASE = "upsert"
 CASE_ENGINE_MAPPING = "upsert_engine_mapping"  # --mapper engine: every column through the mapping engine
@@ -81,10 +94,6 @@ CHILD_MARKER = "BENCH_CHILD_RESULT "
 MIB = 1024 * 1024
 
 
-def log(message: str) -> None:
-    print(f"[bench import {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def peak_rss_mb() -> float:
     """This process's peak resident set in MiB: VmHWM (this program only, after exec), else getrusage."""
     try:
@@ -97,41 +106,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def parse_rows(text: str) -> int:
-    """`2000000`, `2_000_000`, `2M`, `200k`."""
-    cleaned = text.strip().replace("_", "").replace(",", "").lower()
-    scale = 1
-    if cleaned.endswith("m"):
-        cleaned, scale = cleaned[:-1], 1_000_000
-    elif cleaned.endswith("k"):
-        cleaned, scale = cleaned[:-1], 1_000
-    try:
-        rows = int(float(cleaned) * scale)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a row count: {text!r}") from None
-    if rows < 2:
-        raise argparse.ArgumentTypeError(f"the row count must be at least 2, not {text!r}")
-    return rows
-
-
-def _libpq_args(url: str) -> dict:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    args = {
-        "host": parsed.host or "127.0.0.1",
-        "port": parsed.port or 5432,
-        "dbname": parsed.database,
-        "user": parsed.username,
-        "password": parsed.password,
-    }
-    return {key: value for key, value in args.items() if value is not None}
-
-
 def _connect(url: str, autocommit: bool = True):
     import psycopg2
 
-    connection = psycopg2.connect(**_libpq_args(url), options="-c TimeZone=UTC")
+    connection = psycopg2.connect(**libpq_args(url), options="-c TimeZone=UTC")
     connection.autocommit = autocommit
     return connection
 

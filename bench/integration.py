@@ -52,6 +52,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import libpq_args, parse_rows, progress
+
+
+def log(message: str) -> None:
+    progress("integration", message)
+
+
 BENCH = "integration"
 DEFAULT_ROWS = 200_000
 CASES = ("single", "unchanged_rerun", "batched")
@@ -110,46 +117,10 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def log(message: str) -> None:
-    print(f"[bench integration {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def parse_rows(text: str) -> int:
-    """`200000`, `200_000`, `200k`, `1M`."""
-    cleaned = text.strip().replace("_", "").replace(",", "").lower()
-    scale = 1
-    if cleaned.endswith("m"):
-        cleaned, scale = cleaned[:-1], 1_000_000
-    elif cleaned.endswith("k"):
-        cleaned, scale = cleaned[:-1], 1_000
-    try:
-        rows = int(float(cleaned) * scale)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a row count: {text!r}") from None
-    if rows < 1:
-        raise argparse.ArgumentTypeError(f"the row count must be positive, not {text!r}")
-    return rows
-
-
-def _libpq_args(url: str) -> dict:
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    args = {
-        "host": parsed.host or "127.0.0.1",
-        "port": parsed.port or 5432,
-        "dbname": parsed.database,
-        "user": parsed.username,
-    }
-    if parsed.password:
-        args["password"] = parsed.password
-    return {key: value for key, value in args.items() if value is not None}
-
-
 def _connect(url: str):
     import psycopg2
 
-    connection = psycopg2.connect(**_libpq_args(url))
+    connection = psycopg2.connect(**libpq_args(url))
     connection.autocommit = True
     return connection
 
