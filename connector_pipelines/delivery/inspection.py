@@ -17,7 +17,7 @@ from connector_pipelines.delivery.integration import DeliveryReport, DeliverySco
 from connector_pipelines.delivery.ledger import DeliveryLedger, default_ledger_url
 from connector_pipelines.errors import ConnectorConfigError
 from connector_pipelines.sources.dataset import DataSetReader
-from connector_pipelines.sources.sql import SqlSource
+from connector_pipelines.sources.sql import SqlSource, resolve_sqlite_path
 from connector_pipelines.spec.loader import LoadedConnector, Project
 from connector_pipelines.spec.models import Configuration, IntegrationConnector, SqlConnection, env_var_name
 from connector_pipelines.storage import storage_dir
@@ -44,11 +44,6 @@ def sql_source(project: Project, connection_name: str) -> SqlSource:
     """A SqlSource for a `sql` connection, its password read from the environment variable it names."""
     connection = project.connections[connection_name]
     assert isinstance(connection, SqlConnection)
-    from sqlalchemy.engine import make_url
-
-    url = make_url(connection.url)
-    if url.get_backend_name() == "sqlite" and url.database and not os.path.isabs(url.database):
-        url = url.set(database=str((project.base_dir / url.database).resolve()))
     password = None
     if connection.password:
         variable = env_var_name(connection.password)
@@ -57,7 +52,7 @@ def sql_source(project: Project, connection_name: str) -> SqlSource:
             raise ConnectorConfigError(
                 [f"connection '{connection_name}' needs the environment variable {variable} (its password); set it"]
             )
-    return SqlSource(url.render_as_string(hide_password=False), password)
+    return SqlSource(resolve_sqlite_path(connection.url, project.base_dir), password)
 
 
 def ledger_for(project: Project) -> DeliveryLedger:

@@ -275,7 +275,7 @@ class IntegrationDelivery:
         """A dry run: what a run would send, with sample requests. Nothing is sent or recorded."""
         report = DeliveryReport(self.configuration.name)
         state = self.ledger.state(self.name, self.configuration.name)
-        for sends, _updates, _attempts in self._decide(batches, scope, state, report, dry_run=True):
+        for sends, _updates, _attempts in self._decide(batches, scope, state, report):
             for send in sends:
                 report.counts[send.operation] += 1
                 samples = report.samples[send.operation]
@@ -301,7 +301,7 @@ class IntegrationDelivery:
     # ---- deciding -------------------------------------------------------------------------------------------
 
     def _decide(
-        self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope, state: dict[str, LedgerEntry], report, dry_run
+        self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope, state: dict[str, LedgerEntry], report
     ) -> Iterator[tuple[list[_Send], list[RecordUpdate], list[AttemptRow]]]:
         """Per source batch: the records to send, and the ledger rows for those that fail or are skipped here."""
         spec, configuration = self.spec, self.configuration
@@ -423,7 +423,7 @@ class IntegrationDelivery:
         loop = asyncio.get_running_loop()
         state = await loop.run_in_executor(self._worker, self.ledger.state, self.name, self.configuration.name)
         async with self.client_factory() as client:
-            for sends, updates, attempts in self._decide(batches, scope, state, report, dry_run=False):
+            for sends, updates, attempts in self._decide(batches, scope, state, report):
                 if updates:
                     self._write_later(loop, updates, attempts)
                 for start in range(0, len(sends), SEND_CHUNK):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from connector_pipelines.sources.sql import resolve_sqlite_path
 from connector_pipelines.spec.models import Connection, HttpConnection, SqlConnection, env_var_name
 from connector_pipelines.transports.http_resource import HttpResource
 from connector_pipelines.transports.registry import build_file_resource
@@ -19,21 +20,9 @@ def build_resources(connections: dict[str, Connection], base_dir: Path) -> dict[
 def build_resource(connection: Connection, base_dir: Path) -> dg.ConfigurableResource:
     if isinstance(connection, SqlConnection):
         return SqlResource(
-            url=_resolve_sqlite_path(connection.url, base_dir),
+            url=resolve_sqlite_path(connection.url, base_dir),
             password=dg.EnvVar(env_var_name(connection.password)) if connection.password else None,
         )
     if isinstance(connection, HttpConnection):
         return HttpResource(connection_json=connection.model_dump_json(), base_dir=str(base_dir))
     return build_file_resource(connection, base_dir)
-
-
-def _resolve_sqlite_path(url: str, base_dir: Path) -> str:
-    """`sqlite:///var/demo.db` is relative to the project root, not to wherever Dagster was started."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-        path = Path(parsed.database)
-        if not path.is_absolute():
-            return parsed.set(database=str((base_dir / path).resolve())).render_as_string(hide_password=False)
-    return url

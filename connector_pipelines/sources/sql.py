@@ -15,6 +15,7 @@ import decimal
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import pyarrow as pa
@@ -231,3 +232,15 @@ def _to_array(values, arrow_type: pa.DataType, name: str) -> pa.Array:
             # The first batch held only NULLs (typed as text), or SQLite mixed types in one column: keep as text.
             return pa.array([None if v is None else str(v) for v in values], type=pa.string())
         raise misfit from None
+
+
+def resolve_sqlite_path(url: str, base_dir: Path) -> str:
+    """`sqlite:///var/demo.db` is relative to the project root, not to wherever Dagster was started."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
+        path = Path(parsed.database)
+        if not path.is_absolute():
+            return parsed.set(database=str((base_dir / path).resolve())).render_as_string(hide_password=False)
+    return url
