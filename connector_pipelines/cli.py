@@ -119,7 +119,8 @@ def schema(output: Path | None) -> None:
     """JSON Schema of connections.yaml and of connector files, for editors (yaml-language-server)."""
     from pydantic import TypeAdapter
 
-    from connector_pipelines.spec.models import ConnectionsFile, Connector
+    from connector_pipelines.spec.kinds import Connector
+    from connector_pipelines.spec.models import ConnectionsFile
 
     document = {
         "connections.yaml": TypeAdapter(ConnectionsFile).json_schema(),

@@ -22,7 +22,8 @@ from pydantic import BaseModel
 
 from connector_pipelines.errors import ConnectorConfigError
 from connector_pipelines.spec.loader import Project, load_project
-from connector_pipelines.spec.models import AVAILABLE_KINDS, ConnectionsFile, ExtractConnector
+from connector_pipelines.spec.kinds import AVAILABLE_KINDS
+from connector_pipelines.spec.models import ConnectionsFile, ExtractConnector
 
 CORPUS = Path(__file__).parent / "spec_corpus"
 VALID = CORPUS / "valid"
@@ -178,16 +179,43 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
         "crm_contacts",
         "customer_snapshot",
         "daily_orders",
+        "emailed_leads",
         "invoice_webhook",
         "monthly_invoices",
+        "partner_conversions",
+        "product_usage_sync",
         "shipments_4h",
     ]
     integrations = {"crm_contacts", "invoice_webhook"}
+    imports = {"emailed_leads", "partner_conversions", "product_usage_sync"}
     for name, loaded in project.connectors.items():
         assert loaded.name == name
-        assert loaded.kind == ("integration" if name in integrations else "extract")
+        assert loaded.kind == ("integration" if name in integrations else "import" if name in imports else "extract")
         assert loaded.path == valid_resources / "connectors" / f"{name}.yaml"
     assert project.connector("daily_orders") is project.connectors["daily_orders"]
+
+    # Imports: a warehouse query, partner files, email attachments.
+    usage = project.connectors["product_usage_sync"].spec.import_
+    assert usage.source.kind == "warehouse" and usage.source.warehouse.updated_at == "updated_at"
+    assert usage.source.warehouse.query.startswith("WITH usage AS")
+    assert (usage.target.key, usage.target.resolve_conflicts, usage.target.timestamp) == (
+        ["account_id"],
+        "most_recent",
+        "synced_at",
+    )
+    assert [rule.type for rule in usage.mapping][:6] == ["integer", "text", "text", "currency", "date", "foreign_key"]
+    assert [e.expect for e in usage.expectations] == ["not_null", "unique", "in_set", "regex", "between"]
+    assert usage.expectations[2].mostly == 0.95 and usage.sync_on_save
+    assert usage.schedule.cron() == "*/15 * * * *"
+    conversions = project.connectors["partner_conversions"].spec.import_
+    assert conversions.source.files.pattern == "Conversions_202?_*.csv"
+    assert conversions.source.files.csv.delimiter == ";"
+    assert conversions.target.key == ["partner_id", "conversion_id"] and not conversions.target.allow_new_records
+    assert conversions.schedule.cadence == "once"
+    leads = project.connectors["emailed_leads"].spec.import_
+    assert leads.source.email.address == "leads@imports.acme.example"
+    assert leads.source.email.allowed_senders == ["events@partner.example", "@fairs.example"]
+    assert [rule.source for rule in leads.mapping][1:] == ["name", "name"]
 
     # Partitioned daily, rolling seven days, csv with options, gzip, a file name template, three destinations.
     daily = project.connectors["daily_orders"].spec
@@ -362,7 +390,8 @@ def test_unknown_connector_name_suggests_a_close_one(valid_resources: Path) -> N
     assert caught.value.problems == [
         (
             "no connector named 'daily_order' (did you mean 'daily_orders'?); known connectors: adhoc_refunds, "
-            "crm_contacts, customer_snapshot, daily_orders, invoice_webhook, monthly_invoices, shipments_4h"
+            "crm_contacts, customer_snapshot, daily_orders, emailed_leads, invoice_webhook, monthly_invoices, "
+            "partner_conversions, product_usage_sync, shipments_4h"
         )
     ]
 
@@ -386,7 +415,6 @@ def test_corpus_is_complete() -> None:
         "connectors/missing_query",
         "connectors/unknown_kind",
         "connectors/kind_integration",
-        "connectors/kind_import",
         "connectors/unknown_connection",
         "connectors/source_wrong_type",
         "connectors/destination_wrong_type",
@@ -566,7 +594,7 @@ def _reachable_fields(*roots: type[BaseModel]) -> set[tuple[str, str]]:
             continue
         seen.add(model)
         for name, info in model.model_fields.items():
-            fields.add((model.__name__, name))
+            fields.add((model.__name__, info.alias or name))
             todo.extend(_annotation_models(info.annotation))
     return fields
 
@@ -575,7 +603,8 @@ def _fields_set(value: object) -> set[tuple[str, str]]:
     """(model, field) for every field written in the YAML (pydantic's `model_fields_set`), recursively."""
     found: set[tuple[str, str]] = set()
     if isinstance(value, BaseModel):
-        found |= {(type(value).__name__, name) for name in value.model_fields_set}
+        fields = type(value).model_fields
+        found |= {(type(value).__name__, fields[name].alias or name) for name in value.model_fields_set}
         for name in type(value).model_fields:
             found |= _fields_set(getattr(value, name))
     elif isinstance(value, (list, tuple)):

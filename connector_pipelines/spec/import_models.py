@@ -69,7 +69,7 @@ class FileSourceSpec(StrictModel):
     @classmethod
     def _no_escape(cls, value: str) -> str:
         if ".." in value.replace("\\", "/").split("/"):
-            raise ValueError("'..' is not allowed in a folder")
+            raise ValueError("'..' is not allowed in a folder; give a folder inside the connection's root")
         return value
 
 
@@ -191,7 +191,10 @@ class ImportSchedule(RunSchedule):
     def _cadence_shape(cls, value: str) -> str:
         if value == "once":
             return value
-        return RunSchedule._cadence_shape.__func__(cls, value)
+        try:
+            return RunSchedule._cadence_shape.__func__(cls, value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; or once (a single run)") from None
 
 
 class ImportSpec(StrictModel):

@@ -22,13 +22,11 @@ from pydantic.fields import FieldInfo
 
 from connector_pipelines.errors import ConnectorConfigError
 from connector_pipelines.spec.models import (
-    AVAILABLE_KINDS,
     CONNECTOR_KINDS,
     FILE_TRANSPORT_TYPES,
     NAME_PATTERN,
     Connection,
     ConnectionsFile,
-    Connector,
     DataSet,
     ExtractConnector,
     ExtractSchedule,
@@ -40,6 +38,14 @@ from connector_pipelines.spec.models import (
     SmtpConnection,
     SuccessCriterion,
 )
+from connector_pipelines.spec.import_models import (
+    ExpectationSpec,
+    ImportConnector,
+    ImportSource,
+    ImportSpec,
+    ImportTarget,
+)
+from connector_pipelines.spec.kinds import AVAILABLE_KINDS, Connector
 from connector_pipelines.spec.yaml_source import YamlDocument, display_path, read_yaml
 
 RESOURCES_ENV = "CONNECTOR_PIPELINES_RESOURCES"
@@ -65,6 +71,14 @@ RULE_FIELDS: dict[tuple[type[BaseModel], str], tuple[tuple[str, ...], ...]] = {
     (IntegrationSpec, "roles need data_set.owner"): (("roles",),),
     (IntegrationSpec, "on_delete needs"): (("triggers",),),
     (IntegrationSpec, "on_create/on_update sensors"): (("triggers",),),
+    (ImportSource, "set exactly one source"): (("email",), ("files",), ("warehouse",)),
+    (ImportTarget, "resolve_conflicts: most_recent"): (("resolve_conflicts",),),
+    (ImportSpec, "the target key"): (("mapping",),),
+    (ImportSpec, "target.timestamp"): (("target", "timestamp"),),
+    (ExpectationSpec, "in_set needs"): (("expect",),),
+    (ExpectationSpec, "regex needs"): (("expect",),),
+    (ExpectationSpec, "the pattern is not"): (("pattern",),),
+    (ExpectationSpec, "between needs"): (("expect",),),
 }
 
 
@@ -176,14 +190,14 @@ def _load_connector(path: Path) -> tuple[LoadedConnector, YamlDocument]:
     data = doc.data
     if data is None:
         raise _one_problem(
-            where, 1, "(file)", "the file is empty; write a connector that starts with `kind:` (extract or integration)"
+            where, 1, "(file)", "the file is empty; write a connector that starts with `kind:` (extract, integration or import)"
         )
     if not isinstance(data, dict):
         raise _one_problem(
             where,
             doc.line_of(()),
             "(top level)",
-            f"expected a mapping that starts with `kind:` (extract or integration), got {_kind_of(data)}",
+            f"expected a mapping that starts with `kind:` (extract, integration or import), got {_kind_of(data)}",
         )
     kind = data.get("kind")
     kind_line = doc.line_of(("kind",))
@@ -250,8 +264,11 @@ def _check_references(
                 f"use a connection of type {', '.join(allowed)}" + (f" ({', '.join(fitting)})" if fitting else "")
             )
 
-    if isinstance(loaded.spec, IntegrationConnector):
-        _check_integration(loaded.spec.integration, doc, where, check, problems)
+    if isinstance(loaded.spec, IntegrationConnector | ImportConnector):
+        if isinstance(loaded.spec, IntegrationConnector):
+            _check_integration(loaded.spec.integration, doc, where, check, problems)
+        else:
+            _check_import(loaded.spec.import_, doc, where, check, problems)
         if problems:
             raise ConnectorConfigError(problems)
         return
@@ -353,6 +370,42 @@ def _check_integration(spec: IntegrationSpec, doc: YamlDocument, where: str, che
                     f"{where}:{doc.line_of(location)} {'.'.join(str(s) for s in location)}: the batch body needs a "
                     '"{{records}}" placeholder where the list of records goes, e.g. {"records": "{{records}}"}'
                 )
+
+
+def _check_import(spec: ImportSpec, doc: YamlDocument, where: str, check, problems: list[str]) -> None:
+    """Connections of an import, and that its mapping and expectations name each target column once."""
+    from connector_pipelines.mapping.expressions import parse_expression
+
+    root = ("import",)
+    source = spec.source
+    if source.warehouse is not None:
+        check((*root, "source", "warehouse", "connection"), source.warehouse.connection, ("sql",), "run a query")
+    if source.files is not None:
+        readable = tuple(t for t in FILE_TRANSPORT_TYPES if t != "smtp")
+        check((*root, "source", "files", "connection"), source.files.connection, readable, "hold files to import")
+    check((*root, "target", "connection"), spec.target.connection, ("sql",), "hold the target table")
+    mapped: set[str] = set()
+    for index, rule in enumerate(spec.mapping):
+        at = (*root, "mapping", index)
+        if rule.target in mapped:
+            problems.append(
+                f"{where}:{doc.line_of((*at, 'target'))} import.mapping.{index}.target: '{rule.target}' is mapped "
+                "twice; keep one (a source column may feed two targets, a target takes one rule)"
+            )
+        mapped.add(rule.target)
+        if rule.expression and parse_expression(rule.expression).lookups:
+            problems.append(
+                f"{where}:{doc.line_of((*at, 'expression'))} import.mapping.{index}.expression: lookup() is not "
+                "available in imports; join the lookup table in the warehouse query instead"
+            )
+    for index, expectation in enumerate(spec.expectations):
+        if expectation.column not in mapped:
+            at = (*root, "expectations", index, "column")
+            problems.append(
+                f"{where}:{doc.line_of(at)} import.expectations.{index}.column: '{expectation.column}' is not a "
+                f"mapped target column{_did_you_mean(expectation.column, mapped)}; expectations check the mapped "
+                f"rows (columns: {', '.join(sorted(mapped))})"
+            )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -833,5 +833,3 @@ class IntegrationConnector(ConnectorBase):
 
 
 CONNECTOR_KINDS = ("extract", "integration", "import")
-AVAILABLE_KINDS = {"extract": ExtractConnector, "integration": IntegrationConnector}
-Connector = ExtractConnector | IntegrationConnector

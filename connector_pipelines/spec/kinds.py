@@ -1,0 +1,9 @@
+"""The connector kinds a spec may declare, and the model each one is validated with."""
+
+from __future__ import annotations
+
+from connector_pipelines.spec.import_models import ImportConnector
+from connector_pipelines.spec.models import ExtractConnector, IntegrationConnector
+
+AVAILABLE_KINDS = {"extract": ExtractConnector, "integration": IntegrationConnector, "import": ImportConnector}
+Connector = ExtractConnector | IntegrationConnector | ImportConnector
