@@ -45,9 +45,13 @@ def main() -> None:
 
 
 @main.command()
+@click.argument("name", required=False)
 @resources_option
-def validate(resources: Path | None) -> None:
-    """Check every connection and connector file; exit non-zero on any problem."""
+def validate(name: str | None, resources: Path | None) -> None:
+    """Check every connection and connector file; exit non-zero on any problem.
+
+    With NAME of an import, also check its mapping against the source's columns and the target table.
+    """
     try:
         project = load_project(resources)
     except ConnectorConfigError as exc:
@@ -59,6 +63,10 @@ def validate(resources: Path | None) -> None:
         f"OK: {len(project.connectors)} connector(s), {len(project.connections)} connection(s) in "
         f"{project.resources_dir}"
     )
+    if name is not None:
+        from connector_pipelines.import_cli import validate_import
+
+        sys.exit(validate_import(project, _connector(project, name, "import")))
 
 
 @main.command(name="list")
@@ -230,10 +238,16 @@ def fields(name: str, resources: Path | None) -> None:
 @configuration_option
 @resources_option
 def preview(name: str, rows: int, configuration: str | None, resources: Path | None) -> None:
-    """The first mapped payloads of an integration, as the requests it would make (nothing is sent)."""
+    """Integrations: the first mapped payloads, as the requests they would make (nothing is sent).
+    Imports: the first source rows (this tests the connection and the query; a schedule waits for one)."""
     from connector_pipelines.delivery import inspection
 
     project = _load(resources)
+    loaded = _connector(project, name)
+    if loaded.kind == "import":
+        from connector_pipelines.import_cli import preview_import
+
+        sys.exit(preview_import(project, loaded, rows))
     loaded = _connector(project, name, "integration")
     out = _engine_call(inspection.preview, project, loaded, configuration, rows)
     failed = False
@@ -414,6 +428,15 @@ def demo(scale: float) -> None:
 
     sys.exit(0 if run_demo(default_resources_dir(), scale=scale, echo=click.echo) else EXIT_FAILED)
 
+
+def _add_import_commands() -> None:
+    from connector_pipelines.import_cli import automap, delete, duplicate
+
+    for command in (automap, duplicate, delete):
+        main.add_command(command)
+
+
+_add_import_commands()
 
 if __name__ == "__main__":
     main()

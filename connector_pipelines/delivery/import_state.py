@@ -40,6 +40,14 @@ files_table = sa.Table(
     sa.Index("ix_cp_import_files_checksum", "connector", "sha256"),
 )
 
+previews_table = sa.Table(
+    "cp_import_previews",
+    metadata,
+    sa.Column("connector", sa.String(64), primary_key=True),
+    sa.Column("source_hash", sa.String(64), primary_key=True),
+    sa.Column("previewed_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 @dataclass(frozen=True)
 class FileRecord:
@@ -126,12 +134,27 @@ class ImportState:
             rows = conn.execute(sa.select(t).where(t.c.connector == connector).order_by(t.c.processed_at))
             return [_record(row) for row in rows]
 
-    def forget(self, connector: str) -> int:
-        """Forget the watermark and the file records (rebuild, delete --purge)."""
+    def forget(self, connector: str, *, previews: bool = False) -> int:
+        """Forget the watermark and the file records (rebuild), and with `previews` the previews (delete --purge)."""
         with self.engine.begin() as conn:
             count = conn.execute(files_table.delete().where(files_table.c.connector == connector)).rowcount
             conn.execute(watermarks_table.delete().where(watermarks_table.c.connector == connector))
+            if previews:
+                conn.execute(previews_table.delete().where(previews_table.c.connector == connector))
         return count
+
+    def record_preview(self, connector: str, source_hash: str) -> None:
+        """A preview of this source (connection + query or folder/pattern) succeeded: the import may be scheduled."""
+        t = previews_table
+        with self.engine.begin() as conn:
+            conn.execute(t.delete().where(t.c.connector == connector, t.c.source_hash == source_hash))
+            conn.execute(t.insert().values(connector=connector, source_hash=source_hash, previewed_at=utc_now()))
+
+    def previewed(self, connector: str, source_hash: str) -> bool:
+        t = previews_table
+        query = sa.select(t.c.previewed_at).where(t.c.connector == connector, t.c.source_hash == source_hash)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
 
 def _record(row) -> FileRecord:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -219,3 +222,14 @@ class ImportSpec(StrictModel):
 class ImportConnector(ConnectorBase):
     kind: Literal["import"]
     import_: Annotated[ImportSpec, Field(alias="import")]
+
+    def source_hash(self, connections: Mapping[str, StrictModel]) -> str:
+        """A hash of what a preview tests (the source and its connection): a changed one needs a new preview."""
+        source = self.import_.source
+        connection_name = (source.warehouse or source.files).connection if source.kind != "email" else None
+        connection = connections.get(connection_name) if connection_name else None
+        normalized = json.dumps(
+            [source.model_dump(mode="json"), connection.model_dump(mode="json") if connection else None],
+            sort_keys=True,
+        )
+        return hashlib.sha256(normalized.encode()).hexdigest()[:16]
