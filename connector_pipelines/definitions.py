@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from connector_pipelines.factories.extract import build_extract_defs
+from connector_pipelines.factories.imports import build_import_defs
 from connector_pipelines.factories.integration import build_integration_defs
 from connector_pipelines.factories.resources import build_resources
 from connector_pipelines.factories.translator import ConnectorTranslator
@@ -21,7 +22,7 @@ def build_definitions(
 
 
 def definitions_for(project: Project, translator: ConnectorTranslator | None = None) -> dg.Definitions:
-    builders = {"extract": build_extract_defs, "integration": build_integration_defs}
+    builders = {"extract": build_extract_defs, "integration": build_integration_defs, "import": build_import_defs}
     per_connector = [
         builders[loaded.kind](loaded, project.connections, project.base_dir, translator)
         for loaded in project.connectors.values()

@@ -60,6 +60,10 @@ class ConnectorTranslator:
                 + f"\n\nConfiguration {configuration.name} ({configuration.sync_mode}). "
                 + (configuration.description or "")
             )
+        if spec.kind == "import":
+            source = spec.import_.source
+            origin = {"warehouse": "a warehouse query", "files": "files that arrive", "email": "emailed files"}
+            return text + f"\n\nTable {data.part}, upserted from {origin[source.kind]}."
         if data.part == "custom_file":
             text += "\n\nCustom-window runs: set window_start and window_end in the run config."
         return text
@@ -68,6 +72,8 @@ class ConnectorTranslator:
         spec = data.connector.spec
         if spec.kind == "integration":
             return self._integration_kinds(data)
+        if spec.kind == "import":
+            return self._import_kinds(data)
         extract = spec.extract
         kinds = {_FORMAT_KINDS[extract.format]}
         source = data.connections.get(extract.source.connection)
@@ -87,6 +93,27 @@ class ConnectorTranslator:
         if source is not None and source.type == "sql":
             backend = make_url(source.url).get_backend_name()
             kinds.add(_DIALECT_KINDS.get(backend, backend))
+        return kinds
+
+    def _import_kinds(self, data: ConnectorAssetData) -> set[str]:
+        spec = data.connector.spec.import_
+        kinds = {"table"}
+        names = [spec.target.connection]
+        if spec.source.warehouse is not None:
+            names.append(spec.source.warehouse.connection)
+        if spec.source.files is not None:
+            names.append(spec.source.files.connection)
+        if spec.source.email is not None:
+            kinds.add("email")
+        for name in names:
+            connection = data.connections.get(name)
+            if connection is None:
+                continue
+            if connection.type == "sql":
+                backend = make_url(connection.url).get_backend_name()
+                kinds.add(_DIALECT_KINDS.get(backend, backend))
+            elif connection.type in _TRANSPORT_KINDS:
+                kinds.add(_TRANSPORT_KINDS[connection.type])
         return kinds
 
 

@@ -21,6 +21,14 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
 from connector_pipelines.errors import ConnectorConfigError
+from connector_pipelines.spec.import_models import (
+    ExpectationSpec,
+    ImportConnector,
+    ImportSource,
+    ImportSpec,
+    ImportTarget,
+)
+from connector_pipelines.spec.kinds import AVAILABLE_KINDS, Connector
 from connector_pipelines.spec.models import (
     CONNECTOR_KINDS,
     FILE_TRANSPORT_TYPES,
@@ -38,14 +46,6 @@ from connector_pipelines.spec.models import (
     SmtpConnection,
     SuccessCriterion,
 )
-from connector_pipelines.spec.import_models import (
-    ExpectationSpec,
-    ImportConnector,
-    ImportSource,
-    ImportSpec,
-    ImportTarget,
-)
-from connector_pipelines.spec.kinds import AVAILABLE_KINDS, Connector
 from connector_pipelines.spec.yaml_source import YamlDocument, display_path, read_yaml
 
 RESOURCES_ENV = "CONNECTOR_PIPELINES_RESOURCES"
@@ -190,7 +190,10 @@ def _load_connector(path: Path) -> tuple[LoadedConnector, YamlDocument]:
     data = doc.data
     if data is None:
         raise _one_problem(
-            where, 1, "(file)", "the file is empty; write a connector that starts with `kind:` (extract, integration or import)"
+            where,
+            1,
+            "(file)",
+            "the file is empty; write a connector that starts with `kind:` (extract, integration or import)",
         )
     if not isinstance(data, dict):
         raise _one_problem(
