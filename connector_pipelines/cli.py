@@ -15,28 +15,9 @@ from pathlib import Path
 
 import click
 
+from connector_pipelines.cli_common import EXIT_FAILED, EXIT_USAGE, _connector, _load, _table, resources_option
 from connector_pipelines.errors import ConnectorConfigError, ExtractError
-from connector_pipelines.spec.loader import RESOURCES_ENV, Project, default_resources_dir, load_project
-
-EXIT_FAILED, EXIT_USAGE = 1, 2
-
-
-def _load(resources: Path | None) -> Project:
-    try:
-        return load_project(resources)
-    except ConnectorConfigError as exc:
-        for problem in exc.problems:
-            click.echo(problem, err=True)
-        click.echo(f"{len(exc.problems)} problem(s) found; nothing was run.", err=True)
-        sys.exit(EXIT_USAGE)
-
-
-resources_option = click.option(
-    "--resources",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar=RESOURCES_ENV,
-    help=f"Folder holding connections.yaml and connectors/ (default: ${RESOURCES_ENV} or ./resources).",
-)
+from connector_pipelines.spec.loader import RESOURCES_ENV, default_resources_dir, load_project
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,27 +127,34 @@ def schema(output: Path | None) -> None:
 @click.argument("name")
 @click.option("--window", help="Custom window START..END (ISO dates or datetimes, in the extract's time zone).")
 @click.option("--partition", help="One partition key, or FIRST..LAST for a range in one run.")
-@click.option("--full", is_flag=True, help="Integrations: resend every record, whatever the ledger says.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Integrations: resend every record, whatever the ledger says. Imports: read everything, not only what "
+    "is past the watermark.",
+)
 @resources_option
 def run(name: str, window: str | None, partition: str | None, full: bool, resources: Path | None) -> None:
     """Run one connector now, through Dagster (the run shows in the UI).
 
     A partitioned extract runs its latest complete window unless --partition or --window says otherwise.
     An integration delivers what changed since the ledger last saw it (everything with --full).
+    An import loads what is new: rows past its watermark (everything with --full), or the files that arrived.
     """
     if window and partition:
         raise click.UsageError("give --window or --partition, not both")
     project = _load(resources)
     loaded = _connector(project, name)
-    if loaded.kind == "integration":
+    if loaded.kind in ("integration", "import"):
         if window or partition:
-            raise click.UsageError("--window and --partition are for extracts; an integration takes --full")
-        from connector_pipelines.runs import launch_integration
+            raise click.UsageError(f"--window and --partition are for extracts; an {loaded.kind} takes --full")
+        from connector_pipelines.runs import launch_import, launch_integration
 
-        outcome = launch_integration(project, loaded, full=full, echo=click.echo)
+        launch = launch_integration if loaded.kind == "integration" else launch_import
+        outcome = launch(project, loaded, full=full, echo=click.echo)
         sys.exit(0 if outcome.success else EXIT_FAILED)
     if full:
-        raise click.UsageError("--full is for integrations")
+        raise click.UsageError("--full is for integrations and imports")
     from connector_pipelines.runs import launch_extract
 
     try:
@@ -175,18 +163,6 @@ def run(name: str, window: str | None, partition: str | None, full: bool, resour
         click.echo(str(exc), err=True)
         sys.exit(EXIT_USAGE)
     sys.exit(0 if outcome.success else EXIT_FAILED)
-
-
-def _connector(project: Project, name: str, kind: str | None = None):
-    try:
-        loaded = project.connector(name)
-    except ConnectorConfigError as exc:
-        click.echo(exc.problems[0], err=True)
-        sys.exit(EXIT_USAGE)
-    if kind is not None and loaded.kind != kind:
-        click.echo(f"'{name}' is an {loaded.kind} connector; this command is for {kind}s", err=True)
-        sys.exit(EXIT_USAGE)
-    return loaded
 
 
 def _engine_call(function, *args, **kwargs):
@@ -382,12 +358,6 @@ def reset(name: str, configuration: str | None, yes: bool, resources: Path | Non
     click.echo(f"forgot {count:,} record state(s) of '{name}'; the next run is a full sync")
 
 
-def _table(rows) -> None:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
-
-
 @main.command()
 @click.option("--port", default=3000, show_default=True)
 @click.option(
@@ -430,9 +400,10 @@ def demo(scale: float) -> None:
 
 
 def _add_import_commands() -> None:
+    from connector_pipelines import import_ops_cli
     from connector_pipelines.import_cli import automap, delete, duplicate
 
-    for command in (automap, duplicate, delete):
+    for command in (automap, duplicate, delete, *import_ops_cli.COMMANDS):
         main.add_command(command)
 
 

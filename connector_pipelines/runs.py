@@ -166,18 +166,7 @@ def launch_integration(
 
     run_config = run_config_for(loaded.spec, full=full, keys=list(keys or []))
     run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
-    ensure_dagster_home(project.base_dir)
-    job = definitions_for(project).resolve_job_def(integration_job(loaded.name))
-    owned = instance is None
-    instance = instance or dg.DagsterInstance.get()
-    try:
-        reap_dead_runs(instance, echo)
-        result = job.execute_in_process(
-            instance=instance, run_config=run_config, tags=launch_tags(), raise_on_error=False
-        )
-    finally:
-        if owned:
-            instance.dispose()
+    result = _execute(project, integration_job(loaded.name), run_config, launch_tags(), instance, echo)
     metadata: dict = {}
     for event in result.get_asset_materialization_events():
         part = event.materialization.asset_key.path[-1]
@@ -194,6 +183,68 @@ def launch_integration(
     else:
         echo(f"run {result.run_id} failed: {failure_message(result)}")
     return RunOutcome(success=result.success, run_id=result.run_id, metadata=metadata)
+
+
+def launch_import(
+    project: Project,
+    loaded: LoadedConnector,
+    *,
+    full: bool = False,
+    local_file: str | None = None,
+    rebuild: bool = False,
+    echo: Callable[[str], None] = print,
+    instance: dg.DagsterInstance | None = None,
+) -> RunOutcome:
+    """Run an import now (what is new; everything with `full`; one local file; or a rebuild from scratch).
+
+    Schedules and sensors are not touched: the run is one more run of the import's job."""
+    from connector_pipelines.factories.imports import job_name as import_job
+    from connector_pipelines.factories.imports import run_config_for
+
+    run_config = run_config_for(loaded.spec, full=full, local_file=local_file, rebuild=rebuild)
+    run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
+    trigger = "ingest" if local_file else "rebuild" if rebuild else "cli"
+    tags = {**launch_tags(), "connector_pipelines/trigger": trigger}
+    result = _execute(project, import_job(loaded.name), run_config, tags, instance, echo)
+    metadata: dict = {}
+    for event in result.get_asset_materialization_events():
+        metadata = {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}
+    if metadata:
+        echo(
+            f"{loaded.name}: {metadata['rows_read']:,} rows read, {metadata['inserted']:,} inserted, "
+            f"{metadata['updated']:,} updated, {metadata['unchanged_or_older']:,} unchanged or older, "
+            f"{metadata['skipped_new']:,} new keys skipped, {metadata['rows_rejected']:,} rejected"
+        )
+        if "files" in metadata:
+            for record in metadata["files"].records:
+                data = record.data
+                echo(f"  {data['file']}: {data['status']}" + (f" ({data['reason']})" if data["reason"] else ""))
+        if "rejections_path" in metadata:
+            echo(f"  rejected rows and their reasons: {metadata['rejections_path']}")
+    failed_checks = [
+        evaluation.check_name for evaluation in result.get_asset_check_evaluations() if not evaluation.passed
+    ]
+    for name in failed_checks:
+        echo(f"check failed: {name}")
+    success = result.success and not failed_checks
+    if result.success:
+        echo(f"run {result.run_id} succeeded" if success else f"run {result.run_id} finished with failed checks")
+    else:
+        echo(f"run {result.run_id} failed: {failure_message(result)}")
+    return RunOutcome(success=success, run_id=result.run_id, metadata=metadata)
+
+
+def _execute(project: Project, job: str, run_config: dict, tags: dict, instance, echo):
+    ensure_dagster_home(project.base_dir)
+    job_def = definitions_for(project).resolve_job_def(job)
+    owned = instance is None
+    instance = instance or dg.DagsterInstance.get()
+    try:
+        reap_dead_runs(instance, echo)
+        return job_def.execute_in_process(instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
+    finally:
+        if owned:
+            instance.dispose()
 
 
 def _check_key(name: str, key: str, keys: list[str]) -> None:

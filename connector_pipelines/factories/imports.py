@@ -53,6 +53,7 @@ class ImportRunConfig(dg.Config):
     full: bool = False  # warehouse: read everything, ignoring the watermark
     files: list[str] = []  # file sources: only these names (a sensor's request); empty: every matching file
     local_file: str | None = None  # `ingest`: one local file, loaded as if it had arrived
+    rebuild: bool = False  # forget the watermark and the files seen, bring archived files back, import all
 
 
 def job_name(connector_name: str) -> str:
@@ -135,14 +136,17 @@ def _import_asset(connector: ImportConnector, asset_spec: dg.AssetSpec, base_dir
         target = getattr(context.resources, target_key).get_source()
         state = state_for(base_dir)
         try:
+            if config.rebuild:
+                _forget_for_rebuild(context, connector, state, base_dir)
             if config.local_file:
                 reports = [_ingest(connector, Path(config.local_file), target.engine, state, base_dir, run_id)]
             elif source.warehouse is not None:
                 warehouse = getattr(context.resources, source.warehouse.connection).get_source()
                 try:
+                    full = config.full or config.rebuild
                     reports = [
                         run_warehouse_import(
-                            connector, warehouse, target.engine, state, _runs_dir(base_dir), run_id, full=config.full
+                            connector, warehouse, target.engine, state, _runs_dir(base_dir), run_id, full=full
                         )
                     ]
                 finally:
@@ -182,6 +186,28 @@ def _import_asset(connector: ImportConnector, asset_spec: dg.AssetSpec, base_dir
         )
 
     return import_asset
+
+
+def _forget_for_rebuild(context, connector: ImportConnector, state: ImportState, base_dir: Path) -> None:
+    """Rebuild: the import starts over. Archived files matching the pattern go back into the folder."""
+    forgotten = state.forget(connector.name)
+    context.log.info(f"rebuild: forgot the watermark and {forgotten:,} file record(s)")
+    if connector.import_.source.kind == "warehouse":
+        return
+    folder, pattern = _folder_and_pattern(connector)
+    files = connector.import_.source.files
+    archive = files.archive_folder if files else "archive"
+    client = _file_client(context.resources, connector, base_dir)
+    try:
+        archived = [remote for remote in client.list_files(archive) if pattern.matches(remote.name)]
+        present = {remote.name for remote in client.list_files(folder)}
+        for remote in archived:
+            if remote.name in present:
+                continue  # a newer delivery under the same name waits in the folder: it is the one imported
+            client.move(archive, remote.name, folder)
+        context.log.info(f"rebuild: {len(archived):,} archived file(s) moved back to be imported again")
+    finally:
+        client.close()
 
 
 def _runs_dir(base_dir: Path) -> Path:
