@@ -5,4 +5,5 @@ pytest_plugins = [
     "connector_pipelines_tests.servers.http_target_fixtures",
     "connector_pipelines_tests.extract_fixtures",
     "connector_pipelines_tests.integration_fixtures",
+    "connector_pipelines_tests.import_fixtures",
 ]
