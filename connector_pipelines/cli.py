@@ -73,6 +73,19 @@ def list_connectors(resources: Path | None) -> None:
                 when = ", ".join(parts) or "manual"
                 state = "on" if loaded.spec.enabled else "off"
                 name_of_job = f"integration_{loaded.name}"
+            elif loaded.kind == "import":
+                spec = loaded.spec.import_
+                schedule = spec.schedule
+                parts = []
+                if schedule is not None:
+                    parts.append("once" if schedule.cadence == "once" else f"{schedule.cadence} ({schedule.cron()})")
+                if spec.source.kind != "warehouse":
+                    parts.append(f"on arrival ({spec.source.kind})")
+                if spec.sync_on_save:
+                    parts.append("sync on save")
+                when = ", ".join(parts) or "manual"
+                state = "on" if loaded.spec.enabled else "off"
+                name_of_job = f"import_{loaded.name}"
             else:
                 spec = loaded.spec.extract
                 schedule = spec.schedule
@@ -97,9 +110,7 @@ def list_connectors(resources: Path | None) -> None:
 
                     started = dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
             rows.append((loaded.name, loaded.kind, when, state, started, last.status.value if last else "never run"))
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+    _table(rows)
 
 
 @main.command()
