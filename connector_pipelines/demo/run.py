@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,12 +11,13 @@ import dagster as dg
 
 from connector_pipelines.dagster_home import ensure_dagster_home
 from connector_pipelines.definitions import definitions_for
+from connector_pipelines.demo.app import drop_partner_files, prepare_app_database
 from connector_pipelines.demo.crm import add_integration_tables, change_some_contacts
 from connector_pipelines.demo.http_target import RecordingTarget
 from connector_pipelines.demo.seed import seed_demo_warehouse
 from connector_pipelines.errors import ConnectorConfigError, ExtractError
 from connector_pipelines.factories.resources import build_resources
-from connector_pipelines.runs import failure_message, launch_extract, launch_integration
+from connector_pipelines.runs import failure_message, launch_extract, launch_import, launch_integration
 from connector_pipelines.spec.loader import Project, load_project
 
 # Fixed windows inside the seeded data (2024-01-01 .. 2026-06-30), so every demo run prints the same counts.
@@ -68,7 +70,8 @@ def run_demo(resources_dir: Path, *, scale: float = 1.0, echo: Callable[[str], N
                 continue
             ok = ok and outcome.success
         ok = _integrations(project, instance, database, echo) and ok
-    echo(f"4. Files written under {outbox}:")
+        ok = _imports(project, instance, echo) and ok
+    echo(f"5. Files written under {outbox}:")
     for path in sorted(p for p in outbox.rglob("*") if p.is_file()):
         echo(f"   {path.relative_to(outbox)}  ({path.stat().st_size:,} bytes)")
     echo(
@@ -110,21 +113,10 @@ def _integrations(project: Project, instance: dg.DagsterInstance, database: Path
 
 
 def _sensor_tick(project: Project, instance: dg.DagsterInstance, echo) -> bool:
-    """One evaluation of the change sensor, and the runs it asks for (as the daemon would start them)."""
-    defs = definitions_for(project)
-    sensor = defs.resolve_sensor_def(f"integration_{EVENT_DRIVEN}_changes")
-    resources = build_resources(project.connections, project.base_dir)
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        data = sensor.evaluate_tick(context)
-    echo(f"   sensor {sensor.name}: {len(data.run_requests)} run request(s), cursor {data.cursor}")
-    job = defs.resolve_job_def(f"integration_{EVENT_DRIVEN}")
-    ok = True
-    for request in data.run_requests:
-        run_config = dict(request.run_config)
-        run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
-        result = job.execute_in_process(
-            instance=instance, run_config=run_config, tags=request.tags, raise_on_error=False
-        )
+    """One evaluation of the change sensor, and the runs it asks for."""
+    sensor, job = f"integration_{EVENT_DRIVEN}_changes", f"integration_{EVENT_DRIVEN}"
+    ok, _, results = _run_sensor(project, instance, sensor, job, echo)
+    for result in results:
         for event in result.get_asset_materialization_events():
             values = event.materialization.metadata
             if "sent" in values:
@@ -132,10 +124,82 @@ def _sensor_tick(project: Project, instance: dg.DagsterInstance, echo) -> bool:
                     f"     run {result.run_id[:8]}: {values['create'].value} create, {values['update'].value} update, "
                     f"{values['delete'].value} delete, {values['delivered'].value} delivered"
                 )
+    return ok
+
+
+def _imports(project: Project, instance: dg.DagsterInstance, echo) -> bool:
+    """A warehouse import (preview, run, incremental rerun) and partner files picked up by the file sensor."""
+    from connector_pipelines.delivery.import_inspection import preview, record_preview
+
+    base = project.base_dir
+    echo("4. Imports, into the app's database var/demo/app.db ...")
+    prepare_app_database(base / "var" / "demo" / "app.db")
+    ok = True
+
+    def previewed(name: str) -> None:
+        sample = preview(project, project.connector(name), rows=3)
+        record_preview(project, project.connector(name))
+        echo(f"   connector-pipelines preview {name}: {len(sample.columns)} columns ({', '.join(sample.columns)})")
+
+    previewed("warehouse_customers")
+    for label in ("", "   (again: only rows past the watermark are read)"):
+        echo(f"   connector-pipelines run warehouse_customers{label}")
+        outcome = launch_import(
+            project, project.connector("warehouse_customers"), instance=instance, echo=_indent(echo)
+        )
+        ok = ok and outcome.success
+        if outcome.metadata.get("added_columns"):
+            echo(f"     columns added to customers: {outcome.metadata['added_columns']}")
+    drop = base / "var" / "demo" / "partner_drop"
+    names = drop_partner_files(drop)
+    # Delivered a few minutes ago, one after the other: the sensor takes files that stopped changing.
+    for index, name in enumerate(names):
+        delivered = time.time() - 300 + 10 * index
+        os.utime(drop / name, (delivered, delivered))
+    echo(f"   The partner drops {len(names)} files into {drop.relative_to(base)}: {', '.join(names)}")
+    previewed("partner_conversions")
+    sensor, job = "import_partner_conversions_files", "import_partner_conversions"
+    ran, cursor, results = _run_sensor(project, instance, sensor, job, echo)
+    ok = ok and ran
+    for result in results:
+        for event in result.get_asset_materialization_events():
+            for record in event.materialization.metadata["files"].value.records:
+                data = record.data
+                rows = f", {data['rows']} rows" if data["rows"] else ""
+                echo(
+                    f"     {data['file']}: {data['status']}{rows}" + (f" ({data['reason']})" if data["reason"] else "")
+                )
+    for report in sorted((drop / "quarantine").glob("*.report.txt")):
+        reason = next(line for line in report.read_text().splitlines() if line.startswith("reason:"))
+        echo(f"   quarantine/{report.name}: {reason}")
+    echo("   (next tick: the files were archived or quarantined, so nothing is asked for twice)")
+    ran, _, _ = _run_sensor(project, instance, sensor, job, echo, cursor=cursor)
+    return ok and ran
+
+
+def _run_sensor(project: Project, instance: dg.DagsterInstance, sensor_name: str, job_name: str, echo, cursor=None):
+    """One evaluation of a sensor (from `cursor`), and the runs it asks for, as the daemon would start them.
+
+    Returns (every run succeeded, the new cursor, the runs' results)."""
+    defs = definitions_for(project)
+    sensor = defs.resolve_sensor_def(sensor_name)
+    resources = build_resources(project.connections, project.base_dir)
+    with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+        data = sensor.evaluate_tick(context)
+    skipped = f" ({data.skip_message})" if data.skip_message else ""
+    echo(f"   sensor {sensor.name}: {len(data.run_requests)} run request(s){skipped}")
+    job = defs.resolve_job_def(job_name)
+    ok, results = True, []
+    for request in data.run_requests:
+        run_config = dict(request.run_config)
+        run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
+        tags = {**request.tags, **({"dagster/run_key": request.run_key} if request.run_key else {})}
+        result = job.execute_in_process(instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
         if not result.success:
             echo(f"     run {result.run_id} failed: {failure_message(result)}")
         ok = ok and result.success
-    return ok
+        results.append(result)
+    return ok, data.cursor, results
 
 
 def _crm_port(project: Project) -> int:
