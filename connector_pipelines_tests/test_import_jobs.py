@@ -245,3 +245,26 @@ def test_definitions_name_and_describe_the_import(import_project, pg_database):
     assert {"postgres", "table"} <= set(spec.kinds)
     assert spec.owners == ["data@acme.example"]
     assert defs.resolve_job_def("import_accounts_sync") is not None
+
+
+def test_the_readme_import_examples_load_and_match_the_demo(tmp_path):
+    """The README's YAML examples of imports are real specs, the same imports as the demo's files."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    from connector_pipelines.spec.loader import load_project
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    examples = [block for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "kind: import" in block]
+    assert len(examples) == 2
+    resources = tmp_path / "resources"
+    (resources / "connectors").mkdir(parents=True)
+    shutil.copy(root / "resources" / "connections.yaml", resources / "connections.yaml")
+    for name, example in zip(("warehouse_customers", "partner_conversions"), examples, strict=True):
+        (resources / "connectors" / f"{name}.yaml").write_text(example)
+    examples = load_project(resources)
+    demo = load_project(root / "resources")
+    for name in ("warehouse_customers", "partner_conversions"):
+        assert examples.connector(name).spec.import_.model_dump() == demo.connector(name).spec.import_.model_dump()
