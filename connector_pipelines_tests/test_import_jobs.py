@@ -268,3 +268,15 @@ def test_the_readme_import_examples_load_and_match_the_demo(tmp_path):
     demo = load_project(root / "resources")
     for name in ("warehouse_customers", "partner_conversions"):
         assert examples.connector(name).spec.import_.model_dump() == demo.connector(name).spec.import_.model_dump()
+
+
+def test_a_mapping_reading_a_column_the_query_lacks_does_not_run(import_project, instance, pg_database):
+    warehouse_import(import_project, pg_database)
+    import_project.connectors["accounts_sync"]["import"]["mapping"][2]["source"] = "plann"
+    add_rows(pg_database, [(1, "Acme", "team", "1,00", "01/01/2025", T0)])
+    run = import_project.run_import("accounts_sync", instance)
+    assert not run.success
+    assert "the mapping reads column 'plann', which the query's result does not have (did you mean 'plan'?)" in (
+        run.failure()
+    )
+    assert pg_database.query("SELECT COUNT(*) AS n FROM accounts")[0]["n"] == 0

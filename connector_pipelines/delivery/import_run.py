@@ -48,7 +48,8 @@ from connector_pipelines.delivery.upsert import (
     UpsertSettings,
     combine_batches,
 )
-from connector_pipelines.mapping.engine import NO_CONSTANT, CompiledMapping, FieldRule, TargetField
+from connector_pipelines.mapping.engine import NO_CONSTANT, CompiledMapping, FieldRule, MappingError, TargetField
+from connector_pipelines.mapping.suggest import did_you_mean
 from connector_pipelines.sources.file_patterns import check_file_name
 from connector_pipelines.sources.file_reader import FileRejected, read_file
 from connector_pipelines.sources.sql import SqlSource, strip_trailing_semicolon
@@ -308,6 +309,19 @@ def _fill(report: ImportReport, pipeline: _Pipeline, result, rejections_path: Pa
 # Warehouse
 
 
+def check_source_columns(mapping: CompiledMapping, columns: Sequence[str], where: str) -> None:
+    """Raise MappingError naming each column the mapping reads that `columns` lacks (with a did-you-mean)."""
+    missing = sorted(mapping.source_columns - set(columns))
+    if missing:
+        raise MappingError(
+            [
+                f"the mapping reads column '{name}', which {where} does not have{did_you_mean(name, columns)}; "
+                f"its columns: {', '.join(columns)}"
+                for name in missing
+            ]
+        )
+
+
 def incremental_query(query: str, updated_at: str, source: SqlSource) -> str:
     """The import query restricted to rows changed after `:watermark` (the column name quoted, never the value)."""
     quoted = source.engine.dialect.identifier_preparer.quote(updated_at)
@@ -354,7 +368,13 @@ def run_warehouse_import(
     highest: list[object] = []  # the largest updated_at seen (a list so the generator can set it)
 
     def batches() -> Iterator[pa.RecordBatch]:
+        checked = False
         for batch in source.stream_batches(query, params):
+            if not checked:
+                # Before the first row is written: a mapping that reads a column the query does not return
+                # would reject every row, so the import does not run at all.
+                check_source_columns(mapping, batch.schema.names, "the query's result")
+                checked = True
             if batch.num_rows == 0:
                 continue
             batch = snapshot.write(batch)
