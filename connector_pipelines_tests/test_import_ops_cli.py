@@ -8,10 +8,8 @@ import subprocess
 import sys
 import time
 from email.message import EmailMessage
-from pathlib import Path
 
 import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 

@@ -21,8 +21,8 @@ import yaml
 from pydantic import BaseModel
 
 from connector_pipelines.errors import ConnectorConfigError
-from connector_pipelines.spec.loader import Project, load_project
 from connector_pipelines.spec.kinds import AVAILABLE_KINDS
+from connector_pipelines.spec.loader import Project, load_project
 from connector_pipelines.spec.models import ConnectionsFile, ExtractConnector
 
 CORPUS = Path(__file__).parent / "spec_corpus"
