@@ -41,6 +41,11 @@ def preview_import(project: Project, loaded: LoadedConnector, rows: int) -> int:
         sample = inspection.preview(project, loaded, rows)
     except ConnectorConfigError as exc:
         return _config_problems(exc)
+    except inspection.NoFileToRead as exc:
+        # The connection and the folder answered: that is what a preview tests before files arrive. Recorded,
+        # so the file sensor can start and pick up the first file (which is checked when it is imported).
+        click.echo(f"{exc}; the connection and the folder work, so files will be picked up when they arrive")
+        return _record(project, loaded, inspection)
     except inspection.SourceFailed as exc:
         click.echo(f"preview of '{loaded.name}' failed: {exc}", err=True)
         return _fail("nothing was recorded; fix the source and preview again before the import can be scheduled")
@@ -50,6 +55,10 @@ def preview_import(project: Project, loaded: LoadedConnector, rows: int) -> int:
         _table([tuple(sample.columns), *(tuple(inspection.format_value(v) for v in row) for row in sample.rows)])
     if not sample.rows:
         click.echo("(the query returned no rows; its columns are shown)" if sample.columns else "(no columns)")
+    return _record(project, loaded, inspection)
+
+
+def _record(project: Project, loaded: LoadedConnector, inspection) -> int:
     try:
         source_hash = inspection.record_preview(project, loaded)
     except Exception as exc:  # the state database: say so rather than pretend the preview counts
