@@ -1,7 +1,7 @@
 """What imports remember between runs, in the ledger database: each connector's watermark and every file seen.
 
 - `cp_import_watermarks`: the highest `updated_at` a warehouse import has loaded (its next run starts there).
-- `cp_import_files`: one row per file an import looked at (name, size, modification time, checksum, status
+- `cp_import_files`: one row per file and outcome an import saw (name, size, modification time, checksum, status
   imported/rejected/duplicate, reason, run), so a file is processed once across sensor ticks and restarts,
   and the same bytes under a new name are recognised.
 """
@@ -32,7 +32,7 @@ files_table = sa.Table(
     sa.Column("sha256", sa.String(64), primary_key=True),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("modified", sa.DateTime(timezone=True)),
-    sa.Column("status", sa.String(16), nullable=False),  # imported | rejected | duplicate
+    sa.Column("status", sa.String(16), primary_key=True),  # imported | rejected | duplicate
     sa.Column("reason", sa.Text),
     sa.Column("rows", sa.BigInteger),
     sa.Column("run_id", sa.String(64)),
@@ -124,8 +124,11 @@ class ImportState:
             "run_id": run_id,
             "processed_at": utc_now(),
         }
+        # One row per name, checksum and outcome: the same bytes delivered again under the same name add a
+        # `duplicate` row beside the `imported` one, which stays, so every later delivery is recognised too.
+        same = (t.c.connector == connector, t.c.name == name, t.c.sha256 == sha256, t.c.status == status)
         with self.engine.begin() as conn:
-            conn.execute(t.delete().where(t.c.connector == connector, t.c.name == name, t.c.sha256 == sha256))
+            conn.execute(t.delete().where(*same))
             conn.execute(t.insert().values(**values))
 
     def files(self, connector: str) -> list[FileRecord]:

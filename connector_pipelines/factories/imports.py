@@ -296,7 +296,7 @@ def import_metadata(
     totals = _totals(reports)
     metadata: dict[str, dg.MetadataValue] = {name: dg.MetadataValue.int(value) for name, value in totals.items()}
     metadata["dagster/row_count"] = dg.MetadataValue.int(totals["inserted"] + totals["updated"])
-    metadata["seconds"] = dg.MetadataValue.float(round(sum(report.seconds for report in reports), 3))
+    metadata["seconds"] = dg.MetadataValue.float(round(sum((report.seconds for report in reports), 0.0), 3))
     added = sorted({column for report in reports for column in report.added_columns})
     if added:
         metadata["added_columns"] = dg.MetadataValue.text(", ".join(added))
@@ -482,6 +482,8 @@ def file_sensor(connector: ImportConnector, job, connections, base_dir: Path) ->
             signature = [remote.size, remote.modified.isoformat()]
             earlier = requested.get(remote.name)
             if earlier is not None and earlier["signature"] == signature:
+                if check_file_name(remote.name) is not None:
+                    continue  # refused for its name, with a report, and left in place by design: once is enough
                 if not _run_finished(context.instance, earlier["run_key"]):
                     continue  # asked for, not finished yet: leave it to that run
             elif pending.get(remote.name) != signature and now - remote.modified < SETTLED_AFTER:
