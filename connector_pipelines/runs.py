@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
@@ -198,9 +201,16 @@ def launch_import(
     """Run an import now (what is new; everything with `full`; one local file; or a rebuild from scratch).
 
     Schedules and sensors are not touched: the run is one more run of the import's job."""
+    from connector_pipelines.factories.imports import ingest_dropbox, run_config_for
     from connector_pipelines.factories.imports import job_name as import_job
-    from connector_pipelines.factories.imports import run_config_for
 
+    if local_file is not None:
+        # The run takes files only from the import's drop box: copy it there (the original stays where it is).
+        source = Path(local_file)
+        dropbox = ingest_dropbox(project.base_dir, loaded.name) / uuid.uuid4().hex
+        dropbox.mkdir(parents=True)
+        shutil.copy2(source, dropbox / source.name)
+        local_file = str(dropbox / source.name)
     run_config = run_config_for(loaded.spec, full=full, local_file=local_file, rebuild=rebuild)
     run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
     trigger = "ingest" if local_file else "rebuild" if rebuild else "cli"

@@ -668,9 +668,19 @@ def test_ingest_loads_one_local_file_and_leaves_the_original_in_place(import_pro
     deliver(local.parent, local.name, csv_text(row(1), row(2)))
     before = local.stat()
 
-    run = import_project.run_import(NAME, instance, local_file=str(local))
-    assert run.success, run.failure()
-    assert run.files == {"march.csv": {"file": "march.csv", "status": "imported", "rows": "2", "reason": ""}}
+    # Run config (the UI, the GraphQL API) cannot make a run read any file: only ones `ingest` placed.
+    refused = import_project.run_import(NAME, instance, local_file=str(local))
+    assert not refused.success
+    assert f"local_file '{local}' is not a file in " in refused.failure()
+    assert f"connector-pipelines ingest {NAME} FILE" in refused.failure()
+
+    from connector_pipelines.runs import launch_import
+
+    project = import_project.project()
+    outcome = launch_import(project, project.connector(NAME), local_file=str(local), instance=instance)
+    assert outcome.success
+    files = {r.data["file"]: dict(r.data) for r in outcome.metadata["files"].records}
+    assert files == {"march.csv": {"file": "march.csv", "status": "imported", "rows": "2", "reason": ""}}
     assert sorted(table(pg_database)) == [1, 2]
     assert local.read_text() == csv_text(row(1), row(2)) and local.stat().st_mtime == before.st_mtime
     assert names(inbox) == ["Conversions_2024_waiting.csv"] and not (inbox / "archive").exists()

@@ -266,18 +266,35 @@ def _import_files(context, connector, client: FileSource, config: ImportRunConfi
     return reports
 
 
+def ingest_dropbox(base_dir: Path, connector_name: str) -> Path:
+    """Where `ingest` places a file for the run to take: run config can name only files in here."""
+    return import_dir(base_dir, connector_name) / "ingest"
+
+
 def _ingest(connector: ImportConnector, path: Path, engine, state: ImportState, base_dir: Path, run_id: str):
-    """One local file, imported like an arrived one: from a private folder, archived or quarantined inside it."""
-    if not path.is_file():
-        raise TransportError(f"cannot ingest {str(path)!r}: no such file")
-    problem = check_file_name(path.name)
+    """One local file, imported like an arrived one: from a private folder, archived or quarantined inside it.
+
+    The file must be in the import's ingest drop box (`ingest` copies it there): run config comes from the UI
+    and the GraphQL API too, and must not be able to make a run read any file the run's process can read.
+    """
+    dropbox = ingest_dropbox(base_dir, connector.name).resolve()
+    resolved = path.resolve()
+    if not resolved.is_relative_to(dropbox) or not resolved.is_file():
+        raise TransportError(
+            f"local_file {str(path)!r} is not a file in {dropbox}; load a local file with "
+            f"`connector-pipelines ingest {connector.name} FILE`, which places it there"
+        )
+    problem = check_file_name(resolved.name)
     if problem is not None:
         raise TransportError(f"cannot ingest {str(path)!r}: {problem}")
     inbox = import_dir(base_dir, connector.name) / run_id / "ingest"
     inbox.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, inbox / path.name)
-    modified = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
-    return import_file(connector, FolderClient(inbox), path.name, engine, state, _runs_dir(base_dir), run_id, modified)
+    modified = dt.datetime.fromtimestamp(resolved.stat().st_mtime, dt.UTC)
+    shutil.move(resolved, inbox / resolved.name)
+    shutil.rmtree(resolved.parent, ignore_errors=True)  # the per-call folder `ingest` made
+    return import_file(
+        connector, FolderClient(inbox), resolved.name, engine, state, _runs_dir(base_dir), run_id, modified
+    )
 
 
 def _totals(reports: Sequence[ImportReport]) -> dict[str, int]:
