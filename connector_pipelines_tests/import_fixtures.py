@@ -60,6 +60,29 @@ class ImportProject(ExtractProject):
         checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
         return ImportRun(result.success, result.run_id, metadata, checks, result)
 
+    def sensor_tick(
+        self, sensor_name: str, instance: dg.DagsterInstance, cursor: str | None, defs: dg.Definitions | None = None
+    ):
+        """One evaluation of a sensor as the daemon runs it: with the top-level resources it requires (as the code
+        server passes them; build_sensor_context's `definitions=` does not fill `context.resources`) and the
+        cursor stored after the previous tick. A new `defs` stands for a restarted daemon."""
+        defs = defs or self.defs()
+        sensor = defs.resolve_sensor_def(sensor_name)
+        top_level = defs.get_repository_def().get_top_level_resources()
+        resources = {key: top_level[key] for key in sensor.required_resource_keys}
+        with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+            return sensor.evaluate_tick(context)
+
+    def launch_request(self, name: str, instance: dg.DagsterInstance, request: dg.RunRequest):
+        """Run what a sensor asked for, tagged with its run key as the daemon does (the file sensor looks it up)."""
+        job = self.defs().resolve_job_def(job_name(name))
+        return job.execute_in_process(
+            run_config=request.run_config,
+            instance=instance,
+            tags={**request.tags, "dagster/run_key": request.run_key},
+            raise_on_error=False,
+        )
+
     def record_preview(self, name: str) -> None:
         """What a successful `preview NAME` records: automatic runs of this source may start."""
         project = self.project()

@@ -22,7 +22,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from connector_pipelines.factories.imports import job_name
 from connector_pipelines.sources.email_inbox import EmailReceiver
 from connector_pipelines.sources.email_routes import inbox_routes
 from connector_pipelines.storage import import_inbox_dir
@@ -99,24 +98,12 @@ def receiver(import_project, pg_database) -> Iterator[tuple[EmailReceiver, Path]
 
 
 def tick(import_project, instance, cursor: str | None):
-    """One evaluation of the import's file sensor, with the resources the code server would give it (none: an
-    email import's sensor lists the inbox folder itself)."""
-    defs = import_project.defs()
-    sensor = defs.resolve_sensor_def(SENSOR)
-    top_level = defs.get_repository_def().get_top_level_resources()
-    resources = {key: top_level[key] for key in sensor.required_resource_keys}
-    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-        return sensor.evaluate_tick(context)
+    """One evaluation of the import's file sensor (which lists the inbox folder itself: no resources)."""
+    return import_project.sensor_tick(SENSOR, instance, cursor)
 
 
 def launch(import_project, instance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
-    job = import_project.defs().resolve_job_def(job_name(NAME))
-    return job.execute_in_process(
-        run_config=request.run_config,
-        instance=instance,
-        tags={**request.tags, "dagster/run_key": request.run_key},
-        raise_on_error=False,
-    )
+    return import_project.launch_request(NAME, instance, request)
 
 
 def test_an_allowed_senders_attachment_is_kept_and_the_sensor_and_job_import_it(

@@ -106,16 +106,7 @@ def table(database, order: str = "conversion_id") -> dict:
 
 
 def tick(import_project, instance, cursor: str | None, defs: dg.Definitions | None = None):
-    """One evaluation of the file sensor, as the daemon runs it: with the Definitions' resources (the folder
-    connection it lists) and the cursor stored after the previous tick. A new `defs` is a restarted daemon."""
-    defs = defs or import_project.defs()
-    sensor = defs.resolve_sensor_def(SENSOR)
-    # As the code server does: the top-level resources the sensor requires (build_sensor_context takes them as
-    # `resources=`; its `definitions=` argument does not supply resources to `context.resources`).
-    top_level = defs.get_repository_def().get_top_level_resources()
-    resources = {key: top_level[key] for key in sensor.required_resource_keys}
-    with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-        return sensor.evaluate_tick(context)
+    return import_project.sensor_tick(SENSOR, instance, cursor, defs)
 
 
 def requested(result) -> list[list[str]]:
@@ -125,14 +116,7 @@ def requested(result) -> list[list[str]]:
 
 
 def launch(import_project, instance, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
-    """Run what the sensor asked for, tagged with its run key as the daemon does (the sensor looks it up)."""
-    job = import_project.defs().resolve_job_def(job_name(NAME))
-    return job.execute_in_process(
-        run_config=request.run_config,
-        instance=instance,
-        tags={**request.tags, "dagster/run_key": request.run_key},
-        raise_on_error=False,
-    )
+    return import_project.launch_request(NAME, instance, request)
 
 
 # ---- picking files up ------------------------------------------------------------------------------------------
