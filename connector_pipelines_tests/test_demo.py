@@ -36,11 +36,22 @@ def test_demo_runs_every_connector_and_writes_files(tmp_path, monkeypatch):
     usage = pq.read_table(outbox / "usage" / "usage_20260504_20260601.parquet")
     occurred = usage.column("occurred_at").to_pylist()
     assert usage.num_rows > 0 and min(occurred) >= "2026-05-04" and max(occurred) < "2026-06-01"
-    # Each extract, three integration runs and a push succeed; the sensor's run reports its counts.
-    assert sum("succeeded" in line for line in lines) == len(DEMO_RUNS) + 4
+    # Each extract, three integration runs, a push and two import runs succeed; the sensor's run reports counts.
+    assert sum("succeeded" in line for line in lines) == len(DEMO_RUNS) + 4 + 2
     assert any("sensor integration_contact_webhooks_changes: 1 run request(s)" in line for line in lines)
     assert any("2 create, 3 update, 1 delete, 6 delivered" in line for line in lines), "\n".join(lines)
     assert any("400 unchanged" in line for line in lines)  # the second run of crm_accounts sends nothing
     assert any("records applied twice: 0" in line for line in lines)
+    # Imports: new columns, an incremental rerun reading nothing, partner files each handled once.
+    assert any(
+        "columns added to customers: country, customer_since, last_seen, plan, usage_events" in line for line in lines
+    )
+    assert any("warehouse_customers: 0 rows read" in line for line in lines)
+    assert any("Conversions_2026_w1.csv: imported, 400 rows" in line for line in lines)
+    assert any(
+        "Conversions_2026_w1_resent.csv: duplicate (same content as 'Conversions_2026_w1.csv'" in line for line in lines
+    )
+    assert any("quarantine/Conversions_2026_w0.csv.report.txt: reason: malformed CSV" in line for line in lines)
+    assert lines.count("   sensor import_partner_conversions_files: 0 run request(s) (no new matching files)") == 1
     # Nothing is left in the staging area once files are delivered.
     assert not [p for p in (tmp_path / "storage" / "staging").rglob("*") if p.is_file()]
