@@ -1,5 +1,6 @@
 """`connector-pipelines`: validate, list, schema, run, ui, demo; for integrations also fields, preview, plan,
-push, trace and reset.
+push, trace and reset; for imports preview, validate NAME and the commands of import_cli.py (automap,
+duplicate, delete) and import_ops_cli.py (history, download, rebuild, ingest, receive-email).
 
 Runs go through Dagster (`execute_in_process` on the instance in DAGSTER_HOME), so every run the CLI starts
 shows in the UI with its logs and metadata. Exit codes: 0 success, 1 a run or validation failed,
