@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import libpq_args, parse_rows, progress
+from harness import EXTRACT_LOCK, RunLock, libpq_args, parse_rows, peak_rss_mb, progress, status_mb
 
 
 def log(message: str) -> None:
@@ -73,34 +73,6 @@ CASE_FORMATS = {
 }
 CHILD_MARKER = "BENCH_CHILD_RESULT "
 MIB = 1024 * 1024
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set, in MiB.
-
-    VmHWM (Linux) belongs to the current address space, which exec replaced: it counts only this program.
-    getrusage's ru_maxrss is the fallback; on Linux it also carries the parent's peak across fork+exec, so a
-    child started by a large parent would report the parent's size.
-    """
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _vm_hwm_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,33 +145,6 @@ def ensure_table(url: str, rows: int) -> float:
     return seconds
 
 
-class RunLock:
-    """A PostgreSQL advisory lock held for the whole run, so two runs (say ROWS=200000 and the full size) wait
-    for each other instead of rebuilding the shared table under each other's feet."""
-
-    KEY = 0x62656E6368_01  # "bench" + 1: bench/extract.py
-
-    def __init__(self, url: str):
-        self._url = url
-        self._connection = None
-
-    def __enter__(self) -> RunLock:
-        import psycopg2
-
-        self._connection = psycopg2.connect(**libpq_args(self._url))
-        self._connection.autocommit = True
-        with self._connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", (self.KEY,))
-            if not cursor.fetchone()[0]:
-                log("another bench/extract.py run holds the benchmark table; waiting for it to finish...")
-                cursor.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._connection is not None:
-            self._connection.close()  # ends the session, which releases the lock
-
-
 def literal_query(url: str) -> str:
     """The benchmark query with the window bound exactly as the extract binds it (psycopg2's mogrify)."""
     import psycopg2
@@ -268,7 +213,7 @@ def run_baseline(url: str, query: str, workdir: Path, rows: int, attempts: int =
 
             def sample(pid: int = process.pid, peak: list = psql_peak, done: threading.Event = done) -> None:
                 while not done.wait(0.02):
-                    peak[0] = max(peak[0], _vm_hwm_mb(pid) or 0.0)
+                    peak[0] = max(peak[0], status_mb(pid, "VmHWM:") or 0.0)
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
@@ -637,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-extract-", dir=args.tmp_dir))
     try:
-        lock = RunLock(args.pg_url).__enter__()
+        lock = RunLock(args.pg_url, BENCH, EXTRACT_LOCK).__enter__()
     except Exception as exc:  # noqa: BLE001 - PostgreSQL unreachable: report and exit non-zero
         shutil.rmtree(workdir, ignore_errors=True)
         print(f"error: cannot reach PostgreSQL at {args.pg_url}: {str(exc).strip()}", file=sys.stderr)

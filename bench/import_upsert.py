@@ -47,7 +47,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import libpq_args, progress
+from harness import EXTRACT_LOCK, IMPORT_LOCK, INTEGRATION_LOCK, RunLock, libpq_args, peak_rss_mb, progress
 from harness import parse_rows as _parse_any_rows
 
 
@@ -93,18 +93,6 @@ TARGET_COLUMNS = ("invoice_id", "customer_id", "total", "issued_on", "updated_at
 CONSTANT = "bench-import"
 CHILD_MARKER = "BENCH_CHILD_RESULT "
 MIB = 1024 * 1024
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set in MiB: VmHWM (this program only, after exec), else getrusage."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _connect(url: str, autocommit: bool = True):
@@ -225,36 +213,6 @@ def expected_counts(rows: int) -> dict[str, int]:
     existing = rows // 2
     kept = existing // 20 + (existing + 10) // 20
     return {"inserted": rows - existing, "updated": existing - kept, "unchanged_or_older": kept, "skipped_new": 0}
-
-
-class RunLock:
-    """PostgreSQL advisory locks held for the whole run: our own, so concurrent runs of this benchmark wait
-    instead of rebuilding the shared tables under each other's feet, and (shared) those of the other
-    benchmarks, so that none of them measures while another one loads this machine's CPUs."""
-
-    KEY = 0x62656E6368_03  # "bench" + 3: bench/import_upsert.py
-    OTHER_KEYS = (0x62656E6368_01, 0x62656E6368_02)  # bench/extract.py, bench/integration.py
-
-    def __init__(self, url: str):
-        self._url = url
-        self._connection = None
-
-    def __enter__(self) -> RunLock:
-        self._connection = _connect(self._url)
-        with self._connection.cursor() as cursor:
-            for key, lock in [
-                (self.KEY, "pg_advisory_lock"),
-                *((k, "pg_advisory_lock_shared") for k in self.OTHER_KEYS),
-            ]:
-                cursor.execute(f"SELECT {lock.replace('pg_', 'pg_try_')}(%s)", (key,))
-                if not cursor.fetchone()[0]:
-                    log("another benchmark run is going on; waiting for it to finish...")
-                    cursor.execute(f"SELECT {lock}(%s)", (key,))
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._connection is not None:
-            self._connection.close()  # ends the session, which releases the locks
 
 
 # --------------------------------------------------------------------------------------------------
@@ -655,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     attempts = args.attempts or (2 if rows <= BEST_OF_TWO_MAX_ROWS else 1)
     batch_rows = args.batch_rows or max(1, min(DEFAULT_BATCH_ROWS, rows // 10))
     try:
-        lock = RunLock(args.pg_url).__enter__()
+        lock = RunLock(args.pg_url, BENCH, IMPORT_LOCK, (EXTRACT_LOCK, INTEGRATION_LOCK)).__enter__()
     except Exception as exc:  # noqa: BLE001 - PostgreSQL unreachable: report and exit non-zero
         print(f"error: cannot reach PostgreSQL at {args.pg_url}: {str(exc).strip()}", file=sys.stderr)
         return 1

@@ -52,7 +52,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import libpq_args, parse_rows, progress
+from harness import INTEGRATION_LOCK, RunLock, libpq_args, parse_rows, peak_rss_mb, progress, status_mb
 
 
 def log(message: str) -> None:
@@ -81,25 +81,8 @@ CHILD_MARKER = "BENCH_CHILD_RESULT "
 MIB = 1024 * 1024
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident set, in MiB (VmHWM: this program only, not a parent's peak before exec)."""
-    value = _status_mb("self", "VmHWM:")
-    return value if value is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def rss_mb() -> float:
-    return _status_mb("self", "VmRSS:") or 0.0
-
-
-def _status_mb(pid: int | str, field_name: str) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(field_name):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
+    return status_mb("self", "VmRSS:") or 0.0
 
 
 def process_cpu_seconds(pid: int) -> float | None:
@@ -225,30 +208,6 @@ def reset_postgres_ledger(url: str) -> None:
             cursor.execute(f"CREATE SCHEMA {LEDGER_SCHEMA}")
     finally:
         connection.close()
-
-
-class RunLock:
-    """A PostgreSQL advisory lock held for the whole run, so two runs wait for each other instead of sharing
-    the target and rebuilding the table under each other's feet."""
-
-    KEY = 0x62656E6368_02  # "bench" + 2: bench/integration.py
-
-    def __init__(self, url: str):
-        self._url = url
-        self._connection = None
-
-    def __enter__(self) -> RunLock:
-        self._connection = _connect(self._url)
-        with self._connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", (self.KEY,))
-            if not cursor.fetchone()[0]:
-                log("another bench/integration.py run is going; waiting for it to finish...")
-                cursor.execute("SELECT pg_advisory_lock(%s)", (self.KEY,))
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._connection is not None:
-            self._connection.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -961,7 +920,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-integration-", dir=args.tmp_dir))
     try:
-        lock = RunLock(args.pg_url).__enter__()
+        lock = RunLock(args.pg_url, BENCH, INTEGRATION_LOCK).__enter__()
     except Exception as exc:  # noqa: BLE001 - PostgreSQL unreachable: report and exit non-zero
         shutil.rmtree(workdir, ignore_errors=True)
         print(f"error: cannot reach PostgreSQL at {args.pg_url}: {str(exc).strip()}", file=sys.stderr)
