@@ -12,10 +12,9 @@ import pyarrow.parquet as pq
 
 from connector_pipelines.dagster_home import ensure_dagster_home
 from connector_pipelines.factories.imports import job_name
+from connector_pipelines.factories.translator import TRIGGER_TAG
 from connector_pipelines.spec.loader import LoadedConnector, Project
 from connector_pipelines.storage import import_dir
-
-TRIGGER_TAG = "connector_pipelines/trigger"
 
 
 class RunNotFound(LookupError):

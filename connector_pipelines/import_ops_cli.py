@@ -129,7 +129,7 @@ def receive_email(
         sys.exit(EXIT_FAILED)
     for route in routes:
         click.echo(f"{route.address} -> {route.folder} (from {', '.join(route.allowed_senders)})")
-    click.echo(f"receiving on {host}:{receiver.port}; Ctrl-C stops", err=False)
+    click.echo(f"receiving on {host}:{receiver.port}; Ctrl-C stops")
     sys.stdout.flush()
     try:
         stop.wait()

@@ -17,6 +17,7 @@ from connector_pipelines.definitions import definitions_for
 from connector_pipelines.delivery.windows import parse_window_range
 from connector_pipelines.errors import ExtractError
 from connector_pipelines.factories.extract import RANGE_END_TAG, RANGE_START_TAG, job_name, partitions_for
+from connector_pipelines.factories.translator import TRIGGER_TAG
 from connector_pipelines.spec.loader import LoadedConnector, Project
 
 HOST_TAG = "connector_pipelines/host"
@@ -214,7 +215,7 @@ def launch_import(
     run_config = run_config_for(loaded.spec, full=full, local_file=local_file, rebuild=rebuild)
     run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
     trigger = "ingest" if local_file else "rebuild" if rebuild else "cli"
-    tags = {**launch_tags(), "connector_pipelines/trigger": trigger}
+    tags = {**launch_tags(), TRIGGER_TAG: trigger}
     result = _execute(project, import_job(loaded.name), run_config, tags, instance, echo)
     metadata: dict = {}
     for event in result.get_asset_materialization_events():

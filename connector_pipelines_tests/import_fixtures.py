@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from connector_pipelines.definitions import definitions_for
 from connector_pipelines.factories.imports import job_name, run_config_for, state_for
 from connector_pipelines.spec.loader import load_project
 from connector_pipelines_tests.extract_fixtures import ExtractProject
@@ -49,10 +50,12 @@ class ImportProject(ExtractProject):
         return self.project().connector(name).spec
 
     def run_import(self, name: str, instance: dg.DagsterInstance, **config: Any) -> ImportRun:
-        defs = self.defs()
-        connector = load_project(self.resources).connector(name).spec
-        result = defs.resolve_job_def(job_name(name)).execute_in_process(
-            instance=instance, run_config=run_config_for(connector, **config), raise_on_error=False
+        project = self.project()
+        connector = project.connector(name).spec
+        result = (
+            definitions_for(project)
+            .resolve_job_def(job_name(name))
+            .execute_in_process(instance=instance, run_config=run_config_for(connector, **config), raise_on_error=False)
         )
         metadata: dict[str, Any] = {}
         for event in result.get_asset_materialization_events():

@@ -30,7 +30,12 @@ from connector_pipelines.delivery.import_state import ImportState
 from connector_pipelines.delivery.ledger import default_ledger_url
 from connector_pipelines.delivery.upsert import UpsertConfigError, UpsertError
 from connector_pipelines.errors import TransportError
-from connector_pipelines.factories.translator import ConnectorAssetData, ConnectorTranslator, spec_fingerprint
+from connector_pipelines.factories.translator import (
+    TRIGGER_TAG,
+    ConnectorAssetData,
+    ConnectorTranslator,
+    spec_fingerprint,
+)
 from connector_pipelines.mapping import MappingError
 from connector_pipelines.sources.file_patterns import FilePattern, check_file_name
 from connector_pipelines.spec.import_models import ExpectationSpec, ImportConnector
@@ -44,7 +49,6 @@ FILES_TABLE_MAX = 200
 # A file seen for the first time is only taken once it has not changed for a poll interval (a partner may
 # still be uploading it), unless it was last modified this long ago.
 SETTLED_AFTER = dt.timedelta(seconds=60)
-TRIGGER_TAG = "connector_pipelines/trigger"
 
 
 class ImportRunConfig(dg.Config):

@@ -22,7 +22,7 @@ from connector_pipelines.delivery.integration import OPERATIONS, DeliveryReport,
 from connector_pipelines.delivery.ledger import DeliveryLedger, default_ledger_url
 from connector_pipelines.delivery.write_back import WriteBack
 from connector_pipelines.errors import TransportError
-from connector_pipelines.factories.translator import ConnectorAssetData, ConnectorTranslator
+from connector_pipelines.factories.translator import TRIGGER_TAG, ConnectorAssetData, ConnectorTranslator
 from connector_pipelines.mapping import MappingError
 from connector_pipelines.sources.dataset import DataSetReader, record_keys
 from connector_pipelines.spec.loader import LoadedConnector
@@ -412,7 +412,7 @@ def change_sensor(connector: IntegrationConnector, job) -> dg.SensorDefinition:
                             run_config=run_config_for(
                                 connector, changes_after=after, changes_until=summary.until, operations=operations
                             ),
-                            tags={"connector_pipelines/trigger": "change_log"},
+                            tags={TRIGGER_TAG: "change_log"},
                         )
                     )
             elif {"create", "update"} & set(operations):
@@ -430,7 +430,7 @@ def change_sensor(connector: IntegrationConnector, job) -> dg.SensorDefinition:
                                 updated_after=after,
                                 operations=[op for op in operations if op != "delete"],
                             ),
-                            tags={"connector_pipelines/trigger": "updated_at"},
+                            tags={TRIGGER_TAG: "updated_at"},
                         )
                     )
             if watch_keys:
@@ -446,7 +446,7 @@ def change_sensor(connector: IntegrationConnector, job) -> dg.SensorDefinition:
                         dg.RunRequest(
                             run_key=f"keys:{runs}:{digest}",
                             run_config=run_config_for(connector, detect_deletes=True, operations=["delete"]),
-                            tags={"connector_pipelines/trigger": "key_set"},
+                            tags={TRIGGER_TAG: "key_set"},
                         )
                     )
         finally:

@@ -18,6 +18,8 @@ from sqlalchemy.engine import make_url
 from connector_pipelines.spec.loader import LoadedConnector
 from connector_pipelines.spec.models import Connection
 
+# The run tag that says what started a run (schedule, files, change_log, cli, ingest, ...): `history` shows it.
+TRIGGER_TAG = "connector_pipelines/trigger"
 _DIALECT_KINDS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite"}
 _TRANSPORT_KINDS = {"s3": "s3", "sftp": "sftp", "ftp": "ftp", "smtp": "email", "folder": "file"}
 _FORMAT_KINDS = {"csv": "csv", "tsv": "csv", "parquet": "parquet", "jsonl": "json"}
