@@ -2,7 +2,7 @@
 """Extract benchmark: PostgreSQL -> file -> destination, beside PostgreSQL's own COPY into a file.
 
 An extract of ROWS rows (default 5,000,000; a mix of ints, decimals, timestamps and text, about 110 bytes a row
-as CSV) runs through the extract's own code path (`connector_pipelines.delivery.extract.run_extract`) to a
+as CSV) runs through the extract's own code path (`connector_pipelines.extract.run.run_extract`) to a
 local-folder destination as CSV, gzip CSV and Parquet, and then as Parquet to a local S3-compatible server
 (moto). The baseline, measured in the same run, is `psql -c "COPY (query) TO STDOUT (FORMAT csv)" > file`:
 PostgreSQL formatting the rows itself into a file, the practical limit for getting them out.
@@ -149,7 +149,7 @@ def literal_query(url: str) -> str:
     """The benchmark query with the window bound exactly as the extract binds it (psycopg2's mogrify)."""
     import psycopg2
 
-    from connector_pipelines.sources import postgres_copy
+    from connector_pipelines.transports import postgres_copy
 
     connection = psycopg2.connect(**libpq_args(url), options=f"-c TimeZone={TIMEZONE}")
     try:
@@ -286,11 +286,11 @@ def child_main(request: dict) -> None:
     """One extract, in this process: prints a JSON report with its time and this process's peak RSS."""
     import pyarrow as pa
 
-    from connector_pipelines.delivery.extract import run_extract
-    from connector_pipelines.sources.sql import SqlSource, Window
+    from connector_pipelines.extract.run import run_extract
     from connector_pipelines.spec.models import ExtractConnector
     from connector_pipelines.transports.folder import FolderClient
     from connector_pipelines.transports.s3 import S3Client
+    from connector_pipelines.transports.sql_source import SqlSource, Window
 
     rss_after_imports = peak_rss_mb()
     case, rows, attempt = request["case"], request["rows"], request["attempt"]

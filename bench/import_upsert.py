@@ -273,10 +273,10 @@ def run_import(request: dict) -> dict:
     """A whole import run, as the Dagster asset makes it: run_warehouse_import on an ImportConnector spec."""
     import tempfile
 
-    from connector_pipelines.delivery.import_run import run_warehouse_import
-    from connector_pipelines.delivery.import_state import ImportState
-    from connector_pipelines.sources.sql import SqlSource
-    from connector_pipelines.spec.import_models import ImportConnector
+    from connector_pipelines.imports.run import run_warehouse_import
+    from connector_pipelines.spec.imports import ImportConnector
+    from connector_pipelines.state.import_state import ImportState
+    from connector_pipelines.transports.sql_source import SqlSource
 
     connector = ImportConnector.model_validate(
         {
@@ -340,7 +340,7 @@ def run_import(request: dict) -> dict:
 
 def run_ours(request: dict) -> dict:
     """The upsert engine alone: SqlSource -> CompiledMapping -> mapped_to_arrow -> combine_batches -> TableUpsert."""
-    from connector_pipelines.delivery.upsert import (
+    from connector_pipelines.imports.upsert import (
         ArrowMapper,
         TableUpsert,
         TargetColumn,
@@ -349,7 +349,7 @@ def run_ours(request: dict) -> dict:
         mapped_to_arrow,
     )
     from connector_pipelines.mapping import CompiledMapping, FieldRule, TargetField
-    from connector_pipelines.sources.sql import SqlSource
+    from connector_pipelines.transports.sql_source import SqlSource
 
     fields = [
         TargetField("invoice_id", "integer", required=True),

@@ -490,14 +490,14 @@ def child_case(request: dict) -> None:
     import dagster as dg
 
     from connector_pipelines.definitions import definitions_for
-    from connector_pipelines.delivery.audit import AuditFile
-    from connector_pipelines.delivery.integration import IntegrationDelivery
-    from connector_pipelines.delivery.ledger import LEDGER_URL_ENV, DeliveryLedger
-    from connector_pipelines.delivery.write_back import WriteBack
     from connector_pipelines.factories import integration as factory
     from connector_pipelines.factories.integration import job_name, run_config_for
+    from connector_pipelines.integration.audit import AuditFile
+    from connector_pipelines.integration.delivery import IntegrationDelivery
+    from connector_pipelines.integration.write_back import WriteBack
     from connector_pipelines.mapping import CompiledMapping
     from connector_pipelines.spec.loader import load_project
+    from connector_pipelines.state.ledger import LEDGER_URL_ENV, DeliveryLedger
     from connector_pipelines.storage import STORAGE_ENV
 
     rss_after_imports = rss_mb()

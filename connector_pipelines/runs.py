@@ -12,12 +12,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from connector_pipelines.dagster_home import ensure_dagster_home
 from connector_pipelines.definitions import definitions_for
-from connector_pipelines.delivery.windows import parse_window_range
 from connector_pipelines.errors import ExtractError
+from connector_pipelines.extract.windows import parse_window_range
 from connector_pipelines.factories.extract import RANGE_END_TAG, RANGE_START_TAG, job_name, partitions_for
 from connector_pipelines.factories.translator import TRIGGER_TAG
+from connector_pipelines.instance import ensure_dagster_home
 from connector_pipelines.spec.loader import LoadedConnector, Project
 
 HOST_TAG = "connector_pipelines/host"

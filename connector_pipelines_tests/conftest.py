@@ -3,7 +3,7 @@
 pytest_plugins = [
     "connector_pipelines_tests.servers.fixtures",
     "connector_pipelines_tests.servers.http_target_fixtures",
-    "connector_pipelines_tests.extract_fixtures",
-    "connector_pipelines_tests.integration_fixtures",
-    "connector_pipelines_tests.import_fixtures",
+    "connector_pipelines_tests.fixtures.extract",
+    "connector_pipelines_tests.fixtures.integration",
+    "connector_pipelines_tests.fixtures.imports",
 ]

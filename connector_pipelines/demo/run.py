@@ -9,7 +9,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from connector_pipelines.dagster_home import ensure_dagster_home
 from connector_pipelines.definitions import definitions_for
 from connector_pipelines.demo.app import drop_partner_files, prepare_app_database
 from connector_pipelines.demo.crm import add_integration_tables, change_some_contacts
@@ -17,6 +16,7 @@ from connector_pipelines.demo.http_target import RecordingTarget
 from connector_pipelines.demo.seed import seed_demo_warehouse
 from connector_pipelines.errors import ConnectorConfigError, ExtractError
 from connector_pipelines.factories.resources import build_resources
+from connector_pipelines.instance import ensure_dagster_home
 from connector_pipelines.runs import failure_message, launch_extract, launch_import, launch_integration
 from connector_pipelines.spec.loader import Project, load_project
 
@@ -129,7 +129,7 @@ def _sensor_tick(project: Project, instance: dg.DagsterInstance, echo) -> bool:
 
 def _imports(project: Project, instance: dg.DagsterInstance, echo) -> bool:
     """A warehouse import (preview, run, incremental rerun) and partner files picked up by the file sensor."""
-    from connector_pipelines.delivery.import_inspection import preview, record_preview
+    from connector_pipelines.imports.inspect import preview, record_preview
 
     base = project.base_dir
     echo("4. Imports, into the app's database var/demo/app.db ...")

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import dagster as dg
 
-from connector_pipelines.delivery.extract import ExtractResult, run_extract
-from connector_pipelines.delivery.windows import parse_window
 from connector_pipelines.errors import ExtractError
+from connector_pipelines.extract.run import ExtractResult, run_extract
+from connector_pipelines.extract.windows import parse_window
 from connector_pipelines.factories.translator import ConnectorAssetData, ConnectorTranslator
-from connector_pipelines.sources.sql import Window
 from connector_pipelines.spec.loader import SECRET_FIELDS, LoadedConnector
 from connector_pipelines.spec.models import PRESET_CADENCES, Connection, ExtractConnector, ExtractSchedule
 from connector_pipelines.storage import STORAGE_ENV, storage_dir  # noqa: F401  (STORAGE_ENV: re-exported)
+from connector_pipelines.transports.sql_source import Window
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"

@@ -24,11 +24,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from connector_pipelines.delivery.expectations import ExpectationResult
-from connector_pipelines.delivery.import_run import FileOutcome, ImportReport, import_file, run_warehouse_import
-from connector_pipelines.delivery.import_state import ImportState
-from connector_pipelines.delivery.ledger import default_ledger_url
-from connector_pipelines.delivery.upsert import UpsertConfigError, UpsertError
 from connector_pipelines.errors import TransportError
 from connector_pipelines.factories.translator import (
     TRIGGER_TAG,
@@ -36,11 +31,16 @@ from connector_pipelines.factories.translator import (
     ConnectorTranslator,
     spec_fingerprint,
 )
+from connector_pipelines.imports.expectations import ExpectationResult
+from connector_pipelines.imports.files import FilePattern, check_file_name
+from connector_pipelines.imports.run import FileOutcome, ImportReport, import_file, run_warehouse_import
+from connector_pipelines.imports.upsert import UpsertConfigError, UpsertError
 from connector_pipelines.mapping import MappingError
-from connector_pipelines.sources.file_patterns import FilePattern, check_file_name
-from connector_pipelines.spec.import_models import ExpectationSpec, ImportConnector
+from connector_pipelines.spec.imports import ExpectationSpec, ImportConnector
 from connector_pipelines.spec.loader import LoadedConnector
 from connector_pipelines.spec.models import Connection
+from connector_pipelines.state.import_state import ImportState
+from connector_pipelines.state.ledger import default_ledger_url
 from connector_pipelines.storage import import_dir, import_inbox_dir, storage_dir
 from connector_pipelines.transports.base import FileSource, RemoteFile
 from connector_pipelines.transports.folder import FolderClient

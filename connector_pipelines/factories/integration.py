@@ -17,16 +17,16 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from connector_pipelines.delivery.audit import AuditFile
-from connector_pipelines.delivery.integration import OPERATIONS, DeliveryReport, DeliveryScope, IntegrationDelivery
-from connector_pipelines.delivery.ledger import DeliveryLedger, default_ledger_url
-from connector_pipelines.delivery.write_back import WriteBack
 from connector_pipelines.errors import TransportError
 from connector_pipelines.factories.translator import TRIGGER_TAG, ConnectorAssetData, ConnectorTranslator
+from connector_pipelines.integration.audit import AuditFile
+from connector_pipelines.integration.data_set import DataSetReader, record_keys
+from connector_pipelines.integration.delivery import OPERATIONS, DeliveryReport, DeliveryScope, IntegrationDelivery
+from connector_pipelines.integration.write_back import WriteBack
 from connector_pipelines.mapping import MappingError
-from connector_pipelines.sources.dataset import DataSetReader, record_keys
 from connector_pipelines.spec.loader import LoadedConnector
 from connector_pipelines.spec.models import Connection, IntegrationConnector
+from connector_pipelines.state.ledger import DeliveryLedger, default_ledger_url
 from connector_pipelines.storage import integration_dir, storage_dir
 
 DATA_SET = "data_set"

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from connector_pipelines.sources.sql import resolve_sqlite_path
 from connector_pipelines.spec.models import Connection, HttpConnection, SqlConnection, env_var_name
 from connector_pipelines.transports.http_resource import HttpResource
 from connector_pipelines.transports.registry import build_file_resource
 from connector_pipelines.transports.sql import SqlResource
+from connector_pipelines.transports.sql_source import resolve_sqlite_path
 
 
 def build_resources(connections: dict[str, Connection], base_dir: Path) -> dict[str, dg.ConfigurableResource]:

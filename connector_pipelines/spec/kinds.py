@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from connector_pipelines.spec.import_models import ImportConnector
+from connector_pipelines.spec.imports import ImportConnector
 from connector_pipelines.spec.models import ExtractConnector, IntegrationConnector
 
 AVAILABLE_KINDS = {"extract": ExtractConnector, "integration": IntegrationConnector, "import": ImportConnector}

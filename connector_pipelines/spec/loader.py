@@ -21,7 +21,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
 from connector_pipelines.errors import ConnectorConfigError
-from connector_pipelines.spec.import_models import (
+from connector_pipelines.spec.imports import (
     ExpectationSpec,
     ImportConnector,
     ImportSource,
@@ -307,8 +307,8 @@ def _check_references(
 
 def _check_integration(spec: IntegrationSpec, doc: YamlDocument, where: str, check, problems: list[str]) -> None:
     """Connections, and what a configuration refers to: target fields, lookups, template placeholders."""
-    from connector_pipelines.delivery.templates import check_fields, placeholders
     from connector_pipelines.mapping.expressions import parse_expression
+    from connector_pipelines.mapping.templates import check_fields, placeholders
 
     root = ("integration",)
     check((*root, "data_set", "connection"), spec.data_set.connection, ("sql",), "run a query")

@@ -23,7 +23,7 @@ from typing import BinaryIO
 import dagster as dg
 
 from connector_pipelines.errors import TransportError, redact  # noqa: F401 - re-exported for the transports
-from connector_pipelines.sources.file_patterns import check_file_name
+from connector_pipelines.imports.files import check_file_name
 from connector_pipelines.spec.models import FileDestination
 from connector_pipelines.transports.base import RemoteFile, UploadReceipt
 

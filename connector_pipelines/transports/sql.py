@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from connector_pipelines.sources.sql import SqlSource
+from connector_pipelines.transports.sql_source import SqlSource
 
 
 class SqlResource(dg.ConfigurableResource):

@@ -1,0 +1,142 @@
+"""CLI commands for running imports and looking back at their runs: history, download, rebuild, ingest,
+receive-email. (`run NAME [--full]` is the shared `run` command; spec editing lives in import_cli.py.)"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from connector_pipelines.cli.common import EXIT_FAILED, EXIT_USAGE, _connector, _load, _table, resources_option
+from connector_pipelines.spec.loader import LoadedConnector, Project
+
+
+def _import(name: str, resources: Path | None) -> tuple[Project, LoadedConnector]:
+    project = _load(resources)
+    return project, _connector(project, name, "import")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
+@resources_option
+def history(name: str, limit: int, resources: Path | None) -> None:
+    """Past runs of an import, newest first: when, how it was started, status and counts."""
+    from connector_pipelines.cli.import_history import import_history
+
+    project, loaded = _import(name, resources)
+    rows = import_history(project, loaded, limit)
+    if not rows:
+        click.echo(f"no runs of import '{name}' yet; start one with `connector-pipelines run {name}`")
+        return
+    header = ("RUN", "STARTED (UTC)", "TRIGGER", "STATUS", "READ", "INSERTED", "UPDATED", "REJECTED", "FILES")
+    _table([header, *(row.cells() for row in rows)])
+
+
+@click.command()
+@click.argument("name")
+@click.argument("run_id")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="File (or, for a run of several files, folder) to write; default: in the current folder.",
+)
+@click.option("--format", "file_format", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@resources_option
+def download(name: str, run_id: str, output: Path | None, file_format: str, resources: Path | None) -> None:
+    """The exact source data a past run read (its snapshot), as Parquet or CSV. RUN_ID may be its first 8 chars."""
+    from connector_pipelines.cli.import_history import RunNotFound, export_snapshots
+
+    project, loaded = _import(name, resources)
+    try:
+        written = export_snapshots(project, loaded, run_id, output, file_format)
+    except RunNotFound as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+    for path, rows in written:
+        click.echo(f"wrote {path} ({rows:,} rows)")
+
+
+@click.command()
+@click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@resources_option
+def rebuild(name: str, yes: bool, resources: Path | None) -> None:
+    """Forget what the import knows (watermark, files seen) and import everything again.
+
+    File imports move the archived files that match the pattern back into the folder first.
+    """
+    from connector_pipelines.runs import launch_import
+
+    project, loaded = _import(name, resources)
+    if not yes:
+        click.confirm(f"Forget import '{name}''s watermark and file records and import everything again?", abort=True)
+    outcome = launch_import(project, loaded, rebuild=True, echo=click.echo)
+    sys.exit(0 if outcome.success else EXIT_FAILED)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@resources_option
+def ingest(name: str, file: Path, resources: Path | None) -> None:
+    """Load one local file (CSV, TSV, Parquet, JSON Lines, gzip) through an import's mapping, now.
+
+    The file is copied; the original is left where it is. A file that is rejected exits 1 with the reason.
+    """
+    from connector_pipelines.runs import launch_import
+
+    project, loaded = _import(name, resources)
+    outcome = launch_import(project, loaded, local_file=str(file.resolve()), echo=click.echo)
+    rejected = outcome.metadata.get("files_rejected", 0)
+    sys.exit(0 if outcome.success and not rejected else EXIT_FAILED)
+
+
+@click.command(name="receive-email")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=2525, show_default=True, help="SMTP port.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Certificate for STARTTLS.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Its private key.")
+@click.option("--require-tls", is_flag=True, help="Refuse mail sent without STARTTLS.")
+@resources_option
+def receive_email(
+    host: str, port: int, tls_cert: str | None, tls_key: str | None, require_tls: bool, resources: Path | None
+) -> None:
+    """Receive files by email for every enabled email import (SMTP; runs until stopped with Ctrl-C).
+
+    Mail to an import's address from a sender on its allow-list is kept: attachments matching its pattern are
+    saved into its inbox folder, where the import's file sensor picks them up. Anything else is refused.
+    """
+    from connector_pipelines.imports.email_inbox import EmailReceiver
+    from connector_pipelines.imports.email_routes import inbox_routes
+
+    project = _load(resources)
+    routes = inbox_routes(project)
+    if not routes:
+        click.echo("no enabled import has an email source; nothing to receive", err=True)
+        sys.exit(EXIT_USAGE)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    receiver = EmailReceiver(routes, host, port, tls_cert=tls_cert, tls_key=tls_key, require_tls=require_tls)
+    try:
+        receiver.start()
+    except OSError as exc:
+        click.echo(f"cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    for route in routes:
+        click.echo(f"{route.address} -> {route.folder} (from {', '.join(route.allowed_senders)})")
+    click.echo(f"receiving on {host}:{receiver.port}; Ctrl-C stops")
+    sys.stdout.flush()
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        receiver.stop()
+
+
+COMMANDS = (history, download, rebuild, ingest, receive_email)

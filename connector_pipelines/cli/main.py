@@ -1,0 +1,425 @@
+"""`connector-pipelines`: validate, list, schema, run, ui, demo; for integrations also fields, preview, plan,
+push, trace and reset; for imports preview, validate NAME and the commands of import_cli.py (automap,
+duplicate, delete) and import_ops_cli.py (history, download, rebuild, ingest, receive-email).
+
+Runs go through Dagster (`execute_in_process` on the instance in DAGSTER_HOME), so every run the CLI starts
+shows in the UI with its logs and metadata. Exit codes: 0 success, 1 a run or validation failed,
+2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from connector_pipelines.cli.common import EXIT_FAILED, EXIT_USAGE, _connector, _load, _table, resources_option
+from connector_pipelines.errors import ConnectorConfigError, ExtractError
+from connector_pipelines.spec.loader import RESOURCES_ENV, default_resources_dir, load_project
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Data connectors declared in YAML, run and watched in Dagster."""
+
+
+@main.command()
+@click.argument("name", required=False)
+@resources_option
+def validate(name: str | None, resources: Path | None) -> None:
+    """Check every connection and connector file; exit non-zero on any problem.
+
+    With NAME of an import, also check its mapping against the source's columns and the target table.
+    """
+    try:
+        project = load_project(resources)
+    except ConnectorConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        click.echo(f"{len(exc.problems)} problem(s) found.", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(
+        f"OK: {len(project.connectors)} connector(s), {len(project.connections)} connection(s) in "
+        f"{project.resources_dir}"
+    )
+    if name is not None:
+        from connector_pipelines.cli.imports import validate_import
+
+        sys.exit(validate_import(project, _connector(project, name, "import")))
+
+
+@main.command(name="list")
+@resources_option
+def list_connectors(resources: Path | None) -> None:
+    """One line per connector: name, kind, schedule, on/off, last run time and status."""
+    import dagster as dg
+
+    from connector_pipelines.factories.extract import cron_for, job_name
+    from connector_pipelines.instance import ensure_dagster_home
+
+    project = _load(resources)
+    ensure_dagster_home(project.base_dir)
+    rows = [("NAME", "KIND", "SCHEDULE", "STATE", "LAST RUN", "STATUS")]
+    with dg.DagsterInstance.get() as instance:
+        for loaded in project.connectors.values():
+            if loaded.kind == "integration":
+                integration = loaded.spec.integration
+                parts = (
+                    [f"{integration.schedule.cadence} ({integration.schedule.cron()})"] if integration.schedule else []
+                )
+                parts += integration.triggers
+                when = ", ".join(parts) or "manual"
+                state = "on" if loaded.spec.enabled else "off"
+                name_of_job = f"integration_{loaded.name}"
+            elif loaded.kind == "import":
+                spec = loaded.spec.import_
+                schedule = spec.schedule
+                parts = []
+                if schedule is not None:
+                    parts.append("once" if schedule.cadence == "once" else f"{schedule.cadence} ({schedule.cron()})")
+                if spec.source.kind != "warehouse":
+                    parts.append(f"on arrival ({spec.source.kind})")
+                if spec.sync_on_save:
+                    parts.append("sync on save")
+                when = ", ".join(parts) or "manual"
+                state = "on" if loaded.spec.enabled else "off"
+                name_of_job = f"import_{loaded.name}"
+            else:
+                spec = loaded.spec.extract
+                schedule = spec.schedule
+                if schedule is None:
+                    when = "manual"
+                elif spec.partitioned:
+                    when = f"{schedule.cadence} from {schedule.inception_date}" + (
+                        f", rolling {schedule.rolling}" if schedule.rolling else ""
+                    )
+                else:
+                    when = f"cron {cron_for(schedule)}"
+                state = "on" if loaded.spec.enabled and (schedule is None or schedule.enabled) else "off"
+                name_of_job = job_name(loaded.name)
+            runs = instance.get_runs(filters=dg.RunsFilter(job_name=name_of_job), limit=1)
+            last = runs[0] if runs else None
+            started = "-"
+            if last is not None:
+                record = instance.get_run_record_by_id(last.run_id)
+                moment = record.start_time or record.create_timestamp.timestamp() if record else None
+                if moment:
+                    import datetime as dt
+
+                    started = dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+            rows.append((loaded.name, loaded.kind, when, state, started, last.status.value if last else "never run"))
+    _table(rows)
+
+
+@main.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead.")
+def schema(output: Path | None) -> None:
+    """JSON Schema of connections.yaml and of connector files, for editors (yaml-language-server)."""
+    from pydantic import TypeAdapter
+
+    from connector_pipelines.spec.kinds import Connector
+    from connector_pipelines.spec.models import ConnectionsFile
+
+    document = {
+        "connections.yaml": TypeAdapter(ConnectionsFile).json_schema(),
+        "connector": TypeAdapter(Connector).json_schema(),
+    }
+    text = json.dumps(document, indent=2)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--window", help="Custom window START..END (ISO dates or datetimes, in the extract's time zone).")
+@click.option("--partition", help="One partition key, or FIRST..LAST for a range in one run.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Integrations: resend every record, whatever the ledger says. Imports: read everything, not only what "
+    "is past the watermark.",
+)
+@resources_option
+def run(name: str, window: str | None, partition: str | None, full: bool, resources: Path | None) -> None:
+    """Run one connector now, through Dagster (the run shows in the UI).
+
+    A partitioned extract runs its latest complete window unless --partition or --window says otherwise.
+    An integration delivers what changed since the ledger last saw it (everything with --full).
+    An import loads what is new: rows past its watermark (everything with --full), or the files that arrived.
+    """
+    if window and partition:
+        raise click.UsageError("give --window or --partition, not both")
+    project = _load(resources)
+    loaded = _connector(project, name)
+    if loaded.kind in ("integration", "import"):
+        if window or partition:
+            raise click.UsageError(f"--window and --partition are for extracts; an {loaded.kind} takes --full")
+        from connector_pipelines.runs import launch_import, launch_integration
+
+        launch = launch_integration if loaded.kind == "integration" else launch_import
+        outcome = launch(project, loaded, full=full, echo=click.echo)
+        sys.exit(0 if outcome.success else EXIT_FAILED)
+    if full:
+        raise click.UsageError("--full is for integrations and imports")
+    from connector_pipelines.runs import launch_extract
+
+    try:
+        outcome = launch_extract(project, loaded, window=window, partition=partition, echo=click.echo)
+    except ExtractError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_USAGE)
+    sys.exit(0 if outcome.success else EXIT_FAILED)
+
+
+def _engine_call(function, *args, **kwargs):
+    """Run an engine read; configuration problems and unreachable systems exit 2 with the reason."""
+    try:
+        return function(*args, **kwargs)
+    except ConnectorConfigError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        sys.exit(EXIT_USAGE)
+    except Exception as exc:  # a database that cannot be reached, a missing table: say which, not a traceback
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(exc, SQLAlchemyError | OSError):
+            click.echo(f"cannot read the data set: {str(exc).splitlines()[0]}", err=True)
+            sys.exit(EXIT_FAILED)
+        raise
+
+
+configuration_option = click.option("--configuration", "-c", help="Only this configuration (default: all).")
+
+
+@main.command()
+@click.argument("name")
+@resources_option
+def fields(name: str, resources: Path | None) -> None:
+    """Both sides of an integration's mapping: the data set's columns, the target's fields, the mappings."""
+    from connector_pipelines.integration import inspect as inspection
+
+    project = _load(resources)
+    loaded = _connector(project, name, "integration")
+    report = _engine_call(inspection.fields, project, loaded)
+    click.echo("SOURCE FIELDS (data set columns)")
+    _table([("COLUMN", "TYPE"), *report.source])
+    click.echo("\nTARGET FIELDS")
+    _table([("FIELD", "TYPE", "REQUIRED"), *((n, t, "yes" if r else "") for n, t, r in report.target)])
+    for configuration, rows in report.mappings.items():
+        click.echo(f"\nMAPPING {configuration}")
+        _table([("TARGET", "FROM", "NOTE"), *rows])
+    problems = _engine_call(inspection.check_mapping_columns, project, loaded)
+    for problem in problems:
+        click.echo(f"problem: {problem}", err=True)
+    sys.exit(EXIT_FAILED if problems else 0)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--rows", default=10, show_default=True, help="How many records.")
+@configuration_option
+@resources_option
+def preview(name: str, rows: int, configuration: str | None, resources: Path | None) -> None:
+    """Integrations: the first mapped payloads, as the requests they would make (nothing is sent).
+    Imports: the first source rows (this tests the connection and the query; a schedule waits for one)."""
+    from connector_pipelines.integration import inspect as inspection
+
+    project = _load(resources)
+    loaded = _connector(project, name)
+    if loaded.kind == "import":
+        from connector_pipelines.cli.imports import preview_import
+
+        sys.exit(preview_import(project, loaded, rows))
+    loaded = _connector(project, name, "integration")
+    out = _engine_call(inspection.preview, project, loaded, configuration, rows)
+    failed = False
+    for config_name, items in out.items():
+        click.echo(f"== {config_name}")
+        for item in items:
+            if "error" in item:
+                failed = True
+                click.echo(f"key {item['key']}: FAILS: {item['error']}")
+            else:
+                click.echo(f"key {item['key']}: {item['method']} {item['path']}\n  {item['body'] or ''}")
+    sys.exit(EXIT_FAILED if failed else 0)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--full", is_flag=True, help="Plan a full resync (every record).")
+@configuration_option
+@resources_option
+def plan(name: str, full: bool, configuration: str | None, resources: Path | None) -> None:
+    """Dry run: how many creates, updates, deletes and unchanged records, with sample requests. Sends nothing."""
+    from connector_pipelines.integration import inspect as inspection
+
+    project = _load(resources)
+    loaded = _connector(project, name, "integration")
+    reports = _engine_call(inspection.plan, project, loaded, configuration, full)
+    for config_name, report in reports.items():
+        c = report.counts
+        click.echo(
+            f"== {config_name}: {c['create']:,} create, {c['update']:,} update, {c['delete']:,} delete, "
+            f"{c['unchanged']:,} unchanged, {c['skipped']:,} skipped, {c['failed']:,} failing to map, "
+            f"{c['held']:,} held"
+        )
+        for operation, samples in report.samples.items():
+            for sample in samples:
+                click.echo(
+                    f"  {operation} key {sample['key']}: {sample['method']} {sample['path']} {sample['body'] or ''}"
+                )
+        for failure in report.failures[:10]:
+            click.echo(f"  fails: key {failure['key']}: {failure['error']}")
+
+
+@main.command()
+@click.argument("name")
+@click.option(
+    "--key", "keys", multiple=True, required=True, help="A record key (repeat for several; 'a|b' for a composite key)."
+)
+@resources_option
+def push(name: str, keys: tuple[str, ...], resources: Path | None) -> None:
+    """Push chosen records now, changed or not. Refused when the integration is off or roles do not allow it."""
+    project = _load(resources)
+    loaded = _connector(project, name, "integration")
+    if not loaded.spec.enabled:
+        click.echo(f"integration '{name}' is off (enabled: false): manual pushes are refused", err=True)
+        sys.exit(EXIT_USAGE)
+    from connector_pipelines.runs import launch_integration
+
+    outcome = launch_integration(project, loaded, keys=list(keys), echo=click.echo)
+    ok = outcome.success
+    for part, values in outcome.metadata.items():
+        table = values.get("records")
+        for record in getattr(table, "records", []) or []:
+            row = record.data
+            click.echo(f"{part}: key {row['key']}: {row['status']}" + (f" ({row['error']})" if row["error"] else ""))
+            ok = ok and row["status"] == "delivered"
+        if "sent" in values:
+            read = outcome.metadata.get("data_set", {}).get("rows", 0)
+            if read < len(keys):
+                click.echo(f"{part}: {len(keys) - read} key(s) are not in the data set", err=True)
+                ok = False
+    sys.exit(0 if ok else EXIT_FAILED)
+
+
+@main.command()
+@click.argument("name")
+@click.argument("key")
+@configuration_option
+@resources_option
+def trace(name: str, key: str, configuration: str | None, resources: Path | None) -> None:
+    """Every attempt for one record: when, operation, outcome, HTTP status, idempotency key, error."""
+    from connector_pipelines.integration import inspect as inspection
+
+    project = _load(resources)
+    _connector(project, name, "integration")
+    ledger = inspection.ledger_for(project)
+    try:
+        attempts = ledger.trace(name, key, configuration)
+    finally:
+        ledger.dispose()
+    if not attempts:
+        click.echo(f"no attempts recorded for key {key} of '{name}'", err=True)
+        sys.exit(EXIT_FAILED)
+    rows = [
+        ("FINISHED", "CONFIGURATION", "OPERATION", "OUTCOME", "HTTP", "REQUESTS", "IDEMPOTENCY KEY", "RUN", "ERROR")
+    ]
+    for a in attempts:
+        rows.append(
+            (
+                a["finished_at"].strftime("%Y-%m-%d %H:%M:%S") if a["finished_at"] else "",
+                a["configuration"],
+                a["operation"],
+                a["outcome"],
+                a["http_status"] or "",
+                a["requests"],
+                a["idempotency_key"] or "",
+                a["run_id"][:8],
+                a["error"] or "",
+            )
+        )
+    _table(rows)
+
+
+@main.command()
+@click.argument("name")
+@configuration_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@resources_option
+def reset(name: str, configuration: str | None, yes: bool, resources: Path | None) -> None:
+    """Forget what the ledger knows of an integration's records: the next run is a full sync (the audit stays)."""
+    from connector_pipelines.integration import inspect as inspection
+
+    project = _load(resources)
+    loaded = _connector(project, name, "integration")
+    _engine_call(inspection.configuration_of, loaded.spec, configuration)
+    if not yes:
+        click.confirm(f"Forget the delivery state of '{name}'? The next run resends every record", abort=True)
+    ledger = inspection.ledger_for(project)
+    try:
+        count = ledger.reset(name, configuration)
+    finally:
+        ledger.dispose()
+    click.echo(f"forgot {count:,} record state(s) of '{name}'; the next run is a full sync")
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True)
+@click.option(
+    "--demo-target/--no-demo-target",
+    default=False,
+    help="Also run the demo's loopback CRM (http://127.0.0.1:18765) while the UI is open.",
+)
+@resources_option
+def ui(port: int, demo_target: bool, resources: Path | None) -> None:
+    """Open the Dagster UI (dagster dev) on this project's connectors."""
+    import subprocess
+
+    from connector_pipelines.instance import ensure_dagster_home
+
+    project = _load(resources)
+    home = ensure_dagster_home(project.base_dir)
+    os.environ[RESOURCES_ENV] = str(project.resources_dir.resolve())
+    workspace = project.base_dir / "workspace.yaml"
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-p", str(port), "-h", "127.0.0.1"]
+    click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    if not demo_target:
+        # Started from DAGSTER_HOME so Dagster does not mistake the project's template dagster.yaml for the instance's.
+        os.chdir(home)
+        os.execvp(sys.executable, command)
+    from connector_pipelines.demo.http_target import RecordingTarget
+    from connector_pipelines.demo.run import DEMO_TARGET_PORT
+
+    with RecordingTarget(port=DEMO_TARGET_PORT) as target:
+        click.echo(f"demo CRM on {target.base_url} (stops with the UI)")
+        sys.exit(subprocess.call(command, cwd=home))
+
+
+@main.command()
+@click.option("--scale", default=1.0, show_default=True, help="Multiply the demo data volume.")
+def demo(scale: float) -> None:
+    """Seed the demo warehouse and run every demo connector end to end on embedded defaults."""
+    from connector_pipelines.demo.run import run_demo
+
+    sys.exit(0 if run_demo(default_resources_dir(), scale=scale, echo=click.echo) else EXIT_FAILED)
+
+
+def _add_import_commands() -> None:
+    from connector_pipelines.cli import import_ops as import_ops_cli
+    from connector_pipelines.cli.imports import automap, delete, duplicate
+
+    for command in (automap, duplicate, delete, *import_ops_cli.COMMANDS):
+        main.add_command(command)
+
+
+_add_import_commands()
+
+if __name__ == "__main__":
+    main()

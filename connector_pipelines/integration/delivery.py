@@ -1,0 +1,709 @@
+"""One integration configuration's delivery: diff the data set against the ledger, send, record every outcome.
+
+The run, for each batch of source rows:
+1. map the rows (a row that fails to map fails alone, with its reason);
+2. fingerprint each mapped record and decide per record, against the ledger: unchanged, skipped (roles, sync
+   mode), or an operation to send (create, update; deletes come from the change log or a vanished key);
+3. send in chunks: mark the chunk `in_flight` with idempotency keys and commit, send (retries, rate and
+   concurrency limits live in the HTTP client), then commit the outcomes, the audit rows and the write-back.
+
+Sending runs on one asyncio loop; the ledger, audit file and write-back are written on one worker thread, in
+order, so the next chunk's requests go out while the last chunk's outcomes are being committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import gc
+import hashlib
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from connector_pipelines.integration.audit import AuditFile
+from connector_pipelines.integration.data_set import record_keys
+from connector_pipelines.integration.success import SuccessCheck, extract_target_ref
+from connector_pipelines.integration.write_back import WriteBack
+from connector_pipelines.mapping import CompiledMapping, FieldRule, TargetField
+from connector_pipelines.mapping.templates import (
+    RECORDS,
+    TemplateError,
+    compile_body,
+    compile_headers,
+    compile_path,
+    encode_json,
+)
+from connector_pipelines.spec.models import Configuration, IntegrationConnector, RequestSpec
+from connector_pipelines.state.ledger import (
+    AttemptRow,
+    DeliveryLedger,
+    LedgerEntry,
+    RecordUpdate,
+    batch_idempotency_key,
+    idempotency_key,
+    utc_now,
+)
+from connector_pipelines.transports.http import HttpDeliveryClient, HttpOutcome, HttpRequest
+
+OPERATIONS = ("create", "update", "delete")
+SEND_CHUNK = 2000
+SAMPLE_ROWS = 200
+PLAN_SAMPLES = 3
+
+log = logging.getLogger(__name__)
+
+# A run allocates millions of objects that live for one chunk (requests, responses, outcomes, ledger rows). With
+# CPython's default threshold (700 allocations) the cyclic collector runs thousands of times per 100,000 records
+# and walks each chunk's live objects again and again, and the whole heap (Dagster's included) on every full
+# collection: a quarter of a single-record run's CPU (bench/integration.py). During a run it collects less often.
+GC_THRESHOLD = 50_000
+_gc_lock = threading.Lock()
+_gc_runs = 0
+_gc_saved: tuple[int, int, int] | None = None
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Raise the collector's first threshold while any run lasts; restore it when the last one ends (unless
+    something else changed it meanwhile). A threshold of 0 (automatic collection off) is left alone."""
+    global _gc_runs, _gc_saved
+    with _gc_lock:
+        if _gc_runs == 0:
+            current = gc.get_threshold()
+            if 0 < current[0] < GC_THRESHOLD:
+                _gc_saved = current
+                gc.set_threshold(GC_THRESHOLD, *current[1:])
+        _gc_runs += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_runs -= 1
+            if _gc_runs == 0 and _gc_saved is not None:
+                if gc.get_threshold()[0] == GC_THRESHOLD:
+                    gc.set_threshold(*_gc_saved)
+                _gc_saved = None
+
+
+@dataclass(frozen=True)
+class DeliveryScope:
+    """What one run covers, beyond "every record of the data set"."""
+
+    full: bool = False  # resend every record, whatever its fingerprint
+    keys: frozenset[str] | None = None  # a manual push of these record keys (sent even when unchanged)
+    operations: frozenset[str] = frozenset(OPERATIONS)  # what the triggers asked for
+    deletes: Mapping[str, str] | None = None  # record key -> operation, from a change log range
+    complete: bool = True  # the batches hold the whole data set, so a missing key means the record vanished
+    detect_deletes: bool = False  # delete vanished records even outside mirror mode (an on_delete sensor)
+
+
+@dataclass
+class DeliveryReport:
+    """What a run did, for metadata, the CLI and the checks."""
+
+    configuration: str
+    counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            (
+                "read",
+                "mapped",
+                "unchanged",
+                "sent",
+                "delivered",
+                "failed",
+                "skipped",
+                "held",
+                "create",
+                "update",
+                "delete",
+                "requests",
+            ),
+            0,
+        )
+    )
+    rows: list[dict] = field(default_factory=list)  # the first SAMPLE_ROWS records touched
+    failures: list[dict] = field(default_factory=list)  # the first failures
+    samples: dict[str, list[Any]] = field(default_factory=lambda: {op: [] for op in OPERATIONS})
+    audit_path: str | None = None
+    client_stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rejected_rate(self) -> float:
+        judged = self.counts["delivered"] + self.counts["failed"]
+        return self.counts["failed"] / judged if judged else 0.0
+
+
+@dataclass(slots=True)
+class _Send:
+    key: str
+    operation: str
+    record: dict | None  # the mapped record (None for deletes)
+    fingerprint: str | None
+    version: int
+    idempotency_key: str
+    entry: LedgerEntry | None
+    batch_key: str | None = None
+
+
+def build_mapping(
+    configuration: Configuration, target_fields: Iterable[TargetField], lookups: Mapping
+) -> CompiledMapping:
+    rules = []
+    for rule in configuration.mapping:
+        kwargs: dict[str, Any] = {
+            "target": rule.target,
+            "source": rule.source,
+            "expression": rule.expression,
+            "parse": rule.parse,
+            "default": rule.default,
+            "note": rule.note,
+        }
+        if "constant" in rule.model_fields_set:
+            kwargs["constant"] = rule.constant
+        rules.append(FieldRule(**kwargs))
+    return CompiledMapping(rules, list(target_fields), lookups)
+
+
+def target_fields(connector: IntegrationConnector) -> list[TargetField]:
+    return [TargetField(f.name, f.type, f.required) for f in connector.integration.target.fields]
+
+
+def fingerprints(columns: Mapping[str, list]) -> list[str]:
+    """The mapped payload's hash for every row of a batch, computed column-wise.
+
+    Fields are taken in name order, so reordering the mapping rules or changing the request template alone is
+    not a change. `repr` of the typed values (text, numbers, Decimals, dates) is exact and stable, and about five
+    times cheaper than JSON-encoding each record.
+    """
+    names = sorted(columns)
+    blake2b = hashlib.blake2b
+    return [blake2b(repr(values).encode(), digest_size=16).hexdigest() for values in zip(*(columns[n] for n in names))]
+
+
+class _Request:
+    """A compiled RequestSpec: method, path, headers and body from one record."""
+
+    def __init__(self, spec: RequestSpec):
+        self.method = spec.method
+        self.path = compile_path(spec.path)
+        self.headers = compile_headers(spec.headers)
+        self.body = compile_body(spec.body) if spec.body is not None else None
+
+    def build(self, values: Mapping[str, Any], key: str) -> HttpRequest:
+        return HttpRequest(
+            method=self.method,
+            path=self.path(values),
+            body=encode_json(self.body(values)).encode() if self.body is not None else None,
+            headers=self.headers(values),
+            idempotency_key=key,
+        )
+
+
+class IntegrationDelivery:
+    """Delivers one configuration of one integration for one run."""
+
+    def __init__(
+        self,
+        connector: IntegrationConnector,
+        configuration: Configuration,
+        ledger: DeliveryLedger,
+        *,
+        run_id: str,
+        lookups: Mapping[str, Mapping] | None = None,
+        allowed_owners: set[str] | None = None,
+        client_factory: Callable[[], HttpDeliveryClient] | None = None,
+        audit: AuditFile | None = None,
+        write_back: WriteBack | None = None,
+        logger: logging.Logger | Any = log,
+    ):
+        self.connector = connector
+        self.spec = connector.integration
+        self.configuration = configuration
+        self.ledger = ledger
+        self.run_id = run_id
+        self.mapping = build_mapping(configuration, target_fields(connector), lookups or {})
+        self.allowed_owners = allowed_owners
+        self.client_factory = client_factory
+        self.audit = audit
+        self.write_back = write_back
+        self.log = logger
+        self.success = SuccessCheck(configuration.success)
+        self.create_request = _Request(configuration.request)
+        self.update_request = _Request(configuration.update or configuration.request)
+        self.delete_request = _Request(configuration.delete) if configuration.delete else None
+        batch = configuration.batch
+        self.batch_request = (
+            _Request(RequestSpec(method=batch.method, path=batch.path, headers=batch.headers, body=batch.body))
+            if batch
+            else None
+        )
+        self.record_body = compile_body(configuration.request.body) if configuration.request.body is not None else None
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ledger")
+        # Write-back goes to another database, on its own thread: it need not wait for the ledger, nor hold it up.
+        self._write_back_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="write-back")
+        self._pending_writes: list[asyncio.Future] = []
+
+    @property
+    def name(self) -> str:
+        return self.connector.name
+
+    # ---- entry points ---------------------------------------------------------------------------------------
+
+    def preview(self, batches: Iterable[pa.RecordBatch], rows: int = 10) -> list[dict]:
+        """The first mapped records with the request each would make (nothing is sent or recorded)."""
+        out: list[dict] = []
+        for batch in batches:
+            mapped = self.mapping.map_batch(batch)
+            keys = record_keys(batch, self.spec.data_set.key)
+            for key, record, error in zip(keys, mapped.records(), mapped.errors):
+                if error is not None:
+                    out.append({"key": key, "error": error})
+                else:
+                    request = self.create_request.build({**record, "key": key}, "preview")
+                    out.append(_describe_request(key, "create", record, request))
+                if len(out) >= rows:
+                    return out
+        return out
+
+    def plan(self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope = DeliveryScope()) -> DeliveryReport:
+        """A dry run: what a run would send, with sample requests. Nothing is sent or recorded."""
+        report = DeliveryReport(self.configuration.name)
+        state = self.ledger.state(self.name, self.configuration.name)
+        for sends, _updates, _attempts in self._decide(batches, scope, state, report):
+            for send in sends:
+                report.counts[send.operation] += 1
+                samples = report.samples[send.operation]
+                if len(samples) < PLAN_SAMPLES:
+                    samples.append(_describe_request(send.key, send.operation, send.record, self._request_for(send)))
+        return report
+
+    def run(self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope = DeliveryScope()) -> DeliveryReport:
+        """Deliver. Every outcome is in the ledger (and the audit file) before this returns."""
+        if self.client_factory is None:
+            raise ValueError("a delivery run needs an HTTP client")
+        report = DeliveryReport(self.configuration.name)
+        try:
+            with _fewer_collections():
+                asyncio.run(self._run(batches, scope, report))
+        finally:
+            self._worker.shutdown(wait=True)
+            self._write_back_worker.shutdown(wait=True)
+            if self.audit is not None:
+                report.audit_path = self.audit.close()
+        return report
+
+    # ---- deciding -------------------------------------------------------------------------------------------
+
+    def _decide(
+        self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope, state: dict[str, LedgerEntry], report
+    ) -> Iterator[tuple[list[_Send], list[RecordUpdate], list[AttemptRow]]]:
+        """Per source batch: the records to send, and the ledger rows for those that fail or are skipped here."""
+        spec, configuration = self.spec, self.configuration
+        mode = configuration.sync_mode
+        owner_column = spec.data_set.owner if self.allowed_owners is not None else None
+        track_seen = scope.complete and (mode == "mirror" or scope.detect_deletes)
+        seen: set[str] = set()
+        # A key twice in one read would be sent twice under one idempotency key (or race two versions).
+        read_keys: set[str] = set()
+        hold = spec.recovery == "hold"
+        counts = report.counts
+        for batch in batches:
+            if batch.num_rows == 0:
+                continue
+            keys = record_keys(batch, spec.data_set.key)
+            wanted = None if scope.keys is None else [k in scope.keys for k in keys]
+            if wanted is not None and not any(wanted):
+                continue
+            mapped = self.mapping.map_batch(batch)
+            errors = mapped.errors
+            targets = list(mapped.columns)
+            target_columns = [mapped.columns[name] for name in targets]
+            row_fingerprints = fingerprints(mapped.columns)
+            owners = batch.column(batch.schema.get_field_index(owner_column)).to_pylist() if owner_column else None
+            sends: list[_Send] = []
+            updates: list[RecordUpdate] = []
+            attempts: list[AttemptRow] = []
+            now = utc_now()
+            for i, key in enumerate(keys):
+                if wanted is not None and not wanted[i]:
+                    continue
+                counts["read"] += 1
+                if track_seen:
+                    seen.add(key)
+                entry = state.get(key)
+                if key in read_keys:
+                    error = "the key appears more than once in the data set; only its first row is delivered"
+                    attempts.append(AttemptRow(key, "create", "failed", None, None, 0, None, error, None, now, now))
+                    self._count(report, key, "create", "failed", None, error, None, None)
+                    continue
+                read_keys.add(key)
+                forced = scope.full or scope.keys is not None
+                operation = "create" if entry is None or entry.delivered_fingerprint is None else "update"
+                if errors[i] is not None:
+                    self._fail_locally(key, operation, entry, errors[i], updates, attempts, report, now)
+                    continue
+                counts["mapped"] += 1
+                fp = row_fingerprints[i]
+                skip = None
+                if owners is not None and str(owners[i]) not in self.allowed_owners:
+                    skip = f"owner {owners[i]} holds none of the roles {', '.join(spec.roles.allowed)}"
+                elif mode == "insert" and operation == "update":
+                    skip = "sync_mode insert: the record was delivered before; only new keys are sent"
+                if mode == "update":
+                    operation = "update"
+                if not forced and entry is not None:
+                    if entry.status == "delivered" and entry.delivered_fingerprint == fp:
+                        counts["unchanged"] += 1
+                        continue
+                    if entry.status == "skipped" and entry.fingerprint == fp and skip is not None:
+                        counts["unchanged"] += 1
+                        continue
+                    if entry.status == "pending":  # held for review after a crash: only a push or --full sends it
+                        counts["held"] += 1
+                        continue
+                if operation not in scope.operations:
+                    continue
+                if skip is not None:
+                    self._skip(key, operation, entry, fp, skip, updates, attempts, report, now)
+                    continue
+                in_doubt = entry is not None and entry.status == "in_flight"
+                if in_doubt and not forced and (hold or entry.fingerprint != fp):
+                    # The last run died with this record in flight: it may have landed. Resending a changed
+                    # payload under a new key could apply it twice (a second create), so it waits for review.
+                    self._hold(key, operation, entry, updates, attempts, report, now, changed=entry.fingerprint != fp)
+                    continue
+                # A record in doubt (in flight when a run died, or held for review) goes out under the key it
+                # was first sent with, so a target that did apply it answers with its stored response.
+                resend = entry is not None and entry.status in ("in_flight", "pending") and entry.fingerprint == fp
+                record = dict(zip(targets, [column[i] for column in target_columns]))
+                if resend:
+                    send = _Send(
+                        key, operation, record, fp, entry.version, entry.idempotency_key, entry, entry.batch_key
+                    )
+                else:
+                    version = (entry.version if entry else 0) + 1
+                    ikey = idempotency_key(self.name, configuration.name, key, fp, version)
+                    send = _Send(key, operation, record, fp, version, ikey, entry)
+                sends.append(send)
+            yield sends, updates, attempts
+        yield from self._deletes(scope, state, seen if track_seen else None, report)
+
+    def _deletes(self, scope: DeliveryScope, state, seen: set[str] | None, report) -> Iterator[tuple]:
+        if self.delete_request is None or "delete" not in scope.operations:
+            return
+        candidates: list[str] = []
+        if scope.deletes:
+            candidates += [key for key, op in scope.deletes.items() if op == "delete"]
+        if seen is not None:
+            candidates += [key for key in state if key not in seen]
+        sends = []
+        for key in dict.fromkeys(candidates):
+            entry = state.get(key)
+            if entry is None or entry.delivered_fingerprint is None:
+                continue  # never delivered (or already deleted): nothing to delete at the target
+            if scope.keys is not None and key not in scope.keys:
+                continue
+            version = entry.version + 1
+            ikey = idempotency_key(self.name, self.configuration.name, key, "delete", version)
+            if entry.status == "in_flight" and entry.fingerprint is None:
+                version, ikey = entry.version, entry.idempotency_key
+            sends.append(_Send(key, "delete", None, None, version, ikey, entry))
+        if sends:
+            yield sends, [], []
+
+    # ---- sending --------------------------------------------------------------------------------------------
+
+    async def _run(self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope, report: DeliveryReport) -> None:
+        loop = asyncio.get_running_loop()
+        state = await loop.run_in_executor(self._worker, self.ledger.state, self.name, self.configuration.name)
+        async with self.client_factory() as client:
+            for sends, updates, attempts in self._decide(batches, scope, state, report):
+                if updates:
+                    self._write_later(loop, updates, attempts)
+                for start in range(0, len(sends), SEND_CHUNK):
+                    await self._send_chunk(loop, client, sends[start : start + SEND_CHUNK], report)
+            report.client_stats = dict(client.stats)
+        for future in self._pending_writes:
+            await future  # surfaces a failed write
+
+    async def _send_chunk(self, loop, client: HttpDeliveryClient, sends: list[_Send], report: DeliveryReport) -> None:
+        batched = self.batch_request is not None
+        groups = self._batches(sends) if batched else []
+        in_flight = [_in_flight(s) for s in sends]
+        # Committed before any request leaves: the crash-safety of the whole design rests on this order.
+        await loop.run_in_executor(
+            self._worker, self.ledger.write, self.name, self.configuration.name, self.run_id, in_flight
+        )
+        report.counts["sent"] += len(sends)
+        if batched:
+            singles = [s for s in sends if s.operation == "delete"]
+            results = await asyncio.gather(
+                *(self._send_batch(loop, client, group) for group in groups),
+                *(self._send_one(client, s) for s in singles),
+            )
+            outcomes = [pair for result in results for pair in (result if isinstance(result, list) else [result])]
+        else:
+            outcomes = await asyncio.gather(*(self._send_one(client, s) for s in sends))
+        updates: list[RecordUpdate] = []
+        attempts: list[AttemptRow] = []
+        for send, outcome in outcomes:
+            self._judge(send, outcome, updates, attempts, report)
+        self._write_later(loop, updates, attempts)
+
+    def _batches(self, sends: list[_Send]) -> list[list[_Send]]:
+        """Batches of `batch.size`; records resent after a crash go out in their original batch, under its key."""
+        size = self.configuration.batch.size
+        by_old_batch: dict[str, list[_Send]] = {}
+        fresh: list[_Send] = []
+        for send in sends:
+            if send.operation == "delete":
+                continue
+            if send.batch_key:
+                by_old_batch.setdefault(send.batch_key, []).append(send)
+            else:
+                fresh.append(send)
+        groups = list(by_old_batch.values()) + [fresh[i : i + size] for i in range(0, len(fresh), size)]
+        for group in groups:
+            group.sort(key=lambda s: s.idempotency_key)
+            key = batch_idempotency_key(s.idempotency_key for s in group)
+            for send in group:
+                send.batch_key = key
+        return groups
+
+    async def _send_one(self, client: HttpDeliveryClient, send: _Send) -> tuple[_Send, HttpOutcome | str]:
+        try:
+            request = self._request_for(send)
+        except TemplateError as exc:
+            return send, str(exc)
+        return send, await client.send(request)
+
+    async def _send_batch(self, loop, client: HttpDeliveryClient, group: list[_Send]) -> list[tuple[_Send, Any]]:
+        values = {RECORDS: [self._record_body(s) for s in group]}
+        request = self.batch_request.build(values, group[0].batch_key)
+        outcome = await client.send(request)
+        rejected_whole = outcome.status is not None and 400 <= outcome.status < 500 and outcome.status not in (408, 429)
+        if self.success.evaluate(outcome) is None or not rejected_whole or len(group) == 1:
+            return [(send, outcome) for send in group]
+        # A batch refused as a whole: split it to find the records that are refused, delivering the rest.
+        middle = len(group) // 2
+        halves = [group[:middle], group[middle:]]
+        rewrites = []
+        for half in halves:
+            key = batch_idempotency_key(s.idempotency_key for s in half)
+            for send in half:
+                send.batch_key = key
+                rewrites.append(_in_flight(send))
+        await loop.run_in_executor(
+            self._worker, self.ledger.write, self.name, self.configuration.name, self.run_id, rewrites
+        )
+        results = await asyncio.gather(*(self._send_batch(loop, client, half) for half in halves))
+        return [pair for result in results for pair in result]
+
+    def _request_for(self, send: _Send) -> HttpRequest:
+        target_ref = send.entry.target_ref if send.entry else None
+        if send.operation == "delete":
+            return self.delete_request.build({"key": send.key, "target_ref": target_ref}, send.idempotency_key)
+        values = {**send.record, "key": send.key, "target_ref": target_ref}
+        request = self.create_request if send.operation == "create" else self.update_request
+        return request.build(values, send.idempotency_key)
+
+    def _record_body(self, send: _Send) -> Any:
+        values = {**send.record, "key": send.key, "target_ref": send.entry.target_ref if send.entry else None}
+        return self.record_body(values) if self.record_body is not None else send.record
+
+    # ---- recording outcomes ---------------------------------------------------------------------------------
+
+    def _judge(self, send: _Send, outcome: HttpOutcome | str, updates, attempts, report: DeliveryReport) -> None:
+        entry = send.entry
+        previous_attempts = entry.attempts if entry else 0
+        if isinstance(outcome, str):  # the request could not even be built (an empty path placeholder)
+            status, error, requests, started, finished, http_status, body = (
+                "failed",
+                outcome,
+                0,
+                None,
+                utc_now(),
+                None,
+                None,
+            )
+        else:
+            http_status, body, requests = outcome.status, outcome.body, outcome.attempts
+            started, finished = outcome.started_at, outcome.finished_at
+            reason = self.success.evaluate(outcome)
+            mode = self.configuration.sync_mode
+            if reason is None:
+                status, error = "delivered", None
+            elif send.operation == "delete" and http_status in (404, 410):
+                status, error = "delivered", None  # already gone is what a delete wants
+            elif mode == "update" and http_status == 404:
+                status, error = "skipped", "sync_mode update: the record is not at the target"
+            elif mode == "insert" and http_status == 409:
+                status, error = "skipped", "sync_mode insert: the record is already at the target"
+            else:
+                status, error = "failed", reason
+        target_ref = entry.target_ref if entry else None
+        if status == "delivered" and send.operation != "delete" and body and self.configuration.target_ref:
+            target_ref = extract_target_ref(body, self.configuration.target_ref) or target_ref
+        delivered_fp = entry.delivered_fingerprint if entry else None
+        if status == "delivered":
+            delivered_fp = send.fingerprint  # None after a delete: the target no longer holds the record
+        updates.append(
+            RecordUpdate(
+                record_key=send.key,
+                status=status,
+                operation=send.operation,
+                fingerprint=send.fingerprint,
+                delivered_fingerprint=delivered_fp,
+                version=send.version,
+                idempotency_key=send.idempotency_key,
+                attempts=previous_attempts + requests,
+                last_error=error,
+                http_status=http_status,
+                target_ref=target_ref,
+                delivered_at=finished if status == "delivered" else None,
+            )
+        )
+        attempts.append(
+            AttemptRow(
+                record_key=send.key,
+                operation=send.operation,
+                outcome=status,
+                idempotency_key=send.idempotency_key,
+                http_status=http_status,
+                requests=requests,
+                response_excerpt=body,
+                error=error,
+                target_ref=target_ref,
+                started_at=started,
+                finished_at=finished,
+            )
+        )
+        report.counts["requests"] += requests
+        report.counts[send.operation] += 1
+        self._count(report, send.key, send.operation, status, http_status, error, send.idempotency_key, target_ref)
+
+    def _fail_locally(self, key, operation, entry, error, updates, attempts, report, now) -> None:
+        """A record that failed before any request (mapping): failed alone, with its reason."""
+        updates.append(self._local_update(key, operation, entry, "failed", entry.fingerprint if entry else None, error))
+        attempts.append(AttemptRow(key, operation, "failed", None, None, 0, None, error, None, now, now))
+        self._count(report, key, operation, "failed", None, error, None, entry.target_ref if entry else None)
+
+    def _skip(self, key, operation, entry, fp, reason, updates, attempts, report, now) -> None:
+        updates.append(self._local_update(key, operation, entry, "skipped", fp, reason))
+        attempts.append(AttemptRow(key, operation, "skipped", None, None, 0, None, reason, None, now, now))
+        self._count(report, key, operation, "skipped", None, reason, None, entry.target_ref if entry else None)
+
+    def _hold(self, key, operation, entry, updates, attempts, report, now, changed: bool) -> None:
+        reason = (
+            "held for review: it was in flight when an earlier run stopped"
+            + (", and has changed since" if changed else "")
+            + "; check the target, then push the key"
+        )
+        update = self._local_update(key, operation, entry, "pending", entry.fingerprint, reason)
+        update.idempotency_key = entry.idempotency_key
+        update.version = entry.version
+        updates.append(update)
+        attempts.append(
+            AttemptRow(key, operation, "held", entry.idempotency_key, None, 0, None, reason, None, now, now)
+        )
+        report.counts["held"] += 1
+        self._remember(report, key, operation, "held", None, reason, entry.idempotency_key, entry.target_ref)
+
+    def _local_update(self, key, operation, entry: LedgerEntry | None, status, fp, error) -> RecordUpdate:
+        return RecordUpdate(
+            record_key=key,
+            status=status,
+            operation=operation,
+            fingerprint=fp,
+            delivered_fingerprint=entry.delivered_fingerprint if entry else None,
+            version=entry.version if entry else 0,
+            idempotency_key=entry.idempotency_key if entry else None,
+            attempts=entry.attempts if entry else 0,
+            last_error=error,
+            target_ref=entry.target_ref if entry else None,
+        )
+
+    def _count(self, report, key, operation, status, http_status, error, ikey, target_ref) -> None:
+        report.counts[status] += 1
+        self._remember(report, key, operation, status, http_status, error, ikey, target_ref)
+
+    def _remember(self, report, key, operation, status, http_status, error, ikey, target_ref) -> None:
+        row = {
+            "key": key,
+            "operation": operation,
+            "status": status,
+            "http_status": http_status,
+            "error": error,
+            "idempotency_key": ikey,
+            "target_ref": target_ref,
+        }
+        if len(report.rows) < SAMPLE_ROWS:
+            report.rows.append(row)
+        if status == "failed" and len(report.failures) < 20:
+            report.failures.append(row)
+
+    def _write_later(self, loop, updates: list[RecordUpdate], attempts: list[AttemptRow]) -> None:
+        """Outcomes are committed on the worker thread, in order, while the next chunk is sent."""
+        self._pending_writes.append(loop.run_in_executor(self._worker, self._commit_outcomes, updates, attempts))
+        if self.write_back is not None and attempts:
+            self._pending_writes.append(loop.run_in_executor(self._write_back_worker, self._write_back, attempts))
+
+    def _commit_outcomes(self, updates: list[RecordUpdate], attempts: list[AttemptRow]) -> None:
+        self.ledger.write(self.name, self.configuration.name, self.run_id, updates, attempts)
+        if self.audit is not None and attempts:
+            self.audit.append(self._outcome_rows(attempts), [a.requests for a in attempts])
+
+    def _write_back(self, attempts: list[AttemptRow]) -> None:
+        self.write_back.append(self._outcome_rows(attempts))
+
+    def _outcome_rows(self, attempts: list[AttemptRow]) -> list[dict]:
+        """Outcomes as the audit file and the write-back table take them."""
+        return [
+            {
+                "run_id": self.run_id,
+                "connector": self.name,
+                "configuration": self.configuration.name,
+                "record_key": a.record_key,
+                "operation": a.operation,
+                "status": a.outcome,
+                "http_status": a.http_status,
+                "error": a.error,
+                "target_ref": a.target_ref,
+                "idempotency_key": a.idempotency_key,
+                "finished_at": a.finished_at,
+            }
+            for a in attempts
+        ]
+
+
+def _in_flight(send: _Send) -> RecordUpdate:
+    entry = send.entry
+    return RecordUpdate(
+        record_key=send.key,
+        status="in_flight",
+        operation=send.operation,
+        fingerprint=send.fingerprint,
+        delivered_fingerprint=entry.delivered_fingerprint if entry else None,
+        version=send.version,
+        idempotency_key=send.idempotency_key,
+        attempts=entry.attempts if entry else 0,
+        batch_key=send.batch_key,
+        target_ref=entry.target_ref if entry else None,
+    )
+
+
+def _describe_request(key: str, operation: str, record: Mapping | None, request: HttpRequest) -> dict:
+    return {
+        "key": key,
+        "operation": operation,
+        "method": request.method,
+        "path": request.path,
+        "body": request.body.decode() if request.body else None,
+        "fields": dict(record) if record is not None else None,
+    }

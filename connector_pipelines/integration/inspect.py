@@ -1,0 +1,167 @@
+"""What the CLI reads without starting a run: fields, preview, plan, trace, reset.
+
+These open the data set and the ledger directly (no Dagster run), send nothing and record nothing, except
+`reset`, which forgets ledger state on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from connector_pipelines.errors import ConnectorConfigError
+from connector_pipelines.integration.data_set import DataSetReader
+from connector_pipelines.integration.delivery import DeliveryReport, DeliveryScope, IntegrationDelivery
+from connector_pipelines.spec.loader import LoadedConnector, Project
+from connector_pipelines.spec.models import Configuration, IntegrationConnector, SqlConnection, env_var_name
+from connector_pipelines.state.ledger import DeliveryLedger, default_ledger_url
+from connector_pipelines.storage import storage_dir
+from connector_pipelines.transports.sql_source import SqlSource, resolve_sqlite_path
+
+
+def integration_of(loaded: LoadedConnector) -> IntegrationConnector:
+    if loaded.kind != "integration":
+        raise ConnectorConfigError([f"'{loaded.name}' is an {loaded.kind} connector; this command is for integrations"])
+    return loaded.spec
+
+
+def configuration_of(connector: IntegrationConnector, name: str | None) -> list[Configuration]:
+    configurations = connector.integration.configurations
+    if name is None:
+        return list(configurations)
+    for configuration in configurations:
+        if configuration.name == name:
+            return [configuration]
+    known = ", ".join(c.name for c in configurations)
+    raise ConnectorConfigError([f"integration '{connector.name}' has no configuration '{name}'; it has: {known}"])
+
+
+def sql_source(project: Project, connection_name: str) -> SqlSource:
+    """A SqlSource for a `sql` connection, its password read from the environment variable it names."""
+    connection = project.connections[connection_name]
+    assert isinstance(connection, SqlConnection)
+    password = None
+    if connection.password:
+        variable = env_var_name(connection.password)
+        password = os.environ.get(variable)
+        if password is None:
+            raise ConnectorConfigError(
+                [f"connection '{connection_name}' needs the environment variable {variable} (its password); set it"]
+            )
+    return SqlSource(resolve_sqlite_path(connection.url, project.base_dir), password)
+
+
+def ledger_for(project: Project) -> DeliveryLedger:
+    return DeliveryLedger(default_ledger_url(storage_dir(project.base_dir)))
+
+
+@dataclass(frozen=True)
+class FieldsReport:
+    source: list[tuple[str, str]]  # (column, Arrow type)
+    target: list[tuple[str, str, bool]]  # (field, type, required)
+    mappings: dict[str, list[tuple[str, str, str]]]  # configuration -> (target, from, note)
+
+
+def fields(project: Project, loaded: LoadedConnector) -> FieldsReport:
+    connector = integration_of(loaded)
+    spec = connector.integration
+    with _reader(project, connector) as reader:
+        schema = reader.source.schema(f"SELECT ds.* FROM ({reader.base_query}) ds", {})
+    mappings = {}
+    for configuration in spec.configurations:
+        rows = []
+        for rule in configuration.mapping:
+            if rule.source is not None:
+                origin = rule.source + (f" (parse {rule.parse})" if rule.parse else "")
+            elif rule.expression is not None:
+                origin = rule.expression
+            else:
+                origin = f"constant {rule.constant!r}"
+            rows.append((rule.target, origin, rule.note))
+        mappings[configuration.name] = rows
+    return FieldsReport(
+        source=[(f.name, str(f.type)) for f in schema],
+        target=[(f.name, f.type, f.required) for f in spec.target.fields],
+        mappings=mappings,
+    )
+
+
+def preview(project: Project, loaded: LoadedConnector, configuration: str | None, rows: int = 10) -> dict[str, list]:
+    """Per configuration, the first `rows` mapped records and the request each would make."""
+    connector = integration_of(loaded)
+    out = {}
+    with _reader(project, connector) as reader, _ledger(project) as ledger:
+        for config in configuration_of(connector, configuration):
+            delivery = _delivery(project, connector, config, reader, ledger)
+            out[config.name] = delivery.preview(_limited(reader, rows), rows)
+    return out
+
+
+def plan(
+    project: Project, loaded: LoadedConnector, configuration: str | None, full: bool = False
+) -> dict[str, DeliveryReport]:
+    """A dry run per configuration: counts per operation and sample requests; nothing is sent or recorded."""
+    connector = integration_of(loaded)
+    out = {}
+    with _reader(project, connector) as reader, _ledger(project) as ledger:
+        for config in configuration_of(connector, configuration):
+            delivery = _delivery(project, connector, config, reader, ledger)
+            out[config.name] = delivery.plan(reader.read(), DeliveryScope(full=full))
+    return out
+
+
+def check_mapping_columns(project: Project, loaded: LoadedConnector) -> list[str]:
+    """Problems where a mapping reads a column the data set does not return."""
+    connector = integration_of(loaded)
+    with _reader(project, connector) as reader:
+        columns = reader.columns()
+    problems = []
+    for config in connector.integration.configurations:
+        from connector_pipelines.integration.delivery import build_mapping, target_fields
+
+        mapping = build_mapping(config, target_fields(connector), {})
+        problems += [f"configuration '{config.name}': {p}" for p in mapping.check_columns(columns)]
+    return problems
+
+
+@contextmanager
+def _reader(project: Project, connector: IntegrationConnector) -> Iterator[DataSetReader]:
+    source = sql_source(project, connector.integration.data_set.connection)
+    try:
+        yield DataSetReader(source, connector.integration.data_set)
+    finally:
+        source.dispose()
+
+
+@contextmanager
+def _ledger(project: Project) -> Iterator[DeliveryLedger]:
+    ledger = ledger_for(project)
+    try:
+        yield ledger
+    finally:
+        ledger.dispose()
+
+
+def _delivery(project, connector, configuration, reader: DataSetReader, ledger) -> IntegrationDelivery:
+    spec = connector.integration
+    lookups = {}
+    for name, lookup in configuration.lookups.items():
+        if lookup.connection:
+            other = sql_source(project, lookup.connection)
+            try:
+                lookups[name] = DataSetReader(other, spec.data_set).lookup_table(lookup)
+            finally:
+                other.dispose()
+        else:
+            lookups[name] = reader.lookup_table(lookup)
+    allowed = reader.owners_with_roles(spec.roles) if spec.roles else None
+    return IntegrationDelivery(connector, configuration, ledger, run_id="plan", lookups=lookups, allowed_owners=allowed)
+
+
+def _limited(reader: DataSetReader, rows: int) -> Iterator[pa.RecordBatch]:
+    table = reader.preview(rows)
+    yield from table.to_batches()
