@@ -287,10 +287,10 @@ def child_main(request: dict) -> None:
     import pyarrow as pa
 
     from connector_pipelines.extract.run import run_extract
-    from connector_pipelines.spec.models import ExtractConnector
+    from connector_pipelines.spec.extract import ExtractConnector
     from connector_pipelines.transports.folder import FolderClient
     from connector_pipelines.transports.s3 import S3Client
-    from connector_pipelines.transports.sql_source import SqlSource, Window
+    from connector_pipelines.transports.sql import SqlSource, Window
 
     rss_after_imports = peak_rss_mb()
     case, rows, attempt = request["case"], request["rows"], request["attempt"]

@@ -276,7 +276,7 @@ def run_import(request: dict) -> dict:
     from connector_pipelines.imports.run import run_warehouse_import
     from connector_pipelines.spec.imports import ImportConnector
     from connector_pipelines.state.import_state import ImportState
-    from connector_pipelines.transports.sql_source import SqlSource
+    from connector_pipelines.transports.sql import SqlSource
 
     connector = ImportConnector.model_validate(
         {
@@ -349,7 +349,7 @@ def run_ours(request: dict) -> dict:
         mapped_to_arrow,
     )
     from connector_pipelines.mapping import CompiledMapping, FieldRule, TargetField
-    from connector_pipelines.transports.sql_source import SqlSource
+    from connector_pipelines.transports.sql import SqlSource
 
     fields = [
         TargetField("invoice_id", "integer", required=True),

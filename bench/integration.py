@@ -21,10 +21,11 @@ The baseline, measured in the same run against the same target: `requests.post(u
 no session, no threads: what a hand-written script does. The payloads are built from the same rows beforehand;
 only the loop of posts is timed. The same baseline is used for both ratios.
 
-The target is the project's aiohttp REST store (`connector_pipelines.demo.http_target --fast`, uvloop when
-installed) in its own process. Its ceiling is measured first with a tight aiohttp client (256 requests in flight,
-and batches of 500) so that the figures can be read against what the target itself can answer. After each case
-the target's `/_stats` must show every record applied exactly once.
+The target is the demo CRM's aiohttp REST store under the tests' recording layer
+(`connector_pipelines_tests.servers.http_target --fast`, uvloop when installed) in its own process. Its ceiling
+is measured first with a tight aiohttp client (256 requests in flight, and batches of 500) so that the figures
+can be read against what the target itself can answer. After each case the target's `/_stats` must show every
+record applied exactly once.
 
     python bench/integration.py                  # 200,000 records
     ROWS=20000 python bench/integration.py       # a quick check
@@ -491,13 +492,14 @@ def child_case(request: dict) -> None:
 
     from connector_pipelines.definitions import definitions_for
     from connector_pipelines.factories import integration as factory
-    from connector_pipelines.factories.integration import job_name, run_config_for
+    from connector_pipelines.factories.translator import connector_names
     from connector_pipelines.integration.audit import AuditFile
     from connector_pipelines.integration.delivery import IntegrationDelivery
     from connector_pipelines.integration.write_back import WriteBack
     from connector_pipelines.mapping import CompiledMapping
     from connector_pipelines.spec.loader import load_project
-    from connector_pipelines.state.ledger import LEDGER_URL_ENV, DeliveryLedger
+    from connector_pipelines.state.database import LEDGER_URL_ENV
+    from connector_pipelines.state.ledger import DeliveryLedger
     from connector_pipelines.storage import STORAGE_ENV
 
     rss_after_imports = rss_mb()
@@ -540,7 +542,7 @@ def child_case(request: dict) -> None:
 
     gc.callbacks.append(gc_callback)
 
-    timed(factory, "_write_snapshot", "snapshot")
+    timed(factory, "write_snapshot", "snapshot")
     timed(IntegrationDelivery, "run", "engine_run")
     timed(CompiledMapping, "map_batch", "map")
     timed(DeliveryLedger, "state", "ledger_state")
@@ -552,8 +554,8 @@ def child_case(request: dict) -> None:
     root = Path(request["project"])
     project = load_project(root / "resources")
     name = connector_name(case)
-    connector = project.connector(name).spec
-    job = definitions_for(project).resolve_job_def(job_name(name))
+    names = connector_names(project.connector(name), project.connections)
+    job = definitions_for(project).resolve_job_def(names.job)
     definitions_s = time.perf_counter() - started
     instance = dg.DagsterInstance.ephemeral()
 
@@ -566,7 +568,7 @@ def child_case(request: dict) -> None:
     started = time.perf_counter()
     if profiler is not None:
         profiler.enable()
-    result = job.execute_in_process(instance=instance, run_config=run_config_for(connector), raise_on_error=False)
+    result = job.execute_in_process(instance=instance, run_config=names.run_config(), raise_on_error=False)
     if profiler is not None:
         profiler.disable()
     seconds = time.perf_counter() - started
@@ -916,7 +918,10 @@ def main(argv: list[str] | None = None) -> int:
     if profile_dir:
         Path(profile_dir).mkdir(parents=True, exist_ok=True)
 
-    from connector_pipelines.demo.http_target import run_in_subprocess
+    repo_root = str(Path(__file__).resolve().parent.parent)
+    if repo_root not in sys.path:
+        sys.path.append(repo_root)  # connector_pipelines_tests is not installed, only checked out
+    from connector_pipelines_tests.servers.http_target import run_in_subprocess
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-integration-", dir=args.tmp_dir))
     try:
@@ -932,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
         drop_write_back(args.pg_url)
         target = run_in_subprocess(fast=True, log_path=workdir / "target.log")
         target_pid = target.process.pid
-        log(f"target (connector_pipelines.demo.http_target --fast) at {target.base_url}, pid {target_pid}")
+        log(f"target (connector_pipelines_tests.servers.http_target --fast) at {target.base_url}, pid {target_pid}")
 
         # 1. The target's ceiling.
         ceiling = run_child(

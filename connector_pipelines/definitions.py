@@ -1,7 +1,8 @@
-"""The one entry point: every connector in resources/ as Dagster definitions (workspace.yaml loads `defs`)."""
+"""The one assembly point: every connector under resources/ as Dagster definitions (workspace.yaml loads `defs`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -9,27 +10,56 @@ import dagster as dg
 from connector_pipelines.factories.extract import build_extract_defs
 from connector_pipelines.factories.imports import build_import_defs
 from connector_pipelines.factories.integration import build_integration_defs
+from connector_pipelines.factories.naming import (
+    IMPORT_STATE_RESOURCE,
+    LEDGER_RESOURCE,
+    RESERVED_RESOURCE_KEYS,
+    STORAGE_RESOURCE,
+)
 from connector_pipelines.factories.resources import build_resources
-from connector_pipelines.factories.translator import ConnectorTranslator
+from connector_pipelines.factories.translator import ConnectorTranslator, configured_translator
 from connector_pipelines.spec.loader import Project, load_project
+from connector_pipelines.state.resources import default_state_resources
+
+BUILDERS = {"extract": build_extract_defs, "integration": build_integration_defs, "import": build_import_defs}
 
 
 def build_definitions(
-    resources_dir: Path | None = None, translator: ConnectorTranslator | None = None
+    resources_dir: Path | None = None,
+    translator: ConnectorTranslator | None = None,
+    state: Mapping[str, dg.ConfigurableResource] | None = None,
 ) -> dg.Definitions:
-    """Load and validate every spec (all problems reported at once), then build each connector's objects."""
-    return definitions_for(load_project(resources_dir), translator)
+    """Load and validate every spec (all problems reported at once), then build each connector's objects.
+
+    `translator` names the assets (default: `$CONNECTOR_PIPELINES_TRANSLATOR`, else `ConnectorTranslator()`; set
+    the variable when you pass your own, so the CLI names them the same way). `state` replaces the platform's
+    own resources (keys in `factories.naming.RESERVED_RESOURCE_KEYS`: storage, ledger, import state).
+    """
+    return definitions_for(load_project(resources_dir), translator, state)
 
 
-def definitions_for(project: Project, translator: ConnectorTranslator | None = None) -> dg.Definitions:
-    builders = {"extract": build_extract_defs, "integration": build_integration_defs, "import": build_import_defs}
+def definitions_for(
+    project: Project,
+    translator: ConnectorTranslator | None = None,
+    state: Mapping[str, dg.ConfigurableResource] | None = None,
+) -> dg.Definitions:
+    translator = translator or configured_translator()
     per_connector = [
-        builders[loaded.kind](loaded, project.connections, project.base_dir, translator)
-        for loaded in project.connectors.values()
+        BUILDERS[loaded.kind](loaded, project.connections, translator) for loaded in project.connectors.values()
     ]
+    unknown = set(state or {}) - set(RESERVED_RESOURCE_KEYS)
+    if unknown:
+        raise ValueError(f"state resources must be keyed by {', '.join(RESERVED_RESOURCE_KEYS)}, not {unknown}")
+    storage, ledger, import_state = default_state_resources(project.base_dir)
+    platform = {
+        STORAGE_RESOURCE: storage,
+        LEDGER_RESOURCE: ledger,
+        IMPORT_STATE_RESOURCE: import_state,
+        **(state or {}),
+    }
     return dg.Definitions.merge(
         *per_connector,
-        dg.Definitions(resources=build_resources(project.connections, project.base_dir)),
+        dg.Definitions(resources={**build_resources(project.connections, project.base_dir), **platform}),
     )
 
 

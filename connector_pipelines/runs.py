@@ -15,13 +15,22 @@ import dagster as dg
 from connector_pipelines.definitions import definitions_for
 from connector_pipelines.errors import ExtractError
 from connector_pipelines.extract.windows import parse_window_range
-from connector_pipelines.factories.extract import RANGE_END_TAG, RANGE_START_TAG, job_name, partitions_for
-from connector_pipelines.factories.translator import TRIGGER_TAG
+from connector_pipelines.factories.extract import partitions_for
+from connector_pipelines.factories.naming import (
+    CUSTOM_FILE,
+    FILE,
+    HOST_TAG,
+    PID_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    TRIGGER_TAG,
+    ConnectorNames,
+    custom_window_job_name,
+)
+from connector_pipelines.factories.translator import configured_translator, connector_names
 from connector_pipelines.instance import ensure_dagster_home
 from connector_pipelines.spec.loader import LoadedConnector, Project
-
-HOST_TAG = "connector_pipelines/host"
-PID_TAG = "connector_pipelines/pid"
+from connector_pipelines.storage import Storage
 
 
 def launch_tags() -> dict[str, str]:
@@ -74,6 +83,9 @@ class RunOutcome:
     metadata: dict = field(default_factory=dict)
 
 
+NOT_STARTED = RunOutcome(success=False, run_id="")
+
+
 def launch_extract(
     project: Project,
     loaded: LoadedConnector,
@@ -90,18 +102,14 @@ def launch_extract(
     run_config: dict = {}
     partition_key = None
     tags: dict[str, str] = {}
-    part = "file"
-    custom = False
+    names = _names(project, loaded)
+    job_name = names.job
     if window:
         parsed = parse_window_range(window, timezone)
-        custom = spec.partitioned
-        part = "custom_file" if custom else "file"
-        op_name = "__".join(["extract", name, part])
-        run_config = {
-            "ops": {
-                op_name: {"config": {"window_start": parsed.start.isoformat(), "window_end": parsed.end.isoformat()}}
-            }
-        }
+        part = CUSTOM_FILE if spec.partitioned else FILE
+        if spec.partitioned:
+            job_name = custom_window_job_name(name)
+        run_config = names.run_config([part], window_start=parsed.start.isoformat(), window_end=parsed.end.isoformat())
     elif spec.partitioned:
         partitions_def = partitions_for(spec.schedule)
         keys = partitions_def.get_partition_keys()
@@ -126,22 +134,9 @@ def launch_extract(
 
     # Our own progress lines are INFO; Dagster's step-by-step DEBUG events stay in the UI's run logs.
     run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
-    ensure_dagster_home(project.base_dir)
-    job = definitions_for(project).resolve_job_def(job_name(name, custom=custom))
-    owned = instance is None
-    instance = instance or dg.DagsterInstance.get()
-    try:
-        reap_dead_runs(instance, echo)
-        result = job.execute_in_process(
-            instance=instance,
-            run_config=run_config,
-            partition_key=partition_key,
-            tags={**tags, **launch_tags()},
-            raise_on_error=False,
-        )
-    finally:
-        if owned:
-            instance.dispose()
+    result = _execute(project, job_name, run_config, {**tags, **launch_tags()}, instance, echo, partition_key)
+    if result is None:
+        return NOT_STARTED
     metadata: dict = {}
     for event in result.get_asset_materialization_events():
         metadata = {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}
@@ -165,15 +160,15 @@ def launch_integration(
     instance: dg.DagsterInstance | None = None,
 ) -> RunOutcome:
     """Run an integration's job now: every configuration, only what changed (or all with `full`, or `keys`)."""
-    from connector_pipelines.factories.integration import job_name as integration_job
-    from connector_pipelines.factories.integration import run_config_for
-
-    run_config = run_config_for(loaded.spec, full=full, keys=list(keys or []))
+    names = _names(project, loaded)
+    run_config = names.run_config(full=full, keys=list(keys or []))
     run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
-    result = _execute(project, integration_job(loaded.name), run_config, launch_tags(), instance, echo)
+    result = _execute(project, names.job, run_config, launch_tags(), instance, echo)
+    if result is None:
+        return NOT_STARTED
     metadata: dict = {}
     for event in result.get_asset_materialization_events():
-        part = event.materialization.asset_key.path[-1]
+        part = names.part_of(event.materialization.asset_key)
         metadata[part] = {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}
     if result.success:
         for part, values in metadata.items():
@@ -202,21 +197,21 @@ def launch_import(
     """Run an import now (what is new; everything with `full`; one local file; or a rebuild from scratch).
 
     Schedules and sensors are not touched: the run is one more run of the import's job."""
-    from connector_pipelines.factories.imports import ingest_dropbox, run_config_for
-    from connector_pipelines.factories.imports import job_name as import_job
-
     if local_file is not None:
         # The run takes files only from the import's drop box: copy it there (the original stays where it is).
         source = Path(local_file)
-        dropbox = ingest_dropbox(project.base_dir, loaded.name) / uuid.uuid4().hex
+        dropbox = Storage.for_project(project.base_dir).ingest_dropbox(loaded.name) / uuid.uuid4().hex
         dropbox.mkdir(parents=True)
         shutil.copy2(source, dropbox / source.name)
         local_file = str(dropbox / source.name)
-    run_config = run_config_for(loaded.spec, full=full, local_file=local_file, rebuild=rebuild)
+    names = _names(project, loaded)
+    run_config = names.run_config(full=full, local_file=local_file, rebuild=rebuild)
     run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
     trigger = "ingest" if local_file else "rebuild" if rebuild else "cli"
     tags = {**launch_tags(), TRIGGER_TAG: trigger}
-    result = _execute(project, import_job(loaded.name), run_config, tags, instance, echo)
+    result = _execute(project, names.job, run_config, tags, instance, echo)
+    if result is None:
+        return NOT_STARTED
     metadata: dict = {}
     for event in result.get_asset_materialization_events():
         metadata = {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}
@@ -245,17 +240,32 @@ def launch_import(
     return RunOutcome(success=success, run_id=result.run_id, metadata=metadata)
 
 
-def _execute(project: Project, job: str, run_config: dict, tags: dict, instance, echo):
+def _execute(
+    project: Project, job: str, run_config: dict, tags: dict, instance, echo, partition_key: str | None = None
+) -> dg.ExecuteInProcessResult | None:
+    """Run `job` in this process on the instance; None (said why) when Dagster refused to start it: a resource's
+    environment variable is not set (Dagster resolves `dg.EnvVar` fields before the first step)."""
     ensure_dagster_home(project.base_dir)
-    job_def = definitions_for(project).resolve_job_def(job)
+    job_def = definitions_for(project, configured_translator()).resolve_job_def(job)
     owned = instance is None
     instance = instance or dg.DagsterInstance.get()
     try:
         reap_dead_runs(instance, echo)
-        return job_def.execute_in_process(instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
+        return job_def.execute_in_process(
+            instance=instance, run_config=run_config, partition_key=partition_key, tags=tags, raise_on_error=False
+        )
+    except dg.DagsterInvalidConfigError as exc:
+        reasons = "; ".join(error.message for error in exc.errors) or str(exc)
+        echo(f"the run of {job} was not started: {reasons}")
+        return None
     finally:
         if owned:
             instance.dispose()
+
+
+def _names(project: Project, loaded: LoadedConnector) -> ConnectorNames:
+    """The names the connector's definitions carry, through the translator the UI uses too."""
+    return connector_names(loaded, project.connections, configured_translator())
 
 
 def _check_key(name: str, key: str, keys: list[str]) -> None:

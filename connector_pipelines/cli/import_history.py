@@ -10,11 +10,11 @@ import dagster as dg
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from connector_pipelines.factories.imports import job_name
-from connector_pipelines.factories.translator import TRIGGER_TAG
+from connector_pipelines.factories.naming import TRIGGER_TAG
+from connector_pipelines.factories.translator import configured_translator, connector_names
 from connector_pipelines.instance import ensure_dagster_home
 from connector_pipelines.spec.loader import LoadedConnector, Project
-from connector_pipelines.storage import import_dir
+from connector_pipelines.storage import Storage
 
 
 class RunNotFound(LookupError):
@@ -50,8 +50,9 @@ def import_history(project: Project, loaded: LoadedConnector, limit: int = 20) -
     """The import's runs, newest first, with the counts their materialization recorded."""
     ensure_dagster_home(project.base_dir)
     with dg.DagsterInstance.get() as instance:
-        records = instance.get_run_records(filters=dg.RunsFilter(job_name=job_name(loaded.name)), limit=limit)
-        key = dg.AssetKey(["import", loaded.name, loaded.spec.import_.target.table])
+        names = connector_names(loaded, project.connections, configured_translator())
+        records = instance.get_run_records(filters=dg.RunsFilter(job_name=names.job), limit=limit)
+        key = names.key(loaded.spec.import_.target.table)
         metadata: dict[str, dict] = {}
         for event in instance.fetch_materializations(key, limit=limit * 2).records:
             materialization = event.asset_materialization
@@ -71,7 +72,7 @@ def import_history(project: Project, loaded: LoadedConnector, limit: int = 20) -
 
 def _run_folder(project: Project, loaded: LoadedConnector, run_id: str) -> Path:
     """The run's folder; `run_id` may be a unique prefix (the 8 characters the UI and `history` show)."""
-    base = import_dir(project.base_dir, loaded.name)
+    base = Storage.for_project(project.base_dir).import_dir(loaded.name)
     if len(run_id) < 8 or "/" in run_id or "\\" in run_id or run_id.startswith("."):
         raise RunNotFound(f"'{run_id}' is not a run id; give at least its first 8 characters (see `history`)")
     matches = sorted(path for path in base.glob(f"{run_id}*") if path.is_dir()) if base.is_dir() else []

@@ -57,7 +57,8 @@ def list_connectors(resources: Path | None) -> None:
     """One line per connector: name, kind, schedule, on/off, last run time and status."""
     import dagster as dg
 
-    from connector_pipelines.factories.extract import cron_for, job_name
+    from connector_pipelines.factories.extract import cron_for
+    from connector_pipelines.factories.naming import job_name
     from connector_pipelines.instance import ensure_dagster_home
 
     project = _load(resources)
@@ -73,7 +74,7 @@ def list_connectors(resources: Path | None) -> None:
                 parts += integration.triggers
                 when = ", ".join(parts) or "manual"
                 state = "on" if loaded.spec.enabled else "off"
-                name_of_job = f"integration_{loaded.name}"
+
             elif loaded.kind == "import":
                 spec = loaded.spec.import_
                 schedule = spec.schedule
@@ -86,7 +87,7 @@ def list_connectors(resources: Path | None) -> None:
                     parts.append("sync on save")
                 when = ", ".join(parts) or "manual"
                 state = "on" if loaded.spec.enabled else "off"
-                name_of_job = f"import_{loaded.name}"
+
             else:
                 spec = loaded.spec.extract
                 schedule = spec.schedule
@@ -99,8 +100,8 @@ def list_connectors(resources: Path | None) -> None:
                 else:
                     when = f"cron {cron_for(schedule)}"
                 state = "on" if loaded.spec.enabled and (schedule is None or schedule.enabled) else "off"
-                name_of_job = job_name(loaded.name)
-            runs = instance.get_runs(filters=dg.RunsFilter(job_name=name_of_job), limit=1)
+
+            runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name(loaded.kind, loaded.name)), limit=1)
             last = runs[0] if runs else None
             started = "-"
             if last is not None:
@@ -120,8 +121,8 @@ def schema(output: Path | None) -> None:
     """JSON Schema of connections.yaml and of connector files, for editors (yaml-language-server)."""
     from pydantic import TypeAdapter
 
+    from connector_pipelines.spec.connections import ConnectionsFile
     from connector_pipelines.spec.kinds import Connector
-    from connector_pipelines.spec.models import ConnectionsFile
 
     document = {
         "connections.yaml": TypeAdapter(ConnectionsFile).json_schema(),
@@ -394,11 +395,11 @@ def ui(port: int, demo_target: bool, resources: Path | None) -> None:
         # Started from DAGSTER_HOME so Dagster does not mistake the project's template dagster.yaml for the instance's.
         os.chdir(home)
         os.execvp(sys.executable, command)
-    from connector_pipelines.demo.http_target import RecordingTarget
+    from connector_pipelines.demo.crm_api import CrmApi
     from connector_pipelines.demo.run import DEMO_TARGET_PORT
 
-    with RecordingTarget(port=DEMO_TARGET_PORT) as target:
-        click.echo(f"demo CRM on {target.base_url} (stops with the UI)")
+    with CrmApi(port=DEMO_TARGET_PORT) as crm:
+        click.echo(f"demo CRM on {crm.base_url} (stops with the UI)")
         sys.exit(subprocess.call(command, cwd=home))
 
 

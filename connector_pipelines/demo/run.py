@@ -12,10 +12,10 @@ import dagster as dg
 from connector_pipelines.definitions import definitions_for
 from connector_pipelines.demo.app import drop_partner_files, prepare_app_database
 from connector_pipelines.demo.crm import add_integration_tables, change_some_contacts
-from connector_pipelines.demo.http_target import RecordingTarget
+from connector_pipelines.demo.crm_api import CrmApi
 from connector_pipelines.demo.seed import seed_demo_warehouse
 from connector_pipelines.errors import ConnectorConfigError, ExtractError
-from connector_pipelines.factories.resources import build_resources
+from connector_pipelines.factories.naming import RUN_KEY_TAG, change_sensor_name, file_sensor_name, job_name
 from connector_pipelines.instance import ensure_dagster_home
 from connector_pipelines.runs import failure_message, launch_extract, launch_import, launch_integration
 from connector_pipelines.spec.loader import Project, load_project
@@ -87,7 +87,7 @@ def _integrations(project: Project, instance: dg.DagsterInstance, database: Path
     port = _crm_port(project)
     echo(f"3. Integrations, delivering to a loopback CRM on http://127.0.0.1:{port} ...")
     ok = True
-    with RecordingTarget(port=port) as target:
+    with CrmApi(port=port) as crm:
         for name in ("crm_accounts", EVENT_DRIVEN):
             echo(f"   connector-pipelines run {name}")
             outcome = launch_integration(project, project.connector(name), instance=instance, echo=_indent(echo))
@@ -103,10 +103,10 @@ def _integrations(project: Project, instance: dg.DagsterInstance, database: Path
             project, project.connector(EVENT_DRIVEN), keys=["5", "6"], instance=instance, echo=_indent(echo)
         )
         ok = ok and outcome.success
-        stats = target.stats()
+        stats = crm.stats()
         echo(
-            f"   The CRM received {stats['requests']:,} requests; companies: {len(target.records('companies')):,}, "
-            f"contacts: {len(target.records('contacts')):,}, health scores: {len(target.records('health')):,}; "
+            f"   The CRM received {stats['requests']:,} requests; companies: {len(crm.records('companies')):,}, "
+            f"contacts: {len(crm.records('contacts')):,}, health scores: {len(crm.records('health')):,}; "
             f"records applied twice: {stats['duplicates']}"
         )
     return ok
@@ -114,7 +114,7 @@ def _integrations(project: Project, instance: dg.DagsterInstance, database: Path
 
 def _sensor_tick(project: Project, instance: dg.DagsterInstance, echo) -> bool:
     """One evaluation of the change sensor, and the runs it asks for."""
-    sensor, job = f"integration_{EVENT_DRIVEN}_changes", f"integration_{EVENT_DRIVEN}"
+    sensor, job = change_sensor_name(EVENT_DRIVEN), job_name("integration", EVENT_DRIVEN)
     ok, _, results = _run_sensor(project, instance, sensor, job, echo)
     for result in results:
         for event in result.get_asset_materialization_events():
@@ -158,7 +158,7 @@ def _imports(project: Project, instance: dg.DagsterInstance, echo) -> bool:
         os.utime(drop / name, (delivered, delivered))
     echo(f"   The partner drops {len(names)} files into {drop.relative_to(base)}: {', '.join(names)}")
     previewed("partner_conversions")
-    sensor, job = "import_partner_conversions_files", "import_partner_conversions"
+    sensor, job = file_sensor_name("partner_conversions"), job_name("import", "partner_conversions")
     ran, cursor, results = _run_sensor(project, instance, sensor, job, echo)
     ok = ok and ran
     for result in results:
@@ -177,24 +177,25 @@ def _imports(project: Project, instance: dg.DagsterInstance, echo) -> bool:
     return ok and ran
 
 
-def _run_sensor(project: Project, instance: dg.DagsterInstance, sensor_name: str, job_name: str, echo, cursor=None):
+def _run_sensor(project: Project, instance: dg.DagsterInstance, sensor_name: str, job: str, echo, cursor=None):
     """One evaluation of a sensor (from `cursor`), and the runs it asks for, as the daemon would start them.
 
     Returns (every run succeeded, the new cursor, the runs' results)."""
     defs = definitions_for(project)
     sensor = defs.resolve_sensor_def(sensor_name)
-    resources = build_resources(project.connections, project.base_dir)
-    with dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor) as context:
+    with dg.build_sensor_context(
+        instance=instance, resources=defs.get_repository_def().get_top_level_resources(), cursor=cursor
+    ) as context:
         data = sensor.evaluate_tick(context)
     skipped = f" ({data.skip_message})" if data.skip_message else ""
     echo(f"   sensor {sensor.name}: {len(data.run_requests)} run request(s){skipped}")
-    job = defs.resolve_job_def(job_name)
+    job_def = defs.resolve_job_def(job)
     ok, results = True, []
     for request in data.run_requests:
         run_config = dict(request.run_config)
         run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
-        tags = {**request.tags, **({"dagster/run_key": request.run_key} if request.run_key else {})}
-        result = job.execute_in_process(instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
+        tags = {**request.tags, **({RUN_KEY_TAG: request.run_key} if request.run_key else {})}
+        result = job_def.execute_in_process(instance=instance, run_config=run_config, tags=tags, raise_on_error=False)
         if not result.success:
             echo(f"     run {result.run_id} failed: {failure_message(result)}")
         ok = ok and result.success
@@ -203,7 +204,7 @@ def _run_sensor(project: Project, instance: dg.DagsterInstance, sensor_name: str
 
 
 def _crm_port(project: Project) -> int:
-    """The port of the demo's `crm` connection (a loopback URL), where the demo starts its target."""
+    """The port of the demo's `crm` connection (a loopback URL), where the demo starts its CRM."""
     from urllib.parse import urlsplit
 
     crm = project.connections.get("crm")

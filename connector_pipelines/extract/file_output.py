@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from connector_pipelines.spec.models import ExtractSpec
-from connector_pipelines.transports.sql_source import SqlSource
+from connector_pipelines.spec.extract import ExtractSpec
+from connector_pipelines.transports.sql import SqlSource
 
 WRITE_BUFFER_BYTES = 1 << 20
 PREVIEW_ROWS = 5

@@ -13,9 +13,9 @@ import pyarrow as pa
 
 from connector_pipelines.errors import ExtractError, TransportError, redact
 from connector_pipelines.extract.file_output import WrittenFile, write_extract_file
-from connector_pipelines.spec.models import ExtractConnector
+from connector_pipelines.spec.extract import ExtractConnector
 from connector_pipelines.transports.base import FileTransport
-from connector_pipelines.transports.sql_source import SqlSource, Window
+from connector_pipelines.transports.sql import SqlSource, Window
 
 
 @dataclass(frozen=True)

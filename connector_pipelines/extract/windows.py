@@ -6,7 +6,7 @@ import datetime as dt
 import zoneinfo
 
 from connector_pipelines.errors import ExtractError
-from connector_pipelines.transports.sql_source import Window
+from connector_pipelines.transports.sql import Window
 
 
 def parse_window(start: str, end: str, timezone: str) -> Window:

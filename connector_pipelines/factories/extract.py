@@ -8,21 +8,29 @@ and a separate "data set" asset would only write the same rows a second time.
 
 import datetime as dt
 from collections.abc import Mapping
-from pathlib import Path
 
 import dagster as dg
 
 from connector_pipelines.errors import ExtractError
 from connector_pipelines.extract.run import ExtractResult, run_extract
 from connector_pipelines.extract.windows import parse_window
-from connector_pipelines.factories.translator import ConnectorAssetData, ConnectorTranslator
-from connector_pipelines.spec.loader import SECRET_FIELDS, LoadedConnector
-from connector_pipelines.spec.models import PRESET_CADENCES, Connection, ExtractConnector, ExtractSchedule
-from connector_pipelines.storage import STORAGE_ENV, storage_dir  # noqa: F401  (STORAGE_ENV: re-exported)
-from connector_pipelines.transports.sql_source import Window
+from connector_pipelines.factories.naming import (
+    CUSTOM_FILE,
+    FILE,
+    NOT_EMPTY_CHECK,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    STORAGE_RESOURCE,
+    ConnectorNames,
+    custom_window_job_name,
+    op_name,
+)
+from connector_pipelines.factories.translator import ConnectorTranslator, build_connector_specs, names_from_specs
+from connector_pipelines.spec.connections import Connection, secret_field_names
+from connector_pipelines.spec.extract import PRESET_CADENCES, ExtractConnector, ExtractSchedule
+from connector_pipelines.spec.loader import LoadedConnector
+from connector_pipelines.transports.sql import Window
 
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 PREVIEW_COLUMNS_MAX = 30
 
 
@@ -33,31 +41,23 @@ class ExtractRunConfig(dg.Config):
     window_end: str | None = None
 
 
-def job_name(connector_name: str, custom: bool = False) -> str:
-    return f"extract_{connector_name}" + ("_custom" if custom else "")
-
-
 def build_extract_defs(
     loaded: LoadedConnector,
     connections: Mapping[str, Connection],
-    base_dir: Path,
     translator: ConnectorTranslator | None = None,
 ) -> dg.Definitions:
     """Assets, checks, jobs and schedules for one extract connector."""
-    translator = translator or ConnectorTranslator()
     connector: ExtractConnector = loaded.spec
     spec = connector.extract
     partitions_def = partitions_for(spec.schedule) if spec.partitioned else None
-
-    main_spec = translator.get_asset_spec(ConnectorAssetData(loaded, "file", connections))
-    main_asset = _file_asset(connector, main_spec, partitions_def, base_dir)
-    assets = [main_asset]
-    jobs = [dg.define_asset_job(job_name(connector.name), selection=[main_spec.key])]
+    specs = build_connector_specs(loaded, connections, translator)
+    names = names_from_specs(loaded, specs)
+    assets = [_file_asset(connector, names, specs[FILE], partitions_def)]
+    jobs = [dg.define_asset_job(names.job, selection=[specs[FILE].key])]
     if partitions_def is not None:
-        custom_spec = translator.get_asset_spec(ConnectorAssetData(loaded, "custom_file", connections))
-        assets.append(_file_asset(connector, custom_spec, None, base_dir))
-        jobs.append(dg.define_asset_job(job_name(connector.name, custom=True), selection=[custom_spec.key]))
-    schedules = [_schedule(connector, jobs[0], partitions_def)] if spec.schedule else []
+        assets.append(_file_asset(connector, names, specs[CUSTOM_FILE], None))
+        jobs.append(dg.define_asset_job(custom_window_job_name(connector.name), selection=[specs[CUSTOM_FILE].key]))
+    schedules = [_schedule(connector, names, jobs[0], partitions_def)] if spec.schedule else []
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules)
 
 
@@ -91,13 +91,13 @@ def cron_for(schedule: ExtractSchedule) -> str:
     }.get(schedule.cadence, schedule.cadence)
 
 
-def _schedule(connector: ExtractConnector, job, partitions_def) -> dg.ScheduleDefinition:
+def _schedule(connector: ExtractConnector, names: ConnectorNames, job, partitions_def) -> dg.ScheduleDefinition:
     schedule = connector.extract.schedule
     assert schedule is not None
     status = (
         dg.DefaultScheduleStatus.RUNNING if connector.enabled and schedule.enabled else dg.DefaultScheduleStatus.STOPPED
     )
-    name = f"{job_name(connector.name)}_schedule"
+    name = names.schedule
     if partitions_def is None:
         return dg.ScheduleDefinition(
             name=name,
@@ -138,14 +138,17 @@ def _rolling_schedule(name, job, partitions_def, schedule: ExtractSchedule, stat
     return rolling_schedule
 
 
-def _file_asset(connector: ExtractConnector, asset_spec: dg.AssetSpec, partitions_def, base_dir: Path):
+def _file_asset(connector: ExtractConnector, names: ConnectorNames, asset_spec: dg.AssetSpec, partitions_def):
     spec = connector.extract
     timezone = spec.schedule.timezone if spec.schedule else "UTC"
-    resource_keys = {spec.source.connection} | {d.connection for d in spec.destinations}
+    connection_keys = {spec.source.connection} | {d.connection for d in spec.destinations}
     check_specs = (
         [
             dg.AssetCheckSpec(
-                "not_empty", asset=asset_spec.key, blocking=True, description="The window must hold at least one row"
+                NOT_EMPTY_CHECK,
+                asset=asset_spec.key,
+                blocking=True,
+                description="The window must hold at least one row",
             )
         ]
         if spec.checks.not_empty
@@ -153,17 +156,18 @@ def _file_asset(connector: ExtractConnector, asset_spec: dg.AssetSpec, partition
     )
 
     @dg.multi_asset(
-        name="__".join(asset_spec.key.path),
+        name=op_name(asset_spec.key),
         specs=[asset_spec],
         check_specs=check_specs,
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run() if partitions_def is not None else None,
-        required_resource_keys=resource_keys,
-        pool=f"extract_{connector.name}",
+        required_resource_keys={*connection_keys, STORAGE_RESOURCE},
+        pool=names.pool,
     )
     def extract_file(context: dg.AssetExecutionContext, config: ExtractRunConfig):
         window, partition_label = _run_window(context, config, partitions_def, timezone)
-        resources = {key: getattr(context.resources, key) for key in resource_keys}
+        resources = {key: getattr(context.resources, key) for key in connection_keys}
+        storage = getattr(context.resources, STORAGE_RESOURCE).get_storage()
         source = resources[spec.source.connection].get_source(timezone=timezone)
         transports = {d.connection: resources[d.connection].get_client() for d in spec.destinations}
         try:
@@ -174,7 +178,7 @@ def _file_asset(connector: ExtractConnector, asset_spec: dg.AssetSpec, partition
                 window=window,
                 run_id=context.run.run_id,
                 partition_key=partition_label,
-                staging_dir=storage_dir(base_dir) / "staging",
+                staging_dir=storage.staging_dir,
                 secrets=_secret_values(resources.values()),
                 log=context.log.info,
             )
@@ -188,7 +192,7 @@ def _file_asset(connector: ExtractConnector, asset_spec: dg.AssetSpec, partition
         checks = (
             [
                 dg.AssetCheckResult(
-                    check_name="not_empty",
+                    check_name=NOT_EMPTY_CHECK,
                     asset_key=asset_spec.key,
                     passed=result.rows > 0,
                     metadata={"rows": dg.MetadataValue.int(result.rows)},
@@ -250,7 +254,7 @@ def materialization_metadata(result: ExtractResult) -> dict[str, dg.MetadataValu
 def _secret_values(resources) -> tuple[str, ...]:
     values = []
     for resource in resources:
-        for name in SECRET_FIELDS:
+        for name in secret_field_names():
             value = getattr(resource, name, None)
             if isinstance(value, str) and value:
                 values.append(value)

@@ -17,32 +17,41 @@ that nobody has seen work; `run NAME` and the UI's Materialize run at once.
 import datetime as dt
 import hashlib
 import json
-import re
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import dagster as dg
 
 from connector_pipelines.errors import TransportError
-from connector_pipelines.factories.translator import (
+from connector_pipelines.factories.naming import (
+    IMPORT_STATE_RESOURCE,
+    RUN_KEY_TAG,
+    STORAGE_RESOURCE,
     TRIGGER_TAG,
-    ConnectorAssetData,
+    ConnectorNames,
+    expectation_check_name,
+    file_sensor_name,
+    once_sensor_name,
+    op_name,
+)
+from connector_pipelines.factories.translator import (
     ConnectorTranslator,
+    build_connector_specs,
+    names_from_specs,
     spec_fingerprint,
 )
 from connector_pipelines.imports.expectations import ExpectationResult
-from connector_pipelines.imports.files import FilePattern, check_file_name
-from connector_pipelines.imports.run import FileOutcome, ImportReport, import_file, run_warehouse_import
+from connector_pipelines.imports.files import check_file_name
+from connector_pipelines.imports.orchestrate import ImportScope, folder_and_pattern, matching_files, run_import
+from connector_pipelines.imports.run import FileOutcome, ImportReport
 from connector_pipelines.imports.upsert import UpsertConfigError, UpsertError
 from connector_pipelines.mapping import MappingError
+from connector_pipelines.spec.connections import Connection
 from connector_pipelines.spec.imports import ExpectationSpec, ImportConnector
 from connector_pipelines.spec.loader import LoadedConnector
-from connector_pipelines.spec.models import Connection
 from connector_pipelines.state.import_state import ImportState
-from connector_pipelines.state.ledger import default_ledger_url
-from connector_pipelines.storage import import_dir, import_inbox_dir, storage_dir
-from connector_pipelines.transports.base import FileSource, RemoteFile
+from connector_pipelines.storage import Storage
+from connector_pipelines.transports.base import FileSource
 from connector_pipelines.transports.folder import FolderClient
 
 FILES_TABLE_MAX = 200
@@ -60,60 +69,51 @@ class ImportRunConfig(dg.Config):
     rebuild: bool = False  # forget the watermark and the files seen, bring archived files back, import all
 
 
-def job_name(connector_name: str) -> str:
-    return f"import_{connector_name}"
-
-
-def op_name(connector: ImportConnector) -> str:
-    return "__".join(["import", connector.name, connector.import_.target.table])
-
-
-def run_config_for(connector: ImportConnector, **config) -> dict:
-    values = {key: value for key, value in config.items() if value not in (None, [], False)}
-    return {"ops": {op_name(connector): {"config": values}}}
-
-
-def state_for(base_dir: Path) -> ImportState:
-    return ImportState(default_ledger_url(storage_dir(base_dir)))
+def import_scope(config: ImportRunConfig) -> ImportScope:
+    """The run config as the engine's plain scope value (the op boundary)."""
+    return ImportScope(
+        full=config.full,
+        files=tuple(config.files),
+        local_file=Path(config.local_file) if config.local_file else None,
+        rebuild=config.rebuild,
+    )
 
 
 def check_name(expectation: ExpectationSpec, index: int) -> str:
-    """`expect_<kind>_<column>_<n>`: a valid check name however the column is spelled, unique per position."""
-    column = re.sub(r"[^A-Za-z0-9_]", "_", expectation.column)
-    return f"expect_{expectation.expect}_{column}_{index + 1}"
+    return expectation_check_name(expectation.expect, expectation.column, index)
 
 
 def build_import_defs(
     loaded: LoadedConnector,
     connections: Mapping[str, Connection],
-    base_dir: Path,
     translator: ConnectorTranslator | None = None,
 ) -> dg.Definitions:
-    translator = translator or ConnectorTranslator()
     connector: ImportConnector = loaded.spec
     spec = connector.import_
-    asset_spec = translator.get_asset_spec(ConnectorAssetData(loaded, spec.target.table, connections))
-    asset = _import_asset(connector, asset_spec, base_dir)
-    job = dg.define_asset_job(job_name(connector.name), selection=dg.AssetSelection.groups(connector.name))
+    specs = build_connector_specs(loaded, connections, translator)
+    names = names_from_specs(loaded, specs)
+    asset_spec = specs[spec.target.table]
+    asset = _import_asset(connector, names, asset_spec)
+    job = dg.define_asset_job(names.job, selection=[asset_spec.key])
     schedules, sensors = [], []
     schedule = spec.schedule
     if schedule is not None and schedule.cadence != "once":
-        schedules.append(_schedule(connector, job, connections, base_dir))
+        schedules.append(_schedule(connector, names, job, connections))
     if (schedule is not None and schedule.cadence == "once") or spec.sync_on_save:
-        sensors.append(_once_sensor(connector, job, connections, base_dir, spec_fingerprint(loaded)))
+        sensors.append(_once_sensor(connector, names, job, connections, spec_fingerprint(loaded)))
     if spec.source.kind != "warehouse":
-        sensors.append(file_sensor(connector, job, connections, base_dir))
+        sensors.append(file_sensor(connector, names, job, connections))
     return dg.Definitions(assets=[asset], jobs=[job], schedules=schedules, sensors=sensors)
 
 
 # ---- the asset ------------------------------------------------------------------------------------------------
 
 
-def _import_asset(connector: ImportConnector, asset_spec: dg.AssetSpec, base_dir: Path):
+def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec: dg.AssetSpec):
     spec = connector.import_
     source = spec.source
     target_key = spec.target.connection
-    resource_keys = {target_key}
+    resource_keys = {target_key, STORAGE_RESOURCE, IMPORT_STATE_RESOURCE}
     if source.warehouse is not None:
         resource_keys.add(source.warehouse.connection)
     if source.files is not None:
@@ -129,38 +129,35 @@ def _import_asset(connector: ImportConnector, asset_spec: dg.AssetSpec, base_dir
     ]
 
     @dg.multi_asset(
-        name="__".join(asset_spec.key.path),
+        name=op_name(asset_spec.key),
         specs=[asset_spec],
         check_specs=check_specs,
         required_resource_keys=resource_keys,
-        pool=f"import_{connector.name}",
+        pool=names.pool,
     )
     def import_asset(context: dg.AssetExecutionContext, config: ImportRunConfig):
+        scope = import_scope(config)
         run_id = context.run.run_id
-        target = getattr(context.resources, target_key).get_source()
-        state = state_for(base_dir)
+        resources = context.resources
+        storage = getattr(resources, STORAGE_RESOURCE).get_storage()
+        target = getattr(resources, target_key).get_source()
+        state = getattr(resources, IMPORT_STATE_RESOURCE).get_state()
         try:
-            if config.rebuild:
-                _forget_for_rebuild(context, connector, state, base_dir)
-            if config.local_file:
-                reports = [_ingest(connector, Path(config.local_file), target.engine, state, base_dir, run_id)]
-            elif source.warehouse is not None:
-                warehouse = getattr(context.resources, source.warehouse.connection).get_source()
-                try:
-                    full = config.full or config.rebuild
-                    reports = [
-                        run_warehouse_import(
-                            connector, warehouse, target.engine, state, _runs_dir(base_dir), run_id, full=full
-                        )
-                    ]
-                finally:
-                    warehouse.dispose()
-            else:
-                client = _file_client(context.resources, connector, base_dir)
-                try:
-                    reports = _import_files(context, connector, client, config, target.engine, state, base_dir)
-                finally:
-                    client.close()
+            reports = run_import(
+                connector,
+                scope,
+                target_engine=target.engine,
+                state=state,
+                storage=storage,
+                run_id=run_id,
+                open_warehouse=(
+                    (lambda: getattr(resources, source.warehouse.connection).get_source())
+                    if source.warehouse is not None
+                    else None
+                ),
+                open_files=lambda: _file_client(resources, connector, storage),
+                logger=context.log,
+            )
         except (UpsertConfigError, MappingError, TransportError) as exc:
             # The spec, the target table or a connection is wrong: nothing in the files or rows. Said plainly.
             raise dg.Failure(description=f"import '{connector.name}': {exc}", allow_retries=False) from None
@@ -185,120 +182,21 @@ def _import_asset(connector: ImportConnector, asset_spec: dg.AssetSpec, base_dir
         ]
         return dg.MaterializeResult(
             asset_key=asset_spec.key,
-            metadata=import_metadata(reports, files, base_dir, connector, run_id),
+            metadata=import_metadata(reports, files, storage.import_dir(connector.name) / run_id),
             check_results=checks,
         )
 
     return import_asset
 
 
-def _forget_for_rebuild(context, connector: ImportConnector, state: ImportState, base_dir: Path) -> None:
-    """Rebuild: the import starts over. Archived files matching the pattern go back into the folder."""
-    forgotten = state.forget(connector.name)
-    context.log.info(f"rebuild: forgot the watermark and {forgotten:,} file record(s)")
-    if connector.import_.source.kind == "warehouse":
-        return
-    folder, pattern = _folder_and_pattern(connector)
-    files = connector.import_.source.files
-    archive = files.archive_folder if files else "archive"
-    client = _file_client(context.resources, connector, base_dir)
-    try:
-        archived = [remote for remote in client.list_files(archive) if pattern.matches(remote.name)]
-        present = {remote.name for remote in client.list_files(folder)}
-        for remote in archived:
-            if remote.name in present:
-                continue  # a newer delivery under the same name waits in the folder: it is the one imported
-            client.move(archive, remote.name, folder)
-        context.log.info(f"rebuild: {len(archived):,} archived file(s) moved back to be imported again")
-    finally:
-        client.close()
-
-
-def _runs_dir(base_dir: Path) -> Path:
-    """import_run keeps `<this>/<connector>/<run_id>/...`: the same folder as storage.import_dir."""
-    return storage_dir(base_dir) / "imports"
-
-
-def _file_client(resources, connector: ImportConnector, base_dir: Path) -> FileSource:
+def _file_client(resources, connector: ImportConnector, storage: Storage) -> FileSource:
+    """The folder's client: the files connection's, or the email receiver's inbox for an email import."""
     files = connector.import_.source.files
     if files is not None:
         return getattr(resources, files.connection).get_client()
-    inbox = import_inbox_dir(base_dir, connector.name)
+    inbox = storage.import_inbox_dir(connector.name)
     inbox.mkdir(parents=True, exist_ok=True)
     return FolderClient(inbox)
-
-
-def _folder_and_pattern(connector: ImportConnector) -> tuple[str, FilePattern]:
-    source = connector.import_.source
-    if source.files is not None:
-        return source.files.folder, FilePattern(source.files.pattern)
-    return "", FilePattern(source.email.pattern)
-
-
-def matching_files(listing: Sequence[RemoteFile], pattern: FilePattern) -> list[RemoteFile]:
-    """The files an import takes from a listing: names the pattern matches, and unsafe names (a path in them)
-    whose last part it matches, so that they are refused with a report instead of silently ignored."""
-    found = []
-    for remote in listing:
-        if pattern.matches(remote.name):
-            found.append(remote)
-        elif check_file_name(remote.name) is not None and pattern.matches(re.split(r"[/\\]", remote.name)[-1]):
-            found.append(remote)
-    return found
-
-
-def _import_files(context, connector, client: FileSource, config: ImportRunConfig, engine, state, base_dir):
-    folder, pattern = _folder_and_pattern(connector)
-    listing = matching_files(client.list_files(folder), pattern)
-    if config.files:
-        wanted = set(config.files)
-        gone = sorted(wanted - {remote.name for remote in listing})
-        if gone:
-            context.log.info(f"no longer in the folder (processed by an earlier run, or removed): {', '.join(gone)}")
-        listing = [remote for remote in listing if remote.name in wanted]
-    if not listing:
-        context.log.info(f"no file matching {pattern.pattern!r} in {folder or 'the root folder'!r}")
-    reports = []
-    for index, remote in enumerate(listing, start=1):
-        context.log.info(f"file {index}/{len(listing)}: {remote.name} ({remote.size:,} bytes)")
-        report = import_file(
-            connector, client, remote.name, engine, state, _runs_dir(base_dir), context.run.run_id, remote.modified
-        )
-        outcome = report.file
-        context.log.info(f"{remote.name}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
-        reports.append(report)
-    return reports
-
-
-def ingest_dropbox(base_dir: Path, connector_name: str) -> Path:
-    """Where `ingest` places a file for the run to take: run config can name only files in here."""
-    return import_dir(base_dir, connector_name) / "ingest"
-
-
-def _ingest(connector: ImportConnector, path: Path, engine, state: ImportState, base_dir: Path, run_id: str):
-    """One local file, imported like an arrived one: from a private folder, archived or quarantined inside it.
-
-    The file must be in the import's ingest drop box (`ingest` copies it there): run config comes from the UI
-    and the GraphQL API too, and must not be able to make a run read any file the run's process can read.
-    """
-    dropbox = ingest_dropbox(base_dir, connector.name).resolve()
-    resolved = path.resolve()
-    if not resolved.is_relative_to(dropbox) or not resolved.is_file():
-        raise TransportError(
-            f"local_file {str(path)!r} is not a file in {dropbox}; load a local file with "
-            f"`connector-pipelines ingest {connector.name} FILE`, which places it there"
-        )
-    problem = check_file_name(resolved.name)
-    if problem is not None:
-        raise TransportError(f"cannot ingest {str(path)!r}: {problem}")
-    inbox = import_dir(base_dir, connector.name) / run_id / "ingest"
-    inbox.mkdir(parents=True, exist_ok=True)
-    modified = dt.datetime.fromtimestamp(resolved.stat().st_mtime, dt.UTC)
-    shutil.move(resolved, inbox / resolved.name)
-    shutil.rmtree(resolved.parent, ignore_errors=True)  # the per-call folder `ingest` made
-    return import_file(
-        connector, FolderClient(inbox), resolved.name, engine, state, _runs_dir(base_dir), run_id, modified
-    )
 
 
 def _totals(reports: Sequence[ImportReport]) -> dict[str, int]:
@@ -307,11 +205,7 @@ def _totals(reports: Sequence[ImportReport]) -> dict[str, int]:
 
 
 def import_metadata(
-    reports: Sequence[ImportReport],
-    files: Sequence[FileOutcome],
-    base_dir: Path,
-    connector: ImportConnector,
-    run_id: str,
+    reports: Sequence[ImportReport], files: Sequence[FileOutcome], run_folder: Path
 ) -> dict[str, dg.MetadataValue]:
     """Counts the UI plots over time, links to this run's source snapshot(s), and the files it handled."""
     totals = _totals(reports)
@@ -324,7 +218,7 @@ def import_metadata(
     snapshots = [report.snapshot_path for report in reports if report.snapshot_path is not None]
     if len(snapshots) == 1:
         metadata["snapshot_path"] = dg.MetadataValue.path(str(snapshots[0]))
-    metadata["run_folder"] = dg.MetadataValue.path(str(import_dir(base_dir, connector.name) / run_id))
+    metadata["run_folder"] = dg.MetadataValue.path(str(run_folder))
     rejections = [str(report.rejections_path) for report in reports if report.rejections_path is not None]
     if len(rejections) == 1:
         metadata["rejections_path"] = dg.MetadataValue.path(rejections[0])
@@ -401,9 +295,9 @@ def _default_sensor_status(connector: ImportConnector):
     return dg.DefaultSensorStatus.RUNNING if connector.enabled else dg.DefaultSensorStatus.STOPPED
 
 
-def preview_missing(connector: ImportConnector, connections: Mapping[str, Connection], base_dir: Path) -> str | None:
+def preview_missing(connector: ImportConnector, connections: Mapping[str, Connection], resources) -> str | None:
     """Why automatic runs wait (no successful preview of the current source), or None when they may run."""
-    state = state_for(base_dir)
+    state: ImportState = getattr(resources, IMPORT_STATE_RESOURCE).get_state()
     try:
         if state.previewed(connector.name, connector.source_hash(connections)):
             return None
@@ -415,11 +309,12 @@ def preview_missing(connector: ImportConnector, connections: Mapping[str, Connec
     )
 
 
-def _schedule(connector: ImportConnector, job, connections, base_dir: Path) -> dg.ScheduleDefinition:
+def _schedule(connector: ImportConnector, names: ConnectorNames, job, connections) -> dg.ScheduleDefinition:
     schedule = connector.import_.schedule
 
     @dg.schedule(
-        name=f"{job_name(connector.name)}_schedule",
+        name=names.schedule,
+        required_resource_keys={IMPORT_STATE_RESOURCE},
         job=job,
         cron_schedule=schedule.cron(),
         execution_timezone=schedule.timezone,
@@ -427,41 +322,42 @@ def _schedule(connector: ImportConnector, job, connections, base_dir: Path) -> d
         description=f"{schedule.cadence}: import what is new",
     )
     def scheduled_import(context: dg.ScheduleEvaluationContext):
-        waiting = preview_missing(connector, connections, base_dir)
+        waiting = preview_missing(connector, connections, context.resources)
         if waiting:
             return dg.SkipReason(waiting)
-        return dg.RunRequest(run_config=run_config_for(connector), tags={TRIGGER_TAG: "schedule"})
+        return dg.RunRequest(run_config=names.run_config(), tags={TRIGGER_TAG: "schedule"})
 
     return scheduled_import
 
 
-def _once_sensor(connector: ImportConnector, job, connections, base_dir: Path, fingerprint: str):
+def _once_sensor(connector: ImportConnector, names: ConnectorNames, job, connections, fingerprint: str):
     """`cadence: once`: one run ever (its run key never changes); `sync_on_save`: one run per spec version."""
     once = connector.import_.schedule is not None and connector.import_.schedule.cadence == "once"
 
     @dg.sensor(
-        name=f"{job_name(connector.name)}_once",
+        name=once_sensor_name(connector.name),
         job=job,
+        required_resource_keys={IMPORT_STATE_RESOURCE},
         minimum_interval_seconds=30,
         default_status=_default_sensor_status(connector),
         description="Runs the import once" + ("" if once else " each time its spec first loads or changes"),
     )
     def run_once(context: dg.SensorEvaluationContext):
-        waiting = preview_missing(connector, connections, base_dir)
+        waiting = preview_missing(connector, connections, context.resources)
         if waiting:
             return dg.SkipReason(waiting)
         # Dagster starts a run key once per sensor: the key is what makes this "once".
         run_key = "once" if once else f"spec:{fingerprint}"
         return dg.RunRequest(
             run_key=run_key,
-            run_config=run_config_for(connector),
+            run_config=names.run_config(),
             tags={TRIGGER_TAG: "once" if once else "sync_on_save"},
         )
 
     return run_once
 
 
-def file_sensor(connector: ImportConnector, job, connections, base_dir: Path) -> dg.SensorDefinition:
+def file_sensor(connector: ImportConnector, names: ConnectorNames, job, connections) -> dg.SensorDefinition:
     """Asks for one run per tick for the matching files that arrived (or are still there after a failed run).
 
     The cursor remembers, per file name, its size and modification time when a run was asked for it, and that
@@ -473,25 +369,26 @@ def file_sensor(connector: ImportConnector, job, connections, base_dir: Path) ->
     """
     files_spec = connector.import_.source.files
     interval = files_spec.poll_interval_seconds if files_spec else 30
-    resource_keys = {files_spec.connection} if files_spec else set()
+    resource_keys = {IMPORT_STATE_RESOURCE, STORAGE_RESOURCE} | ({files_spec.connection} if files_spec else set())
 
     @dg.sensor(
-        name=f"{job_name(connector.name)}_files",
+        name=file_sensor_name(connector.name),
         job=job,
         minimum_interval_seconds=interval,
         default_status=_default_sensor_status(connector),
         required_resource_keys=resource_keys,
-        description=f"Runs {job_name(connector.name)} when matching files arrive",
+        description=f"Runs {names.job} when matching files arrive",
     )
     def new_files(context: dg.SensorEvaluationContext):
-        waiting = preview_missing(connector, connections, base_dir)
+        waiting = preview_missing(connector, connections, context.resources)
         if waiting:
             return dg.SkipReason(waiting)
         cursor = json.loads(context.cursor) if context.cursor else {}
         requested: dict = cursor.get("requested", {})
         pending: dict = cursor.get("pending", {})
-        folder, pattern = _folder_and_pattern(connector)
-        client = _file_client(context.resources, connector, base_dir)
+        folder, pattern = folder_and_pattern(connector)
+        storage = getattr(context.resources, STORAGE_RESOURCE).get_storage()
+        client = _file_client(context.resources, connector, storage)
         try:
             listing = matching_files(client.list_files(folder), pattern)
         finally:
@@ -523,10 +420,10 @@ def file_sensor(connector: ImportConnector, job, connections, base_dir: Path) ->
             run_key = f"files:{digest}"
             for name, signature in ready:
                 new_requested[name] = {"signature": signature, "run_key": run_key, "attempt": attempts[name]}
-            names = sorted(name for name, _ in ready)
+            wanted = sorted(name for name, _ in ready)
             request = dg.RunRequest(
                 run_key=run_key,
-                run_config=run_config_for(connector, files=names),
+                run_config=names.run_config(files=wanted),
                 tags={TRIGGER_TAG: "files"},
             )
         context.update_cursor(json.dumps({"requested": new_requested, "pending": new_pending}, sort_keys=True))
@@ -541,5 +438,5 @@ def file_sensor(connector: ImportConnector, job, connections, base_dir: Path) ->
 
 def _run_finished(instance: dg.DagsterInstance, run_key: str) -> bool:
     """Whether the run a sensor asked for under `run_key` has ended (no run yet: it is still being started)."""
-    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1)
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1)
     return bool(runs) and runs[0].is_finished

@@ -11,25 +11,32 @@ schedule when the spec has one, and a record-change sensor when it has triggers.
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connector_pipelines.errors import TransportError
-from connector_pipelines.factories.translator import TRIGGER_TAG, ConnectorAssetData, ConnectorTranslator
-from connector_pipelines.integration.audit import AuditFile
-from connector_pipelines.integration.data_set import DataSetReader, record_keys
-from connector_pipelines.integration.delivery import OPERATIONS, DeliveryReport, DeliveryScope, IntegrationDelivery
-from connector_pipelines.integration.write_back import WriteBack
+from connector_pipelines.factories.naming import (
+    DATA_SET,
+    LEDGER_RESOURCE,
+    NO_DUPLICATE_DELIVERY_CHECK,
+    REJECTED_RATE_CHECK,
+    STORAGE_RESOURCE,
+    TRIGGER_TAG,
+    ConnectorNames,
+    change_sensor_name,
+    op_name,
+    target_pool,
+)
+from connector_pipelines.factories.translator import ConnectorTranslator, build_connector_specs, names_from_specs
+from connector_pipelines.integration.data_set import DataSetReader
+from connector_pipelines.integration.delivery import DeliveryReport
+from connector_pipelines.integration.run import RunScope, RunScopeError, keys_to_retry, open_delivery, write_snapshot
 from connector_pipelines.mapping import MappingError
+from connector_pipelines.spec.connections import Connection
+from connector_pipelines.spec.integration import IntegrationConnector
 from connector_pipelines.spec.loader import LoadedConnector
-from connector_pipelines.spec.models import Connection, IntegrationConnector
-from connector_pipelines.state.ledger import DeliveryLedger, default_ledger_url
-from connector_pipelines.storage import integration_dir, storage_dir
 
-DATA_SET = "data_set"
 TABLE_ROWS_MAX = 200
 TRIGGER_OPERATIONS = {"on_create": "create", "on_update": "update", "on_delete": "delete"}
 
@@ -46,51 +53,44 @@ class IntegrationRunConfig(dg.Config):
     detect_deletes: bool = False  # compare key sets to find deleted records (sensors without a change log)
 
 
-def job_name(connector_name: str) -> str:
-    return f"integration_{connector_name}"
-
-
-def op_names(connector: IntegrationConnector) -> list[str]:
-    parts = [DATA_SET, *(c.name for c in connector.integration.configurations)]
-    return ["__".join(["integration", connector.name, part]) for part in parts]
-
-
-def run_config_for(connector: IntegrationConnector, **config: Any) -> dict:
-    """The same config for every asset of the connector's job (the data set reads what the deliveries send)."""
-    values = {key: value for key, value in config.items() if value not in (None, [], False)}
-    return {"ops": {name: {"config": dict(values)} for name in op_names(connector)}}
-
-
-def snapshot_path(base_dir: Path, connector_name: str, run_id: str) -> Path:
-    return integration_dir(base_dir, connector_name, DATA_SET) / f"{run_id}.parquet"
-
-
-def ledger_for(base_dir: Path) -> DeliveryLedger:
-    return DeliveryLedger(default_ledger_url(storage_dir(base_dir)))
+def run_scope(config: IntegrationRunConfig) -> RunScope:
+    """The run config as the engine's plain scope value (the op boundary)."""
+    try:
+        return RunScope(
+            full=config.full,
+            keys=tuple(config.keys),
+            operations=tuple(config.operations),
+            updated_after=config.updated_after,
+            changes_after=config.changes_after,
+            changes_until=config.changes_until,
+            detect_deletes=config.detect_deletes,
+        )
+    except RunScopeError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from None
 
 
 def build_integration_defs(
     loaded: LoadedConnector,
     connections: Mapping[str, Connection],
-    base_dir: Path,
     translator: ConnectorTranslator | None = None,
 ) -> dg.Definitions:
-    translator = translator or ConnectorTranslator()
     connector: IntegrationConnector = loaded.spec
     spec = connector.integration
-    data_set_spec = translator.get_asset_spec(ConnectorAssetData(loaded, DATA_SET, connections))
-    assets = [_data_set_asset(connector, data_set_spec, base_dir)]
+    specs = build_connector_specs(loaded, connections, translator)
+    names = names_from_specs(loaded, specs)
+    data_set_spec = specs[DATA_SET]
+    assets = [_data_set_asset(connector, names, data_set_spec)]
     for configuration in spec.configurations:
-        asset_spec = translator.get_asset_spec(ConnectorAssetData(loaded, configuration.name, connections))
-        asset_spec = asset_spec.replace_attributes(deps=[data_set_spec.key])
-        assets.append(_delivery_asset(connector, configuration.name, asset_spec, base_dir))
-    job = dg.define_asset_job(job_name(connector.name), selection=dg.AssetSelection.groups(connector.name))
+        asset_spec = specs[configuration.name].replace_attributes(deps=[data_set_spec.key])
+        assets.append(_delivery_asset(connector, names, configuration.name, asset_spec))
+    # The job selects the keys the translator returned, whatever groups it chose.
+    job = dg.define_asset_job(names.job, selection=[asset_spec.key for asset_spec in specs.values()])
     status = dg.DefaultScheduleStatus.RUNNING if connector.enabled else dg.DefaultScheduleStatus.STOPPED
     schedules = []
     if spec.schedule is not None:
         schedules.append(
             dg.ScheduleDefinition(
-                name=f"{job_name(connector.name)}_schedule",
+                name=names.schedule,
                 job=job,
                 cron_schedule=spec.schedule.cron(),
                 execution_timezone=spec.schedule.timezone,
@@ -98,48 +98,57 @@ def build_integration_defs(
                 description=f"{spec.schedule.cadence}: deliver what changed",
             )
         )
-    sensors = [change_sensor(connector, job)] if spec.triggers else []
+    sensors = [change_sensor(connector, names, job)] if spec.triggers else []
     return dg.Definitions(assets=assets, jobs=[job], schedules=schedules, sensors=sensors)
 
 
 # ---- the data set ---------------------------------------------------------------------------------------------
 
 
-def _data_set_asset(connector: IntegrationConnector, asset_spec: dg.AssetSpec, base_dir: Path):
+def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asset_spec: dg.AssetSpec):
     spec = connector.integration
     connection = spec.data_set.connection
 
     @dg.multi_asset(
-        name="__".join(asset_spec.key.path),
+        name=op_name(asset_spec.key),
         specs=[asset_spec],
-        required_resource_keys={connection},
-        pool=f"integration_{connector.name}",
+        required_resource_keys={connection, STORAGE_RESOURCE, LEDGER_RESOURCE},
+        pool=names.pool,
     )
     def data_set(context: dg.AssetExecutionContext, config: IntegrationRunConfig):
-        if config.keys and not connector.enabled:
+        scope = run_scope(config)
+        if scope.keys and not connector.enabled:
             raise dg.Failure(
                 f"integration '{connector.name}' is off (enabled: false): manual pushes are refused; "
                 "set enabled: true in its spec to push records",
                 allow_retries=False,
             )
-        source = getattr(context.resources, connection).get_source()
-        reader = DataSetReader(source, spec.data_set)
-        path = snapshot_path(base_dir, connector.name, context.run.run_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        resources = context.resources
+        storage = getattr(resources, STORAGE_RESOURCE).get_storage()
+        path = storage.integration_dir(connector.name, DATA_SET) / f"{context.run.run_id}.parquet"
+        source = getattr(resources, connection).get_source()
         try:
-            rows, schema, scope = _write_snapshot(reader, config, path, connector, base_dir)
+
+            def retry_keys() -> set[str]:
+                ledger = getattr(resources, LEDGER_RESOURCE).get_ledger()
+                try:
+                    return keys_to_retry(ledger, connector)
+                finally:
+                    ledger.dispose()
+
+            result = write_snapshot(DataSetReader(source, spec.data_set), scope, path, retry_keys)
         finally:
             source.dispose()
-        context.log.info(f"data set: {rows:,} rows ({scope}) -> {path}")
+        context.log.info(f"data set: {result.rows:,} rows ({result.scope}) -> {path}")
         return dg.MaterializeResult(
             asset_key=asset_spec.key,
             metadata={
-                "dagster/row_count": dg.MetadataValue.int(rows),
-                "rows": dg.MetadataValue.int(rows),
-                "scope": dg.MetadataValue.text(scope),
+                "dagster/row_count": dg.MetadataValue.int(result.rows),
+                "rows": dg.MetadataValue.int(result.rows),
+                "scope": dg.MetadataValue.text(result.scope),
                 "snapshot_path": dg.MetadataValue.path(str(path)),
                 "dagster/column_schema": dg.TableSchema(
-                    columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema]
+                    columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in result.schema]
                 ),
             },
         )
@@ -147,85 +156,25 @@ def _data_set_asset(connector: IntegrationConnector, asset_spec: dg.AssetSpec, b
     return data_set
 
 
-def _write_snapshot(reader: DataSetReader, config: IntegrationRunConfig, path: Path, connector, base_dir: Path):
-    """Write the rows this run covers; returns (rows, schema, a description of the scope)."""
-    incremental = not (config.full or config.keys or config.detect_deletes) and (
-        config.updated_after is not None or config.changes_after is not None or config.changes_until is not None
-    )
-    writer: pq.ParquetWriter | None = None
-    rows = 0
-    seen: set[str] = set()
-    wanted = set(config.keys) if config.keys else None
-    key = list(connector.integration.data_set.key)
-
-    def write(batch: pa.RecordBatch, keep=None) -> None:
-        nonlocal writer, rows
-        keys = record_keys(batch, key) if (keep is not None or incremental) else None
-        if keep is not None:
-            mask = [keep(k) for k in keys]
-            batch = batch.filter(pa.array(mask))
-            keys = [k for k, m in zip(keys, mask) if m]
-        if incremental and keys:
-            seen.update(keys)
-        if writer is None:
-            writer = pq.ParquetWriter(path, batch.schema)
-        if batch.num_rows:
-            writer.write_batch(batch)
-            rows += batch.num_rows
-
-    if incremental:
-        scope = (
-            f"updated_at >= {config.updated_after}"
-            if config.updated_after is not None
-            else f"change log sequence in ({config.changes_after}, {config.changes_until}]"
-        )
-        for batch in reader.read(
-            updated_after=config.updated_after, changes_after=config.changes_after, changes_until=config.changes_until
-        ):
-            write(batch)
-        # Records that failed (or were in flight) in earlier runs are retried whatever the cursor says.
-        ledger = ledger_for(base_dir)
-        try:
-            retry = set()
-            for configuration in connector.integration.configurations:
-                retry |= ledger.keys_with_status(connector.name, configuration.name, ["failed", "in_flight"])
-        finally:
-            ledger.dispose()
-        retry -= seen
-        if retry:
-            scope += f", plus {len(retry):,} record(s) to retry"
-            for batch in reader.read():
-                write(batch, keep=retry.__contains__)
-    else:
-        scope = "the whole data set" if wanted is None else f"{len(wanted):,} key(s) pushed by hand"
-        for batch in reader.read():
-            write(batch, keep=wanted.__contains__ if wanted is not None else None)
-    if writer is None:
-        columns = reader.columns()
-        schema = pa.schema([pa.field(name, pa.string()) for name in columns])
-        writer = pq.ParquetWriter(path, schema)
-    schema = writer.schema
-    writer.close()
-    return rows, schema, scope
-
-
 # ---- deliveries -----------------------------------------------------------------------------------------------
 
 
-def _delivery_asset(connector: IntegrationConnector, configuration_name: str, asset_spec: dg.AssetSpec, base_dir: Path):
+def _delivery_asset(
+    connector: IntegrationConnector, names: ConnectorNames, configuration_name: str, asset_spec: dg.AssetSpec
+):
     spec = connector.integration
     configuration = next(c for c in spec.configurations if c.name == configuration_name)
     source_key, target_key = spec.data_set.connection, spec.target.connection
     lookup_keys = {lookup.connection for lookup in configuration.lookups.values() if lookup.connection}
     check_specs = [
         dg.AssetCheckSpec(
-            "no_duplicate_delivery",
+            NO_DUPLICATE_DELIVERY_CHECK,
             asset=asset_spec.key,
             blocking=True,
             description="No idempotency key was recorded as delivered twice",
         ),
         dg.AssetCheckSpec(
-            "rejected_rate",
+            REJECTED_RATE_CHECK,
             asset=asset_spec.key,
             blocking=True,
             description=f"At most {spec.checks.max_rejected_rate:.0%} of the records judged this run were rejected",
@@ -233,45 +182,39 @@ def _delivery_asset(connector: IntegrationConnector, configuration_name: str, as
     ]
 
     @dg.multi_asset(
-        name="__".join(asset_spec.key.path),
+        name=op_name(asset_spec.key),
         specs=[asset_spec],
         check_specs=check_specs,
-        required_resource_keys={source_key, target_key, *lookup_keys},
-        pool=f"target_{target_key}",
+        required_resource_keys={source_key, target_key, *lookup_keys, STORAGE_RESOURCE, LEDGER_RESOURCE},
+        pool=target_pool(target_key),
     )
     def deliver(context: dg.AssetExecutionContext, config: IntegrationRunConfig):
+        scope = run_scope(config)
         resources = context.resources
+        storage = getattr(resources, STORAGE_RESOURCE).get_storage()
+        run_id = context.run.run_id
+        snapshot = _snapshot_for(context, storage.integration_dir(connector.name, DATA_SET), names, run_id)
         source = getattr(resources, source_key).get_source()
         reader = DataSetReader(source, spec.data_set)
-        ledger = ledger_for(base_dir)
-        run_id = context.run.run_id
+        ledger = getattr(resources, LEDGER_RESOURCE).get_ledger()
         try:
-            snapshot = _snapshot_for(context, base_dir, connector.name, run_id)
-            lookups = {}
-            for name, lookup in configuration.lookups.items():
-                lookup_source = getattr(resources, lookup.connection).get_source() if lookup.connection else source
-                lookups[name] = DataSetReader(lookup_source, spec.data_set).lookup_table(lookup)
-            allowed = reader.owners_with_roles(spec.roles) if spec.roles else None
-            deletes = None
-            if config.changes_after is not None or config.changes_until is not None:
-                deletes = reader.changes(config.changes_after, config.changes_until)
-            scope = scope_from_config(config, deletes)
+            deletes = reader.changes(scope.changes_after, scope.changes_until) if scope.reads_change_log else None
             try:
-                delivery = IntegrationDelivery(
+                delivery = open_delivery(
                     connector,
                     configuration,
                     ledger,
+                    reader,
                     run_id=run_id,
-                    lookups=lookups,
-                    allowed_owners=allowed,
+                    open_source=lambda name: getattr(resources, name).get_source(),
                     client_factory=getattr(resources, target_key).get_client,
-                    audit=AuditFile(
-                        integration_dir(base_dir, connector.name, configuration.name) / f"{run_id}.parquet"
-                    ),
-                    write_back=WriteBack(source, spec.write_back.table) if spec.write_back else None,
+                    audit_path=storage.integration_dir(connector.name, configuration.name) / f"{run_id}.parquet",
+                    write_back=True,
                     logger=context.log,
                 )
-                report = delivery.run(pq.ParquetFile(snapshot).iter_batches(batch_size=10_000), scope)
+                report = delivery.run(
+                    pq.ParquetFile(snapshot).iter_batches(batch_size=10_000), scope.delivery_scope(deletes)
+                )
             except (TransportError, MappingError) as exc:
                 # A configuration problem (a missing environment variable, an unreadable CA file, a lookup that
                 # does not resolve): said plainly, without a stack trace. Nothing was sent.
@@ -290,14 +233,14 @@ def _delivery_asset(connector: IntegrationConnector, configuration_name: str, as
         threshold = spec.checks.max_rejected_rate
         checks = [
             dg.AssetCheckResult(
-                check_name="no_duplicate_delivery",
+                check_name=NO_DUPLICATE_DELIVERY_CHECK,
                 asset_key=asset_spec.key,
                 passed=not duplicates,
                 metadata={"duplicated_keys": dg.MetadataValue.int(len(duplicates))},
                 description=None if not duplicates else f"delivered twice: {duplicates[:5]}",
             ),
             dg.AssetCheckResult(
-                check_name="rejected_rate",
+                check_name=REJECTED_RATE_CHECK,
                 asset_key=asset_spec.key,
                 passed=report.rejected_rate <= threshold,
                 metadata={
@@ -311,36 +254,18 @@ def _delivery_asset(connector: IntegrationConnector, configuration_name: str, as
     return deliver
 
 
-def scope_from_config(config: IntegrationRunConfig, deletes: Mapping[str, str] | None = None) -> DeliveryScope:
-    operations = set(config.operations) or set(OPERATIONS)
-    unknown = operations - set(OPERATIONS)
-    if unknown:
-        raise dg.Failure(f"unknown operation(s) {', '.join(sorted(unknown))}; use create, update, delete")
-    incremental = (
-        config.updated_after is not None or config.changes_after is not None or config.changes_until is not None
-    )
-    return DeliveryScope(
-        full=config.full,
-        keys=frozenset(config.keys) if config.keys else None,
-        operations=frozenset(operations),
-        deletes=deletes,
-        complete=not incremental and not config.keys,
-        detect_deletes=config.detect_deletes,
-    )
-
-
-def _snapshot_for(context: dg.AssetExecutionContext, base_dir: Path, name: str, run_id: str) -> Path:
+def _snapshot_for(context: dg.AssetExecutionContext, folder, names: ConnectorNames, run_id: str):
     """This run's snapshot; when the delivery is re-executed alone, the latest one the data set asset wrote."""
-    path = snapshot_path(base_dir, name, run_id)
+    path = folder / f"{run_id}.parquet"
     if path.exists():
         return path
-    event = context.instance.get_latest_materialization_event(dg.AssetKey(["integration", name, DATA_SET]))
+    event = context.instance.get_latest_materialization_event(names.key(DATA_SET))
     if event is not None and event.asset_materialization is not None:
         value = event.asset_materialization.metadata.get("snapshot_path")
         if value is not None and Path(value.value).exists():
             context.log.info(f"re-delivering the data set snapshot of an earlier run: {value.value}")
             return Path(value.value)
-    raise dg.Failure(f"no data set snapshot for this run; run the whole integration_{name} job", allow_retries=False)
+    raise dg.Failure(f"no data set snapshot for this run; run the whole {names.job} job", allow_retries=False)
 
 
 def delivery_metadata(report: DeliveryReport) -> dict[str, dg.MetadataValue]:
@@ -377,7 +302,7 @@ def _cell(value: object) -> str:
 # ---- the record-change sensor ---------------------------------------------------------------------------------
 
 
-def change_sensor(connector: IntegrationConnector, job) -> dg.SensorDefinition:
+def change_sensor(connector: IntegrationConnector, names: ConnectorNames, job) -> dg.SensorDefinition:
     """Watches the change log (or updated_at, and the key set for deletes) and asks for one run per batch."""
     spec = connector.integration
     data_set = spec.data_set
@@ -385,12 +310,12 @@ def change_sensor(connector: IntegrationConnector, job) -> dg.SensorDefinition:
     watch_keys = "on_delete" in spec.triggers and data_set.change_log is None
 
     @dg.sensor(
-        name=f"{job_name(connector.name)}_changes",
+        name=change_sensor_name(connector.name),
         job=job,
         minimum_interval_seconds=spec.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING if connector.enabled else dg.DefaultSensorStatus.STOPPED,
         required_resource_keys={data_set.connection},
-        description=f"Runs {job_name(connector.name)} on {', '.join(spec.triggers)}",
+        description=f"Runs {names.job} on {', '.join(spec.triggers)}",
     )
     def record_changes(context: dg.SensorEvaluationContext):
         cursor = json.loads(context.cursor) if context.cursor else {}
@@ -409,8 +334,8 @@ def change_sensor(connector: IntegrationConnector, job) -> dg.SensorDefinition:
                     requests.append(
                         dg.RunRequest(
                             run_key=f"changes:{after}..{summary.until}",
-                            run_config=run_config_for(
-                                connector, changes_after=after, changes_until=summary.until, operations=operations
+                            run_config=names.run_config(
+                                changes_after=after, changes_until=summary.until, operations=operations
                             ),
                             tags={TRIGGER_TAG: "change_log"},
                         )
@@ -425,8 +350,7 @@ def change_sensor(connector: IntegrationConnector, job) -> dg.SensorDefinition:
                     requests.append(
                         dg.RunRequest(
                             run_key=f"updated:{after}..{summary.until}",
-                            run_config=run_config_for(
-                                connector,
+                            run_config=names.run_config(
                                 updated_after=after,
                                 operations=[op for op in operations if op != "delete"],
                             ),
@@ -445,7 +369,7 @@ def change_sensor(connector: IntegrationConnector, job) -> dg.SensorDefinition:
                     requests.append(
                         dg.RunRequest(
                             run_key=f"keys:{runs}:{digest}",
-                            run_config=run_config_for(connector, detect_deletes=True, operations=["delete"]),
+                            run_config=names.run_config(detect_deletes=True, operations=["delete"]),
                             tags={TRIGGER_TAG: "key_set"},
                         )
                     )

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
 
-from connector_pipelines.spec.models import Connection, HttpConnection, SqlConnection, env_var_name
-from connector_pipelines.transports.http_resource import HttpResource
-from connector_pipelines.transports.registry import build_file_resource
-from connector_pipelines.transports.sql import SqlResource
-from connector_pipelines.transports.sql_source import resolve_sqlite_path
+from connector_pipelines.spec.connections import Connection
+from connector_pipelines.transports.registry import resource_for
 
 
-def build_resources(connections: dict[str, Connection], base_dir: Path) -> dict[str, dg.ConfigurableResource]:
-    return {name: build_resource(connection, base_dir) for name, connection in connections.items()}
-
-
-def build_resource(connection: Connection, base_dir: Path) -> dg.ConfigurableResource:
-    if isinstance(connection, SqlConnection):
-        return SqlResource(
-            url=resolve_sqlite_path(connection.url, base_dir),
-            password=dg.EnvVar(env_var_name(connection.password)) if connection.password else None,
-        )
-    if isinstance(connection, HttpConnection):
-        return HttpResource(connection_json=connection.model_dump_json(), base_dir=str(base_dir))
-    return build_file_resource(connection, base_dir)
+def build_resources(connections: Mapping[str, Connection], base_dir: Path) -> dict[str, dg.ConfigurableResource]:
+    """Every connection's resource (`transports.registry.resource_for`), keyed by the connection's name."""
+    return {name: resource_for(connection, base_dir) for name, connection in connections.items()}

@@ -7,7 +7,9 @@ and adjust `super().get_asset_spec(data)` with `.replace_attributes(...)` / `.me
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,11 +17,11 @@ from dataclasses import dataclass
 import dagster as dg
 from sqlalchemy.engine import make_url
 
+from connector_pipelines.factories.naming import ConnectorNames, connector_parts, default_asset_key
+from connector_pipelines.spec.connections import Connection
 from connector_pipelines.spec.loader import LoadedConnector
-from connector_pipelines.spec.models import Connection
 
-# The run tag that says what started a run (schedule, files, change_log, cli, ingest, ...): `history` shows it.
-TRIGGER_TAG = "connector_pipelines/trigger"
+TRANSLATOR_ENV = "CONNECTOR_PIPELINES_TRANSLATOR"
 _DIALECT_KINDS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite"}
 _TRANSPORT_KINDS = {"s3": "s3", "sftp": "sftp", "ftp": "ftp", "smtp": "email", "folder": "file"}
 _FORMAT_KINDS = {"csv": "csv", "tsv": "csv", "parquet": "parquet", "jsonl": "json"}
@@ -40,7 +42,7 @@ class ConnectorTranslator:
     def get_asset_spec(self, data: ConnectorAssetData) -> dg.AssetSpec:
         spec = data.connector.spec
         return dg.AssetSpec(
-            key=dg.AssetKey([spec.kind, spec.name, data.part]),
+            key=default_asset_key(spec.kind, spec.name, data.part),
             group_name=spec.name,
             description=self._description(data),
             owners=list(spec.owners),
@@ -132,3 +134,45 @@ def spec_fingerprint(connector: LoadedConnector) -> str:
     """A short hash of the normalized spec: the asset's code_version, so the UI flags changed config."""
     normalized = json.dumps(connector.spec.model_dump(mode="json"), sort_keys=True)
     return hashlib.sha256(normalized.encode()).hexdigest()[:16]
+
+
+def build_connector_specs(
+    loaded: LoadedConnector, connections: Mapping[str, Connection], translator: ConnectorTranslator | None = None
+) -> dict[str, dg.AssetSpec]:
+    """Part -> the asset spec the translator returns for it: what the factories build and every name comes from.
+
+    Without a translator, the configured one (see `configured_translator`), as `build_definitions` uses."""
+    translator = translator or configured_translator()
+    return {
+        part: translator.get_asset_spec(ConnectorAssetData(loaded, part, connections))
+        for part in connector_parts(loaded.spec)
+    }
+
+
+def names_from_specs(loaded: LoadedConnector, specs: Mapping[str, dg.AssetSpec]) -> ConnectorNames:
+    return ConnectorNames(loaded.kind, loaded.name, {part: spec.key for part, spec in specs.items()})
+
+
+def connector_names(
+    loaded: LoadedConnector, connections: Mapping[str, Connection], translator: ConnectorTranslator | None = None
+) -> ConnectorNames:
+    """The names a connector's definitions carry with this translator (the CLI and the demo start runs by them);
+    without one, the configured translator's."""
+    return names_from_specs(loaded, build_connector_specs(loaded, connections, translator))
+
+
+def configured_translator() -> ConnectorTranslator:
+    """The translator the UI's definitions and the CLI share: `$CONNECTOR_PIPELINES_TRANSLATOR` (`module:name`, a
+    `ConnectorTranslator` subclass or instance), else the default. Both read it, so a run the CLI starts sends run
+    config to the ops the UI shows."""
+    reference = os.environ.get(TRANSLATOR_ENV)
+    if not reference:
+        return ConnectorTranslator()
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"{TRANSLATOR_ENV} must look like 'package.module:TranslatorClass', not {reference!r}")
+    value = getattr(importlib.import_module(module_name), attribute)
+    translator = value() if isinstance(value, type) else value
+    if not isinstance(translator, ConnectorTranslator):
+        raise ValueError(f"{TRANSLATOR_ENV}={reference} is not a ConnectorTranslator (subclass or instance)")
+    return translator

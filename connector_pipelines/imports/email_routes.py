@@ -5,7 +5,7 @@ from __future__ import annotations
 from connector_pipelines.imports.email_inbox import InboxRoute
 from connector_pipelines.imports.files import FilePattern
 from connector_pipelines.spec.loader import Project
-from connector_pipelines.storage import import_inbox_dir
+from connector_pipelines.storage import Storage
 
 
 def inbox_routes(project: Project) -> list[InboxRoute]:
@@ -19,7 +19,7 @@ def inbox_routes(project: Project) -> list[InboxRoute]:
         routes.append(
             InboxRoute(
                 address=email.address,
-                folder=import_inbox_dir(project.base_dir, loaded.name),
+                folder=Storage.for_project(project.base_dir).import_inbox_dir(loaded.name),
                 allowed_senders=tuple(email.allowed_senders),
                 pattern=FilePattern(email.pattern).matches,
             )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import os
 import re
 import shutil
 import tempfile
@@ -30,16 +29,18 @@ from connector_pipelines.errors import ConnectorConfigError, TransportError
 from connector_pipelines.imports.file_reader import FileReading, FileRejected, read_file
 from connector_pipelines.imports.files import FilePattern
 from connector_pipelines.integration.inspect import sql_source
+from connector_pipelines.mapping.automap import Proposal, propose_mapping
+from connector_pipelines.mapping.engine import TargetField
 from connector_pipelines.mapping.suggest import did_you_mean
-from connector_pipelines.spec.imports import ImportConnector, ImportMappingRule
+from connector_pipelines.spec.common import NAME_PATTERN
+from connector_pipelines.spec.imports import ImportConnector, ImportMappingRule, ImportSpec
 from connector_pipelines.spec.loader import LoadedConnector, Project
-from connector_pipelines.spec.models import NAME_PATTERN, env_var_name
 from connector_pipelines.spec.yaml_source import display_path
+from connector_pipelines.state.database import default_state_url
 from connector_pipelines.state.import_state import ImportState
-from connector_pipelines.state.ledger import default_ledger_url
-from connector_pipelines.storage import import_dir, import_inbox_dir, storage_dir
+from connector_pipelines.storage import Storage
 from connector_pipelines.transports.base import FileSource, RemoteFile
-from connector_pipelines.transports.sql_source import SqlSource, strip_trailing_semicolon
+from connector_pipelines.transports.sql import SqlSource, strip_trailing_semicolon
 
 # Dialects whose SQL takes `LIMIT n`: a preview wraps the query; any other database is streamed and cut short.
 _LIMIT_DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite")
@@ -117,7 +118,7 @@ def record_preview(project: Project, loaded: LoadedConnector) -> str:
     """Remember that this source (connection + query, or folder + pattern) previewed fine; returns its hash."""
     connector = import_of(loaded)
     source_hash = connector.source_hash(project.connections)
-    state = ImportState(default_ledger_url(storage_dir(project.base_dir)))
+    state = ImportState(default_state_url(Storage.for_project(project.base_dir).root))
     try:
         state.record_preview(connector.name, source_hash)
     finally:
@@ -240,28 +241,11 @@ class _FileSide:
 
 
 def file_client(project: Project, connection_name: str) -> FileSource:
-    """The plain client of a file connection, its secrets read from the environment variables they name.
+    """The plain client of a file connection, its secrets read from the environment variables they name."""
+    from connector_pipelines.transports.registry import client_for
 
-    Outside a Dagster run a resource's `dg.EnvVar` fields are not resolved (its `get_client()` refuses them), so
-    the secrets are read here, as `sql_source` does for SQL connections.
-    """
-    from connector_pipelines.transports.registry import SECRET_FIELDS, build_file_resource
-
-    connection = project.connections[connection_name]
-    resource = build_file_resource(connection, project.base_dir)
-    resolved: dict[str, str] = {}
-    for name in SECRET_FIELDS.get(connection.type, ()):
-        reference = getattr(connection, name, None)
-        if reference is None:
-            continue
-        variable = env_var_name(reference)
-        value = os.environ.get(variable)
-        if value is None:
-            raise ConnectorConfigError(
-                [f"connection '{connection_name}' needs the environment variable {variable} (its {name}); set it"]
-            )
-        resolved[name] = value
-    return resource.model_copy(update=resolved).get_client()
+    # The loader has checked that this is a connection that holds files (sftp, ftp, s3 or folder).
+    return client_for(project.connections[connection_name], project.base_dir, connection_name)
 
 
 def _file_side(project: Project, connector: ImportConnector) -> _FileSide:
@@ -274,7 +258,7 @@ def _file_side(project: Project, connector: ImportConnector) -> _FileSide:
             client, files.folder, files.pattern, where, files.format, files.csv.delimiter, files.csv.header
         )
     email = source.email
-    inbox = import_inbox_dir(project.base_dir, connector.name)
+    inbox = Storage.for_project(project.base_dir).import_inbox_dir(connector.name)
     if not inbox.is_dir():
         raise NoFileToRead(
             f"no file has been received at {email.address} yet (its inbox {inbox} does not exist), so there is no "
@@ -628,58 +612,96 @@ def plan_automap(project: Project, loaded: LoadedConnector, *, replace: bool = F
     Targets are the target table's columns when it exists, else the existing mapping's targets. A rule already
     in the mapping for a target is kept unless `replace`; rules for other targets stay as they are.
     """
-    from connector_pipelines.mapping.automap import propose_mapping
-    from connector_pipelines.mapping.engine import TargetField
-    from connector_pipelines.mapping.expressions import parse_expression
-
     connector = import_of(loaded)
     spec = connector.import_
     columns, origin = source_columns(project, loaded)
-    table_columns, label = target_columns(project, connector)
-    if table_columns is not None:
-        targets = table_columns
-        targets_from = f"the columns of {label}"
-    else:
-        targets = [(rule.target, rule.type) for rule in spec.mapping]
-        targets_from = f"the existing mapping ({label} does not exist yet)"
+    targets, targets_from = _automap_targets(project, connector)
     names = [name for name, _ in targets]
-    types = dict(targets)
     keys = [key for key in spec.target.key if key in names]
     proposals = {p.target: p for p in propose_mapping(columns, [TargetField(name) for name in names], keys)}
-    existing = {rule.target: index for index, rule in enumerate(spec.mapping)}
-
     order = [*keys, *(name for name in names if name not in keys)]
-    items: list[int | dict] = []
-    rows: list[AutomapRow] = []
-    replaced: dict[int, int] = {}  # position in items -> index of the rule it replaces (its comments move along)
+    edit = _edit_mapping(spec, order, proposals, dict(targets), replace)
+    _refuse_unmapped_keys(spec, edit.items, columns)
+    used = _used_sources(spec, edit.items)
+    original = loaded.path.read_text(encoding="utf-8")
+    existing_targets = {rule.target for rule in spec.mapping}
+    return AutomapPlan(
+        source_columns=columns,
+        source_origin=origin,
+        targets_from=targets_from,
+        rows=edit.rows,
+        unmatched_targets=[name for name in order if name not in proposals and name not in existing_targets],
+        unused_sources=[column for column in columns if column not in used],
+        text=rewrite_mapping(original, edit.items, edit.replaced) if edit.changed else original,
+        original=original,
+    )
+
+
+def _automap_targets(project: Project, connector: ImportConnector) -> tuple[list[tuple[str, str]], str]:
+    """([(target column, import type)] to propose rules for, where they come from): the target table's columns,
+    or the existing mapping's targets while the table does not exist."""
+    table_columns, label = target_columns(project, connector)
+    if table_columns is not None:
+        return table_columns, f"the columns of {label}"
+    targets = [(rule.target, rule.type) for rule in connector.import_.mapping]
+    return targets, f"the existing mapping ({label} does not exist yet)"
+
+
+@dataclass
+class _MappingEdit:
+    """The new mapping list as `rewrite_mapping` takes it, and a row per target for the plan.
+
+    `items`: in order, the index of an existing rule (kept verbatim) or a new rule (a dict); `replaced`: position in
+    `items` -> index of the rule it replaces (its comment lines move along).
+    """
+
+    items: list[int | dict] = field(default_factory=list)
+    rows: list[AutomapRow] = field(default_factory=list)
+    replaced: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        return any(isinstance(item, dict) for item in self.items)
+
+
+def _edit_mapping(
+    spec: ImportSpec, order: Sequence[str], proposals: dict[str, Proposal], types: dict[str, str], replace: bool
+) -> _MappingEdit:
+    """Keep, replace or add a rule for each target in `order` (the proposal wins over an existing rule only when
+    `replace`); rules for targets not in `order` follow unchanged. `types`: target -> import type."""
+    mapping, key = spec.mapping, spec.target.key
+    existing = {rule.target: index for index, rule in enumerate(mapping)}
+    edit = _MappingEdit()
     for target in order:
         proposal = proposals.get(target)
         index = existing.get(target)
         if index is not None and (proposal is None or not replace):
-            items.append(index)
-            rule = spec.mapping[index]
+            edit.items.append(index)
+            rule = mapping[index]
             other = proposal.source if proposal is not None and proposal.source != rule.source else None
-            rows.append(AutomapRow(target, _origin_of(rule), None, "kept", target in spec.target.key, other))
+            edit.rows.append(AutomapRow(target, _origin_of(rule), None, "kept", target in key, other))
         elif proposal is not None:
-            rule = {"target": target, "source": proposal.source}
-            if types.get(target, "text") != "text":
-                rule["type"] = types[target]
-            rule["note"] = f"automap: {proposal.source} -> {target} (score {proposal.score:.2f}); review"
             if index is not None:
-                replaced[len(items)] = index
-            items.append(rule)
-            rows.append(
-                AutomapRow(
-                    target,
-                    proposal.source,
-                    proposal.score,
-                    "replaced" if index is not None else "new",
-                    target in spec.target.key,
-                )
-            )
+                edit.replaced[len(edit.items)] = index
+            edit.items.append(_proposed_rule(proposal, types))
+            action = "replaced" if index is not None else "new"
+            edit.rows.append(AutomapRow(target, proposal.source, proposal.score, action, target in key))
     listed = set(order)
-    items += [index for index, rule in enumerate(spec.mapping) if rule.target not in listed]
+    edit.items += [index for index, rule in enumerate(mapping) if rule.target not in listed]
+    return edit
 
+
+def _proposed_rule(proposal: Proposal, types: dict[str, str]) -> dict:
+    """A new rule as written into the spec: `type:` only when not text, and a note asking for review."""
+    rule = {"target": proposal.target, "source": proposal.source}
+    if types.get(proposal.target, "text") != "text":
+        rule["type"] = types[proposal.target]
+    rule["note"] = f"automap: {proposal.source} -> {proposal.target} (score {proposal.score:.2f}); review"
+    return rule
+
+
+def _refuse_unmapped_keys(spec: ImportSpec, items: Sequence[int | dict], columns: Sequence[str]) -> None:
+    """Raise AutomapRefused when the edited mapping would leave a key column unmapped."""
     mapped = {spec.mapping[item].target if isinstance(item, int) else item["target"] for item in items}
     unmapped_keys = [key for key in spec.target.key if key not in mapped]
     if unmapped_keys:
@@ -688,6 +710,12 @@ def plan_automap(project: Project, loaded: LoadedConnector, *, replace: bool = F
             f"{', '.join(unmapped_keys)}; map {'them' if len(unmapped_keys) > 1 else 'it'} by hand first "
             f"(source columns: {', '.join(columns[:_SHOWN_COLUMNS])})"
         )
+
+
+def _used_sources(spec: ImportSpec, items: Sequence[int | dict]) -> set[str]:
+    """The source columns the edited mapping reads (copied, or read by an expression)."""
+    from connector_pipelines.mapping.expressions import parse_expression
+
     used: set[str] = set()
     for item in items:
         rule = spec.mapping[item] if isinstance(item, int) else None
@@ -697,19 +725,7 @@ def plan_automap(project: Project, loaded: LoadedConnector, *, replace: bool = F
             used.add(rule.source)
         elif rule.expression is not None:
             used |= parse_expression(rule.expression).columns
-    original = loaded.path.read_text(encoding="utf-8")
-    changed = any(isinstance(item, dict) for item in items)
-    text = rewrite_mapping(original, items, replaced) if changed else original
-    return AutomapPlan(
-        source_columns=columns,
-        source_origin=origin,
-        targets_from=targets_from,
-        rows=rows,
-        unmatched_targets=[name for name in order if name not in proposals and name not in existing],
-        unused_sources=[column for column in columns if column not in used],
-        text=text,
-        original=original,
-    )
+    return used
 
 
 def _origin_of(rule: ImportMappingRule) -> str:
@@ -885,13 +901,14 @@ def purge_import(project_base: Path, name: str) -> tuple[int, list[Path]]:
 
     Returns (file records forgotten, folders removed).
     """
-    state = ImportState(default_ledger_url(storage_dir(project_base)))
+    state = ImportState(default_state_url(Storage.for_project(project_base).root))
     try:
         forgotten = state.forget(name, previews=True)
     finally:
         state.dispose()
     removed = []
-    for folder in (import_dir(project_base, name), import_inbox_dir(project_base, name)):
+    storage = Storage.for_project(project_base)
+    for folder in (storage.import_dir(name), storage.import_inbox_dir(name)):
         if folder.exists():
             shutil.rmtree(folder)
             removed.append(folder)

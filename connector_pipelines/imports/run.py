@@ -19,6 +19,8 @@ Warehouse imports are incremental when `updated_at` is set: the query is wrapped
 watermark (the highest `updated_at` read, as text) is saved only after the whole write succeeded, so a failed run
 is read again from the same point next time.
 
+`import_file` reads as its stages: name check, download, duplicate check (by checksum), parse to the snapshot,
+load (map, expectations, upsert), set aside (archive, or quarantine with a report), record the outcome.
 File imports parse the whole file into the snapshot before writing a single row, so a malformed row anywhere in
 the file quarantines it with nothing loaded. Only a failure of the target itself (UpsertError: a batch refused by
 the database) can leave earlier batches committed; the file is then quarantined and the reason says so.
@@ -30,7 +32,8 @@ import datetime as dt
 import hashlib
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,12 +52,12 @@ from connector_pipelines.imports.upsert import (
     UpsertSettings,
     combine_batches,
 )
-from connector_pipelines.mapping.engine import NO_CONSTANT, CompiledMapping, FieldRule, MappingError, TargetField
+from connector_pipelines.mapping.engine import CompiledMapping, FieldRule, MappingError, TargetField
 from connector_pipelines.mapping.suggest import did_you_mean
 from connector_pipelines.spec.imports import ImportConnector, ImportSpec
 from connector_pipelines.state.import_state import ImportState
 from connector_pipelines.transports.base import FileSource
-from connector_pipelines.transports.sql_source import SqlSource, strip_trailing_semicolon
+from connector_pipelines.transports.sql import SqlSource, strip_trailing_semicolon
 
 SAMPLE_SIZE = 10
 _HASH_CHUNK = 1 << 20
@@ -104,18 +107,7 @@ def build_upsert(spec: ImportSpec, target_url: str) -> tuple[CompiledMapping, Ta
     fields: list[TargetField] = []
     columns: list[TargetColumn] = []
     for rule in spec.mapping:
-        constant = rule.constant if "constant" in rule.model_fields_set else NO_CONSTANT
-        rules.append(
-            FieldRule(
-                target=rule.target,
-                source=rule.source,
-                expression=rule.expression,
-                constant=constant,
-                parse=rule.parse,
-                default=rule.default,
-                note=rule.note,
-            )
-        )
+        rules.append(FieldRule.from_spec(rule))
         mapped_type = "text" if rule.type == "foreign_key" else rule.type
         fields.append(TargetField(rule.target, mapped_type, required=rule.target in spec.target.key))
         columns.append(TargetColumn(rule.target, rule.type))
@@ -438,117 +430,224 @@ def import_file(
     recorded in `state` (by name and checksum). Configuration problems (UpsertConfigError, MappingError) and
     transport failures are raised and leave the file where it is, since they are not the file's fault.
     """
-    started = time.perf_counter()
-    spec = connector.import_
-    files = spec.source.files
-    email = spec.source.email
-    folder = files.folder if files else ""
-    archive = files.archive_folder if files else "archive"
-    quarantine = files.quarantine_folder if files else "quarantine"
-    file_format = files.format if files else email.format if email else None
-    csv = files.csv if files else email.csv if email else None
-
-    report = ImportReport()
-
-    def finish(status: str, reason: str | None) -> ImportReport:
-        report.file = FileOutcome(name, status, reason)
-        report.seconds = time.perf_counter() - started
-        return report
-
+    delivered = _DeliveredFile(connector, source, name, state, run_id, modified)
     unsafe = check_file_name(name)
     if unsafe is not None:
-        # The name cannot be handed to move() (it could lead out of the folder): report beside the quarantine.
-        reason = f"file name refused: {unsafe}; the file was left in place (its name is unsafe to move)"
-        source.write_text(quarantine, _refused_report_name(name), _report_text(name, run_id, reason))
-        state.record_file(
-            connector.name,
-            name=name,
-            sha256="",
-            size=0,
-            modified=modified,
-            status="rejected",
-            reason=reason,
-            rows=None,
-            run_id=run_id,
-        )
-        return finish("rejected", reason)
+        return delivered.finish(delivered.refuse_unsafe_name(unsafe))
 
+    spec = connector.import_
     # One folder per file: a run may import several files.
     snapshot_path, rejections_path = _run_paths(storage_dir, connector, f"{run_id}/files/{name}")
-    staging = snapshot_path.parent / "staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    local = staging / name
-    try:
-        source.download(folder, name, local)
-        sha256 = _sha256(local)
-        size = local.stat().st_size
-
-        def record(status: str, reason: str | None, rows: int | None) -> None:
-            state.record_file(
-                connector.name,
-                name=name,
-                sha256=sha256,
-                size=size,
-                modified=modified,
-                status=status,
-                reason=reason,
-                rows=rows,
-                run_id=run_id,
-            )
-
-        def reject(reason: str, rows: int | None = None) -> ImportReport:
-            source.move(folder, name, quarantine)
-            source.write_text(quarantine, f"{name}.report.txt", _report_text(name, run_id, reason))
-            record("rejected", reason, rows)
-            return finish("rejected", reason)
-
-        earlier = state.file_with_checksum(connector.name, sha256)
-        if earlier is not None:
-            reason = f"same content as '{earlier.name}', imported in run {earlier.run_id}"
-            source.move(folder, name, archive)
-            record("duplicate", reason, 0)
-            return finish("duplicate", reason)
+    with _staging_folder(snapshot_path.parent / "staging") as staging:
+        download = delivered.download(staging)
+        duplicate = delivered.seen_before(download)
+        if duplicate is not None:
+            return delivered.conclude(duplicate, download, rows=0)
 
         mapping, upsert = build_upsert(spec, target_url)
-        snapshot = _Snapshot(snapshot_path)
-        try:
-            reading = read_file(
-                local,
-                format=file_format,
-                expected_columns=sorted(mapping.source_columns),
-                csv_delimiter=csv.delimiter if csv else None,
-                csv_header=csv.header if csv else True,
-                batch_rows=spec.target.batch_rows,
-            )
-            with reading:
-                for batch in reading.batches():
-                    snapshot.write(batch)
-        except FileRejected as rejected:
-            snapshot.close()
-            upsert.close()
-            return reject(rejected.reason)
-        snapshot.close()
-        report.snapshot_path = snapshot_path
+        refused = _parse_to_snapshot(download.path, spec, delivered.handling, mapping, snapshot_path)
+        if refused is not None:
+            upsert.close()  # never opened by `with`, but the engine it made from the URL is ours to dispose of
+            return delivered.conclude(FileOutcome(name, "rejected", refused), download, rows=None)
+        delivered.report.snapshot_path = snapshot_path
 
-        pipeline = _Pipeline(spec, mapping, upsert)
+        refused = _load(spec, mapping, upsert, snapshot_path, rejections_path, delivered.report)
+        rows = delivered.report.rows_read
+        if refused is not None:
+            return delivered.conclude(FileOutcome(name, "rejected", refused), download, rows=rows)
+        return delivered.conclude(FileOutcome(name, "imported", None), download, rows=rows)
 
-        def batches() -> Iterable[pa.RecordBatch]:
-            parquet = pq.ParquetFile(snapshot_path)
-            try:
-                for batch in parquet.iter_batches(batch_size=spec.target.batch_rows):
-                    yield pipeline.process(batch)
-            finally:
-                parquet.close()
 
-        try:
-            with upsert:
-                result = upsert.write(combine_batches(batches(), spec.target.batch_rows))
-        except UpsertError as exc:
-            _fill(report, pipeline, exc.result, rejections_path)
-            return reject(f"the target refused the rows: {exc}", rows=pipeline.rows_read)
-        _fill(report, pipeline, result, rejections_path)
-        source.move(folder, name, archive)
-        record("imported", None, report.rows_read)
-        return finish("imported", None)
+@dataclass(frozen=True)
+class FileHandling:
+    """Where a delivered file is read from and set aside afterwards, and how it is parsed.
+
+    A files source names its folders; email attachments lie at the root of the connector's inbox, with the
+    default archive and quarantine folders.
+    """
+
+    folder: str
+    archive_folder: str
+    quarantine_folder: str
+    format: str | None  # None: from the file's extension
+    csv_delimiter: str | None
+    csv_header: bool
+
+    def folder_for(self, status: str) -> str:
+        """Where a file goes once its outcome is known: the archive when imported or a duplicate, else quarantine."""
+        return self.quarantine_folder if status == "rejected" else self.archive_folder
+
+
+def file_handling(spec: ImportSpec) -> FileHandling:
+    """The folders and parse options of an import's delivered files (files or email source)."""
+    files, email = spec.source.files, spec.source.email
+    if files is not None:
+        return FileHandling(
+            files.folder,
+            files.archive_folder,
+            files.quarantine_folder,
+            files.format,
+            files.csv.delimiter,
+            files.csv.header,
+        )
+    if email is not None:
+        return FileHandling("", "archive", "quarantine", email.format, email.csv.delimiter, email.csv.header)
+    return FileHandling("", "archive", "quarantine", None, None, True)
+
+
+@dataclass(frozen=True)
+class _Download:
+    """The local copy of a delivered file, with what identifies its content."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+@contextmanager
+def _staging_folder(path: Path) -> Iterator[Path]:
+    """A folder for the downloaded copy, removed with it however the import ends."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class _DeliveredFile:
+    """One delivered file of one run: the stages of `import_file` that act on the file in its folder, on its record
+    in the import state, and on the run's report."""
+
+    def __init__(
+        self,
+        connector: ImportConnector,
+        source: FileSource,
+        name: str,
+        state: ImportState,
+        run_id: str,
+        modified: dt.datetime | None,
+    ):
+        self.started = time.perf_counter()
+        self.connector_name = connector.name
+        self.source = source
+        self.name = name
+        self.handling = file_handling(connector.import_)
+        self.state = state
+        self.run_id = run_id
+        self.modified = modified
+        self.report = ImportReport()
+
+    def refuse_unsafe_name(self, problem: str) -> FileOutcome:
+        """Report and record a file whose name may not be used; the file itself is left in place."""
+        # The name cannot be handed to move() (it could lead out of the folder): report beside the quarantine.
+        reason = f"file name refused: {problem}; the file was left in place (its name is unsafe to move)"
+        report_name = _refused_report_name(self.name)
+        self.source.write_text(
+            self.handling.quarantine_folder, report_name, _report_text(self.name, self.run_id, reason)
+        )
+        outcome = FileOutcome(self.name, "rejected", reason)
+        self.record_outcome(outcome, None, rows=None)
+        return outcome
+
+    def download(self, staging: Path) -> _Download:
+        """Copy the file into `staging` and fingerprint it."""
+        local = staging / self.name
+        self.source.download(self.handling.folder, self.name, local)
+        return _Download(local, _sha256(local), local.stat().st_size)
+
+    def seen_before(self, download: _Download) -> FileOutcome | None:
+        """The duplicate outcome when a file with the same bytes was imported before, else None."""
+        earlier = self.state.file_with_checksum(self.connector_name, download.sha256)
+        if earlier is None:
+            return None
+        return FileOutcome(
+            self.name, "duplicate", f"same content as '{earlier.name}', imported in run {earlier.run_id}"
+        )
+
+    def conclude(self, outcome: FileOutcome, download: _Download, rows: int | None) -> ImportReport:
+        """The last stages: set the file aside, record its outcome, finish the report."""
+        self.set_aside(outcome)
+        self.record_outcome(outcome, download, rows)
+        return self.finish(outcome)
+
+    def set_aside(self, outcome: FileOutcome) -> None:
+        """Move the file to the archive or the quarantine; a quarantined file gets a report beside it."""
+        destination = self.handling.folder_for(outcome.status)
+        self.source.move(self.handling.folder, self.name, destination)
+        if outcome.status == "rejected":
+            report = _report_text(self.name, self.run_id, outcome.reason)
+            self.source.write_text(destination, f"{self.name}.report.txt", report)
+
+    def record_outcome(self, outcome: FileOutcome, download: _Download | None, rows: int | None) -> None:
+        """Remember the file by name and checksum; `download` is None for a file refused by its name (never read)."""
+        self.state.record_file(
+            self.connector_name,
+            name=self.name,
+            sha256=download.sha256 if download is not None else "",
+            size=download.size if download is not None else 0,
+            modified=self.modified,
+            status=outcome.status,
+            reason=outcome.reason,
+            rows=rows,
+            run_id=self.run_id,
+        )
+
+    def finish(self, outcome: FileOutcome) -> ImportReport:
+        """The run's report, with the file's outcome and the time the import took."""
+        self.report.file = outcome
+        self.report.seconds = time.perf_counter() - self.started
+        return self.report
+
+
+def _parse_to_snapshot(
+    local: Path, spec: ImportSpec, handling: FileHandling, mapping: CompiledMapping, snapshot_path: Path
+) -> str | None:
+    """Parse the whole file into the snapshot before any row is written; why the file was refused, or None."""
+    snapshot = _Snapshot(snapshot_path)
+    try:
+        reading = read_file(
+            local,
+            format=handling.format,
+            expected_columns=sorted(mapping.source_columns),
+            csv_delimiter=handling.csv_delimiter,
+            csv_header=handling.csv_header,
+            batch_rows=spec.target.batch_rows,
+        )
+        with reading:
+            for batch in reading.batches():
+                snapshot.write(batch)
+    except FileRejected as rejected:
+        snapshot.close()
+        return rejected.reason
+    snapshot.close()
+    return None
+
+
+def _load(
+    spec: ImportSpec,
+    mapping: CompiledMapping,
+    upsert: TableUpsert,
+    snapshot_path: Path,
+    rejections_path: Path,
+    report: ImportReport,
+) -> str | None:
+    """Map, check (expectations) and upsert the snapshot's rows, filling `report`; why the target refused them, or
+    None. A refusal (UpsertError) may leave the batches before it committed; the report counts them."""
+    pipeline = _Pipeline(spec, mapping, upsert)
+    mapped = (pipeline.process(batch) for batch in _snapshot_batches(snapshot_path, spec.target.batch_rows))
+    try:
+        with upsert:
+            result = upsert.write(combine_batches(mapped, spec.target.batch_rows))
+    except UpsertError as exc:
+        _fill(report, pipeline, exc.result, rejections_path)
+        return f"the target refused the rows: {exc}"
+    _fill(report, pipeline, result, rejections_path)
+    return None
+
+
+def _snapshot_batches(path: Path, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    parquet = pq.ParquetFile(path)
+    try:
+        yield from parquet.iter_batches(batch_size=batch_rows)
+    finally:
+        parquet.close()

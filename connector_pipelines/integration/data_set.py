@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 import sqlalchemy as sa
 
-from connector_pipelines.spec.models import DataSet, LookupSpec, Roles
-from connector_pipelines.transports.sql_source import SqlSource, strip_trailing_semicolon
+from connector_pipelines.spec.integration import DataSet, LookupSpec, Roles
+from connector_pipelines.transports.sql import SqlSource, strip_trailing_semicolon
 
 OPERATIONS = {"create": "create", "insert": "create", "update": "update", "delete": "delete"}
 

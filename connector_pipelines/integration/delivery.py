@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from connector_pipelines.integration.audit import AuditFile
 from connector_pipelines.integration.data_set import record_keys
+from connector_pipelines.integration.decide import DecisionRules, decide, decide_delete, owner_refusal
 from connector_pipelines.integration.success import SuccessCheck, extract_target_ref
 from connector_pipelines.integration.write_back import WriteBack
 from connector_pipelines.mapping import CompiledMapping, FieldRule, TargetField
@@ -39,7 +40,7 @@ from connector_pipelines.mapping.templates import (
     compile_path,
     encode_json,
 )
-from connector_pipelines.spec.models import Configuration, IntegrationConnector, RequestSpec
+from connector_pipelines.spec.integration import Configuration, IntegrationConnector, RequestSpec
 from connector_pipelines.state.ledger import (
     AttemptRow,
     DeliveryLedger,
@@ -154,19 +155,7 @@ class _Send:
 def build_mapping(
     configuration: Configuration, target_fields: Iterable[TargetField], lookups: Mapping
 ) -> CompiledMapping:
-    rules = []
-    for rule in configuration.mapping:
-        kwargs: dict[str, Any] = {
-            "target": rule.target,
-            "source": rule.source,
-            "expression": rule.expression,
-            "parse": rule.parse,
-            "default": rule.default,
-            "note": rule.note,
-        }
-        if "constant" in rule.model_fields_set:
-            kwargs["constant"] = rule.constant
-        rules.append(FieldRule(**kwargs))
+    rules = [FieldRule.from_spec(rule) for rule in configuration.mapping]
     return CompiledMapping(rules, list(target_fields), lookups)
 
 
@@ -303,15 +292,24 @@ class IntegrationDelivery:
     def _decide(
         self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope, state: dict[str, LedgerEntry], report
     ) -> Iterator[tuple[list[_Send], list[RecordUpdate], list[AttemptRow]]]:
-        """Per source batch: the records to send, and the ledger rows for those that fail or are skipped here."""
+        """Per source batch: the records to send, and the ledger rows for those that fail or are skipped here.
+
+        What happens to each record is `decide`'s answer; this loop maps, fingerprints, counts and builds the rows.
+        """
         spec, configuration = self.spec, self.configuration
         mode = configuration.sync_mode
+        rules = DecisionRules(
+            sync_mode=mode,
+            full=scope.full,
+            pushed=scope.keys is not None,
+            operations=scope.operations,
+            recovery_hold=spec.recovery == "hold",
+        )
         owner_column = spec.data_set.owner if self.allowed_owners is not None else None
         track_seen = scope.complete and (mode == "mirror" or scope.detect_deletes)
         seen: set[str] = set()
         # A key twice in one read would be sent twice under one idempotency key (or race two versions).
         read_keys: set[str] = set()
-        hold = spec.recovery == "hold"
         counts = report.counts
         for batch in batches:
             if batch.num_rows == 0:
@@ -337,60 +335,46 @@ class IntegrationDelivery:
                 if track_seen:
                     seen.add(key)
                 entry = state.get(key)
-                if key in read_keys:
-                    error = "the key appears more than once in the data set; only its first row is delivered"
-                    attempts.append(AttemptRow(key, "create", "failed", None, None, 0, None, error, None, now, now))
-                    self._count(report, key, "create", "failed", None, error, None, None)
+                fp = row_fingerprints[i]
+                refused = (
+                    owner_refusal(owners[i], self.allowed_owners, spec.roles.allowed) if owners is not None else None
+                )
+                decision = decide(
+                    entry, fp, rules, duplicate=key in read_keys, mapping_error=errors[i], owner_refused=refused
+                )
+                action, operation = decision.action, decision.operation
+                if action == "duplicate":
+                    error = decision.reason
+                    attempts.append(AttemptRow(key, operation, "failed", None, None, 0, None, error, None, now, now))
+                    self._count(report, key, operation, "failed", None, error, None, None)
                     continue
                 read_keys.add(key)
-                forced = scope.full or scope.keys is not None
-                operation = "create" if entry is None or entry.delivered_fingerprint is None else "update"
-                if errors[i] is not None:
-                    self._fail_locally(key, operation, entry, errors[i], updates, attempts, report, now)
+                if action == "fail":
+                    self._fail_locally(key, operation, entry, decision.reason, updates, attempts, report, now)
                     continue
                 counts["mapped"] += 1
-                fp = row_fingerprints[i]
-                skip = None
-                if owners is not None and str(owners[i]) not in self.allowed_owners:
-                    skip = f"owner {owners[i]} holds none of the roles {', '.join(spec.roles.allowed)}"
-                elif mode == "insert" and operation == "update":
-                    skip = "sync_mode insert: the record was delivered before; only new keys are sent"
-                if mode == "update":
-                    operation = "update"
-                if not forced and entry is not None:
-                    if entry.status == "delivered" and entry.delivered_fingerprint == fp:
-                        counts["unchanged"] += 1
-                        continue
-                    if entry.status == "skipped" and entry.fingerprint == fp and skip is not None:
-                        counts["unchanged"] += 1
-                        continue
-                    if entry.status == "pending":  # held for review after a crash: only a push or --full sends it
-                        counts["held"] += 1
-                        continue
-                if operation not in scope.operations:
-                    continue
-                if skip is not None:
-                    self._skip(key, operation, entry, fp, skip, updates, attempts, report, now)
-                    continue
-                in_doubt = entry is not None and entry.status == "in_flight"
-                if in_doubt and not forced and (hold or entry.fingerprint != fp):
-                    # The last run died with this record in flight: it may have landed. Resending a changed
-                    # payload under a new key could apply it twice (a second create), so it waits for review.
-                    self._hold(key, operation, entry, updates, attempts, report, now, changed=entry.fingerprint != fp)
-                    continue
-                # A record in doubt (in flight when a run died, or held for review) goes out under the key it
-                # was first sent with, so a target that did apply it answers with its stored response.
-                resend = entry is not None and entry.status in ("in_flight", "pending") and entry.fingerprint == fp
-                record = dict(zip(targets, [column[i] for column in target_columns]))
-                if resend:
-                    send = _Send(
-                        key, operation, record, fp, entry.version, entry.idempotency_key, entry, entry.batch_key
-                    )
-                else:
-                    version = (entry.version if entry else 0) + 1
-                    ikey = idempotency_key(self.name, configuration.name, key, fp, version)
-                    send = _Send(key, operation, record, fp, version, ikey, entry)
-                sends.append(send)
+                if action == "unchanged":
+                    counts["unchanged"] += 1
+                elif action == "held":
+                    counts["held"] += 1
+                elif action == "skip":
+                    self._skip(key, operation, entry, fp, decision.reason, updates, attempts, report, now)
+                elif action == "hold_in_doubt":
+                    self._hold(key, operation, entry, updates, attempts, report, now, decision.reason)
+                elif action in ("send", "resend"):
+                    record = dict(zip(targets, [column[i] for column in target_columns]))
+                    if action == "resend":
+                        # Under the key it was first sent with, so a target that did apply it answers with its
+                        # stored response.
+                        send = _Send(
+                            key, operation, record, fp, entry.version, entry.idempotency_key, entry, entry.batch_key
+                        )
+                    else:
+                        version = (entry.version if entry else 0) + 1
+                        ikey = idempotency_key(self.name, configuration.name, key, fp, version)
+                        send = _Send(key, operation, record, fp, version, ikey, entry)
+                    sends.append(send)
+                # "not_in_scope": the triggers did not ask for this operation; nothing is recorded.
             yield sends, updates, attempts
         yield from self._deletes(scope, state, seen if track_seen else None, report)
 
@@ -405,15 +389,14 @@ class IntegrationDelivery:
         sends = []
         for key in dict.fromkeys(candidates):
             entry = state.get(key)
-            if entry is None or entry.delivered_fingerprint is None:
-                continue  # never delivered (or already deleted): nothing to delete at the target
-            if scope.keys is not None and key not in scope.keys:
-                continue
-            version = entry.version + 1
-            ikey = idempotency_key(self.name, self.configuration.name, key, "delete", version)
-            if entry.status == "in_flight" and entry.fingerprint is None:
-                version, ikey = entry.version, entry.idempotency_key
-            sends.append(_Send(key, "delete", None, None, version, ikey, entry))
+            action = decide_delete(entry, in_scope=scope.keys is None or key in scope.keys).action
+            if action == "resend":  # left in flight by a run that died: again under its first key
+                sends.append(_Send(key, "delete", None, None, entry.version, entry.idempotency_key, entry))
+            elif action == "send":
+                version = entry.version + 1
+                ikey = idempotency_key(self.name, self.configuration.name, key, "delete", version)
+                sends.append(_Send(key, "delete", None, None, version, ikey, entry))
+            # "absent" (nothing to delete at the target) and "not_in_scope" (a push of other keys): nothing to do.
         if sends:
             yield sends, [], []
 
@@ -599,12 +582,8 @@ class IntegrationDelivery:
         attempts.append(AttemptRow(key, operation, "skipped", None, None, 0, None, reason, None, now, now))
         self._count(report, key, operation, "skipped", None, reason, None, entry.target_ref if entry else None)
 
-    def _hold(self, key, operation, entry, updates, attempts, report, now, changed: bool) -> None:
-        reason = (
-            "held for review: it was in flight when an earlier run stopped"
-            + (", and has changed since" if changed else "")
-            + "; check the target, then push the key"
-        )
+    def _hold(self, key, operation, entry, updates, attempts, report, now, reason: str) -> None:
+        """A record in doubt (in flight when a run died) held for review, under its old key and version."""
         update = self._local_update(key, operation, entry, "pending", entry.fingerprint, reason)
         update.idempotency_key = entry.idempotency_key
         update.version = entry.version

@@ -6,7 +6,6 @@ These open the data set and the ledger directly (no Dagster run), send nothing a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,11 +15,14 @@ import pyarrow as pa
 from connector_pipelines.errors import ConnectorConfigError
 from connector_pipelines.integration.data_set import DataSetReader
 from connector_pipelines.integration.delivery import DeliveryReport, DeliveryScope, IntegrationDelivery
+from connector_pipelines.integration.run import open_delivery
+from connector_pipelines.spec.integration import Configuration, IntegrationConnector
 from connector_pipelines.spec.loader import LoadedConnector, Project
-from connector_pipelines.spec.models import Configuration, IntegrationConnector, SqlConnection, env_var_name
-from connector_pipelines.state.ledger import DeliveryLedger, default_ledger_url
-from connector_pipelines.storage import storage_dir
-from connector_pipelines.transports.sql_source import SqlSource, resolve_sqlite_path
+from connector_pipelines.state.database import default_state_url
+from connector_pipelines.state.ledger import DeliveryLedger
+from connector_pipelines.storage import Storage
+from connector_pipelines.transports.registry import client_for
+from connector_pipelines.transports.sql import SqlSource
 
 
 def integration_of(loaded: LoadedConnector) -> IntegrationConnector:
@@ -42,21 +44,13 @@ def configuration_of(connector: IntegrationConnector, name: str | None) -> list[
 
 def sql_source(project: Project, connection_name: str) -> SqlSource:
     """A SqlSource for a `sql` connection, its password read from the environment variable it names."""
-    connection = project.connections[connection_name]
-    assert isinstance(connection, SqlConnection)
-    password = None
-    if connection.password:
-        variable = env_var_name(connection.password)
-        password = os.environ.get(variable)
-        if password is None:
-            raise ConnectorConfigError(
-                [f"connection '{connection_name}' needs the environment variable {variable} (its password); set it"]
-            )
-    return SqlSource(resolve_sqlite_path(connection.url, project.base_dir), password)
+    source = client_for(project.connections[connection_name], project.base_dir, connection_name)
+    assert isinstance(source, SqlSource)
+    return source
 
 
 def ledger_for(project: Project) -> DeliveryLedger:
-    return DeliveryLedger(default_ledger_url(storage_dir(project.base_dir)))
+    return DeliveryLedger(default_state_url(Storage.for_project(project.base_dir).root))
 
 
 @dataclass(frozen=True)
@@ -147,19 +141,10 @@ def _ledger(project: Project) -> Iterator[DeliveryLedger]:
 
 
 def _delivery(project, connector, configuration, reader: DataSetReader, ledger) -> IntegrationDelivery:
-    spec = connector.integration
-    lookups = {}
-    for name, lookup in configuration.lookups.items():
-        if lookup.connection:
-            other = sql_source(project, lookup.connection)
-            try:
-                lookups[name] = DataSetReader(other, spec.data_set).lookup_table(lookup)
-            finally:
-                other.dispose()
-        else:
-            lookups[name] = reader.lookup_table(lookup)
-    allowed = reader.owners_with_roles(spec.roles) if spec.roles else None
-    return IntegrationDelivery(connector, configuration, ledger, run_id="plan", lookups=lookups, allowed_owners=allowed)
+    """The delivery a run would make, assembled as the asset does, without a client: it previews and plans only."""
+    return open_delivery(
+        connector, configuration, ledger, reader, run_id="plan", open_source=lambda name: sql_source(project, name)
+    )
 
 
 def _limited(reader: DataSetReader, rows: int) -> Iterator[pa.RecordBatch]:

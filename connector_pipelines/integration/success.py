@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from connector_pipelines.spec.models import SuccessCriterion
+from connector_pipelines.spec.integration import SuccessCriterion
 from connector_pipelines.transports.http_auth import dotted_get
 
 STATUS_CLASS = re.compile(r"^([1-5])xx$", re.IGNORECASE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from connector_pipelines.state.ledger import sqlite_timestamp
-from connector_pipelines.transports.sql_source import SqlSource
+from connector_pipelines.transports.sql import SqlSource
 
 _CHUNK = 5000
 

@@ -53,6 +53,20 @@ class FieldRule:
     default: object = None  # used when the result is None or ''
     note: str = ""
 
+    @classmethod
+    def from_spec(cls, rule) -> FieldRule:
+        """The rule a spec's mapping entry (`spec.common.MappingRuleSpec`, of an integration or an import) stands
+        for. A constant counts only when it was written, so `constant: null` is a constant and no key is none."""
+        return cls(
+            target=rule.target,
+            source=rule.source,
+            expression=rule.expression,
+            constant=rule.constant if "constant" in rule.model_fields_set else NO_CONSTANT,
+            parse=rule.parse,
+            default=rule.default,
+            note=rule.note,
+        )
+
 
 @dataclass(frozen=True)
 class TargetField:

@@ -10,15 +10,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from connector_pipelines.spec.models import (
+from connector_pipelines.spec.common import (
     BIND_PARAMETER,
     ConnectorBase,
-    CsvOptions,
     Identifier,
     MappingRuleSpec,
     RunSchedule,
     StrictModel,
 )
+from connector_pipelines.spec.extract import CsvOptions
 
 ImportType = Literal["text", "integer", "number", "currency", "boolean", "date", "datetime", "json", "foreign_key"]
 FILE_FORMATS = ("csv", "tsv", "parquet", "jsonl")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from connector_pipelines.spec.extract import ExtractConnector
 from connector_pipelines.spec.imports import ImportConnector
-from connector_pipelines.spec.models import ExtractConnector, IntegrationConnector
+from connector_pipelines.spec.integration import IntegrationConnector
 
 AVAILABLE_KINDS = {"extract": ExtractConnector, "integration": IntegrationConnector, "import": ImportConnector}
 Connector = ExtractConnector | IntegrationConnector | ImportConnector

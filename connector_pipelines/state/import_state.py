@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from connector_pipelines.state.ledger import state_engine, utc_now
+from connector_pipelines.state.database import state_engine
+from connector_pipelines.state.ledger import utc_now
 
 metadata = sa.MetaData()
 watermarks_table = sa.Table(

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import sqlalchemy as sa
 
-LEDGER_URL_ENV = "CONNECTOR_PIPELINES_LEDGER_URL"
+from connector_pipelines.state.database import state_engine
+
 EXCERPT_CHARS = 500
 _CHUNK = 2000
 
@@ -140,14 +139,6 @@ class AttemptRow:
     target_ref: str | None
     started_at: dt.datetime | None
     finished_at: dt.datetime
-
-
-def default_ledger_url(storage_dir: Path) -> str:
-    configured = os.environ.get(LEDGER_URL_ENV)
-    if configured:
-        return configured
-    storage_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(storage_dir / 'ledger.db').resolve()}"
 
 
 class DeliveryLedger:
@@ -360,19 +351,3 @@ def sqlite_timestamp(value: dt.datetime | None) -> str | None:
     if value.tzinfo is not None:
         value = value.astimezone(dt.UTC).replace(tzinfo=None)
     return value.isoformat(sep=" ")
-
-
-def state_engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg2://", 1))
-    if engine.dialect.name == "sqlite":
-        # WAL lets readers (the CLI, sensors) look while a run writes. synchronous=NORMAL keeps every committed
-        # transaction through a process crash (kill -9); only a power loss can take the last ones back.
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection, _record) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-    return engine

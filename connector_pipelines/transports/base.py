@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from connector_pipelines.spec.models import FileDestination
+from connector_pipelines.spec.extract import FileDestination
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,7 @@ It also reads the files a partner delivered into such a folder (the `FileSource`
 
 This module also holds what every transport shares, so it is written once: the two rules on where a file may
 go (`check_remote_name`, `folder_parts`), the rule on file names read from outside (`check_source_name`), the
-atomic local write a download ends with (`atomic_local_file`), the secret scrubber for error text (`redact`),
-and the guard against building a client from a resource whose secrets were never resolved (`check_resolved`).
+atomic local write a download ends with (`atomic_local_file`) and the secret scrubber for error text (`redact`).
 """
 
 from __future__ import annotations
@@ -14,17 +13,15 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-import dagster as dg
-
 from connector_pipelines.errors import TransportError, redact  # noqa: F401 - re-exported for the transports
 from connector_pipelines.imports.files import check_file_name
-from connector_pipelines.spec.models import FileDestination
+from connector_pipelines.spec.extract import FileDestination
 from connector_pipelines.transports.base import RemoteFile, UploadReceipt
 
 _COPY_BUFFER = 1024 * 1024
@@ -87,20 +84,6 @@ def atomic_local_file(local_path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-
-
-def check_resolved(resource: dg.ConfigurableResource, secret_fields: Iterable[str], system: str) -> None:
-    """Refuse to build a client from a resource whose `dg.EnvVar` secrets were never resolved.
-
-    Outside a run (or `dg.build_resources`) an EnvVar field reads as the variable's *name*, which would then be
-    sent as the password; this makes that mistake loud instead.
-    """
-    for field in secret_fields:
-        if isinstance(getattr(resource, field), dg.EnvVar):
-            raise TransportError(
-                f"{system}: {field} is still the environment reference, not its value; call get_client() inside "
-                "a Dagster run, or initialize the resource first (dg.build_resources / process_config_and_initialize)"
-            )
 
 
 class FolderClient:
@@ -252,15 +235,3 @@ class FolderClient:
 
     def close(self) -> None:
         """Nothing to release; present for the `FileTransport` protocol."""
-
-
-class FolderResource(dg.ConfigurableResource):
-    """A `folder` connection as a Dagster resource; `get_client()` returns the plain `FolderClient`.
-
-    `path` should be absolute: `build_file_resource` resolves relative paths against the project root.
-    """
-
-    path: str
-
-    def get_client(self) -> FolderClient:
-        return FolderClient(self.path)

@@ -11,16 +11,12 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import dagster as dg
-from pydantic import Field
-
 from connector_pipelines.errors import TransportError
-from connector_pipelines.spec.models import FileDestination
+from connector_pipelines.spec.extract import FileDestination
 from connector_pipelines.transports.base import RemoteFile, UploadReceipt
 from connector_pipelines.transports.folder import (
     atomic_local_file,
     check_remote_name,
-    check_resolved,
     check_source_name,
     folder_parts,
     redact,
@@ -328,34 +324,3 @@ class FtpClient:
             except _FTP_ERRORS:
                 self._ftp.close()
             self._ftp = None
-
-
-class FtpResource(dg.ConfigurableResource):
-    """An `ftp` connection as a Dagster resource; `get_client()` returns the plain `FtpClient`.
-
-    `password` is usually `dg.EnvVar("NAME")`. With `tls`, `ca_file` names the CA bundle that signs the server
-    certificate (default: the system trust store).
-    """
-
-    host: str
-    port: int = 21
-    username: str = "anonymous"
-    # repr=False: an initialized resource holds the resolved value, and a repr may end up in a log.
-    password: str | None = Field(default=None, repr=False, description="Usually dg.EnvVar('NAME')")
-    tls: bool = False
-    ca_file: str | None = None
-    passive: bool = True
-    timeout_seconds: float = 30
-
-    def get_client(self) -> FtpClient:
-        check_resolved(self, ("password",), f"ftp {self.host}:{self.port}")
-        return FtpClient(
-            host=self.host,
-            port=self.port,
-            username=self.username,
-            password=self.password,
-            tls=self.tls,
-            ca_file=self.ca_file,
-            passive=self.passive,
-            timeout_seconds=self.timeout_seconds,
-        )

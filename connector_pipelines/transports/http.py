@@ -5,7 +5,8 @@ requests in flight and the requests started per second across all its callers, r
 (429, 5xx, timeouts, dropped connections) with exponential backoff and full jitter, honours `Retry-After`, renews
 a fetched token once when the target answers 401, and never raises for a failed request: `send` always returns an
 `HttpOutcome` for the caller to record. Only configuration errors (a missing environment variable, an unreadable
-CA file) raise, when the client is entered.
+CA file) raise, when the client is entered. When to retry and how long to wait is `retry_policy.next_step`'s
+decision; `send` runs the tries, keeps the counters and sleeps.
 
 Every request of one record carries the same `Idempotency-Key` on every attempt, so a target that honours it
 applies a retried request once.
@@ -30,12 +31,17 @@ import aiohttp
 from multidict import CIMultiDict
 
 from connector_pipelines.errors import TransportError
-from connector_pipelines.spec.models import HttpConnection
-from connector_pipelines.transports.http_auth import AuthProvider, TokenRequestError, make_auth_provider
+from connector_pipelines.spec.connections import HttpConnection
+from connector_pipelines.transports.http_auth import AuthProvider, TokenRequestError, auth_provider, make_auth_provider
+from connector_pipelines.transports.retry_policy import (
+    RETRY_AFTER_STATUSES,
+    AttemptOutcome,
+    RandomSource,
+    next_step,
+)
 
 # The response text kept in an outcome (and so in the ledger): enough for any error message, bounded per record.
 RESPONSE_BODY_LIMIT = 64 * 1024
-RETRY_AFTER_STATUSES = frozenset({429, 503})
 EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -135,17 +141,24 @@ class HttpDeliveryClient:
     """
 
     def __init__(
-        self, connection: HttpConnection, base_dir: Path | None = None, environ: Mapping[str, str] | None = None
+        self,
+        connection: HttpConnection,
+        base_dir: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        *,
+        jitter: RandomSource = random,
+        auth: AuthProvider | None = None,
     ):
+        """`auth` holds credentials already resolved (see `http_client`); without it the provider is built from
+        `connection.auth` when the client is entered, its `${NAME}` references read from `environ` (default: the
+        process environment)."""
         self.connection = connection
         self.base_dir = base_dir
         self.environ = environ
+        self._resolved_auth = auth
         self.base_url = connection.base_url.rstrip("/")
-        retry = connection.retry
-        self._max_attempts = retry.max_attempts
-        self._initial_backoff = retry.initial_backoff_seconds
-        self._max_backoff = retry.max_backoff_seconds
-        self._max_retry_after = retry.max_retry_after_seconds
+        self._retry = connection.retry
+        self._jitter = jitter  # the backoff's random source (a test passes a seeded random.Random)
         self._timeout_text = f"{connection.timeout_seconds:g}s"
         self._session: aiohttp.ClientSession | None = None
         self._auth: AuthProvider | None = None
@@ -188,7 +201,10 @@ class HttpDeliveryClient:
 
     async def __aenter__(self) -> HttpDeliveryClient:
         connection = self.connection
-        self._auth = make_auth_provider(connection.auth, self.base_url, self.environ, connection.timeout_seconds)
+        if self._resolved_auth is not None:
+            self._auth = self._resolved_auth
+        else:
+            self._auth = make_auth_provider(connection.auth, self.base_url, self.environ, connection.timeout_seconds)
         ssl_setting = self._ssl()
         self._semaphore = asyncio.Semaphore(connection.max_concurrency)
         self._redact_bodies = bool(self._auth.secrets) or self._auth.refreshable
@@ -316,8 +332,7 @@ class HttpDeliveryClient:
 
         while True:
             tries += 1
-            error = None
-            retry_after: float | None = None
+            failure: AttemptOutcome | None = None  # why this try got no response
             # Wait out a pause a 429 imposed on every caller.
             pause = self._resume_at - time.monotonic()
             if pause > 0:
@@ -331,8 +346,8 @@ class HttpDeliveryClient:
                 try:
                     generation = 0 if static_auth else await self._request_headers(session)
                 except TransportError as exc:  # the token endpoint refused or could not be reached
-                    error = self.redact(str(exc))
                     retryable = isinstance(exc, TokenRequestError) and exc.retryable
+                    failure = AttemptOutcome(error=self.redact(str(exc)), retryable=retryable)
                 else:
                     headers = self._headers_for(request)
                     attempts += 1
@@ -349,62 +364,48 @@ class HttpDeliveryClient:
                             text = self.redact(text)
                     except aiohttp.ClientConnectorCertificateError as exc:
                         # The certificate will not change between attempts: a configuration problem.
-                        error = self.redact(
+                        message = self.redact(
                             f"TLS certificate verification failed for {exc.host}:{exc.port} "
                             f"({exc.certificate_error}); set ca_file to the CA that signed the server's certificate"
                         )
-                        retryable = False
+                        failure = AttemptOutcome(error=message, retryable=False)
                     except TimeoutError:
                         self.timeouts += 1
-                        error = f"timed out after {self._timeout_text}"
-                        retryable = True
+                        failure = AttemptOutcome(error=f"timed out after {self._timeout_text}", retryable=True)
                     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
                         self.connection_errors += 1
-                        error = self.redact(_connection_error(exc))
-                        retryable = True
+                        failure = AttemptOutcome(error=self.redact(_connection_error(exc)), retryable=True)
                     except Exception as exc:  # an invalid URL, a malformed response: retrying will not help
-                        error = self.redact(f"request failed ({type(exc).__name__}: {exc})")
-                        retryable = False
-                if error is None:
-                    assert status is not None
-                    if status < 400 or (status < 500 and status not in (401, 429)):
-                        break
-                    if status == 401:
-                        if renewed_after_401 or static_auth:
-                            break
-                        # The token may have been revoked or expired early: renew it once and resend at once.
-                        renewed_after_401 = True
-                        auth.invalidate(generation)
-                        tries -= 1
-                        continue
-                    if status == 429:
-                        self.throttled_429 += 1
-                    else:
-                        self.server_errors += 1
-                    if status in RETRY_AFTER_STATUSES:
-                        retry_after = parse_retry_after(response_headers.get("Retry-After"))
-                        if retry_after is not None and retry_after > self._max_retry_after:
-                            error = (
-                                f"{status}: the target asks to retry after {retry_after:g}s, longer than "
-                                f"retry.max_retry_after_seconds ({self._max_retry_after:g}s); not retried"
-                            )
-                            break
-                        if retry_after is not None and status == 429:
-                            self._resume_at = max(self._resume_at, time.monotonic() + retry_after)
-                    error = str(status)
-                    retryable = True
-            if not retryable:
-                break
-            if tries >= self._max_attempts:
-                error = f"gave up after {tries} attempts: {error}"
+                        message = self.redact(f"request failed ({type(exc).__name__}: {exc})")
+                        failure = AttemptOutcome(error=message, retryable=False)
+            if failure is not None:
+                outcome = failure
+            else:
+                assert status is not None
+                if status == 401 and not (renewed_after_401 or static_auth):
+                    # The token may have been revoked or expired early: renew it once and resend at once.
+                    renewed_after_401 = True
+                    auth.invalidate(generation)
+                    tries -= 1
+                    continue
+                if status == 429:
+                    self.throttled_429 += 1
+                elif status >= 500:
+                    self.server_errors += 1
+                retry_after = (
+                    parse_retry_after(response_headers.get("Retry-After")) if status in RETRY_AFTER_STATUSES else None
+                )
+                outcome = AttemptOutcome(status=status, retry_after=retry_after)
+            step = next_step(outcome, tries, self._retry, self._jitter)
+            if step.pause_all_seconds is not None:
+                self._resume_at = max(self._resume_at, time.monotonic() + step.pause_all_seconds)
+            if not step.retry:
+                error = step.error
                 break
             self.retries += 1
-            delay = random.uniform(0, min(self._max_backoff, self._initial_backoff * 2 ** (tries - 1)))
-            if retry_after is not None and retry_after > delay:
-                delay = retry_after
-            if delay > 0:
-                await asyncio.sleep(delay)
-                self.waited_seconds += delay
+            if step.delay > 0:
+                await asyncio.sleep(step.delay)
+                self.waited_seconds += step.delay
 
         elapsed = time.monotonic() - start
         return HttpOutcome(
@@ -469,3 +470,15 @@ def _connection_error(exc: BaseException) -> str:
         return f"connection reset ({name})"
     detail = str(exc)
     return f"connection error ({name}: {detail})" if detail else f"connection error ({name})"
+
+
+def http_client(auth: Mapping[str, Any], **settings: Any) -> HttpDeliveryClient:
+    """A client for an http connection's settings whose secrets are values, not references.
+
+    This is what an `HttpResource` (its `dg.EnvVar` fields read by Dagster) and `registry.client_for` (the
+    environment read there) both build: `auth` as `http_auth.auth_settings` gives it, and the other settings as
+    the fields of `HttpConnection`, a `ca_file` already resolved to an absolute path.
+    """
+    # The connection keeps its default `auth:` (none): the credentials are the provider's, built here from values.
+    connection = HttpConnection(type="http", **settings)
+    return HttpDeliveryClient(connection, auth=auth_provider(auth, connection.base_url, connection.timeout_seconds))

@@ -1,9 +1,12 @@
 """Authentication for HTTP delivery: fixed headers (basic, API key) and fetched tokens (token, OAuth2).
 
-A provider resolves its secrets from the environment when it is built, so a missing variable is reported before
-anything is sent. Fetched tokens are cached and shared by every concurrent request of one client: one fetch at a
-time, the others wait for it and reuse its result (or its failure), so a burst of requests never stampedes the
-token endpoint.
+A provider is built from resolved credentials: `auth_provider(settings)` takes an auth's settings whose secrets are
+values (what `HttpResource` holds once Dagster has read its `dg.EnvVar` fields), and `make_auth_provider(auth)`
+reads the `${NAME}` references of a connection's `auth:` from the environment first (the path of a client built
+from the spec alone), so a missing variable is reported before anything is sent.
+
+Fetched tokens are cached and shared by every concurrent request of one client: one fetch at a time, the others
+wait for it and reuse its result (or its failure), so a burst of requests never stampedes the token endpoint.
 """
 
 from __future__ import annotations
@@ -13,24 +16,18 @@ import base64
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from connector_pipelines.errors import TransportError, redact
-from connector_pipelines.spec.models import (
-    ENV_REFERENCE,
-    HttpAuthApiKey,
-    HttpAuthBasic,
-    HttpAuthNone,
-    HttpAuthOAuth2,
-    HttpAuthToken,
-)
+from connector_pipelines.spec.common import ENV_REFERENCE
+from connector_pipelines.spec.connections import SECRET_FIELDS
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from connector_pipelines.spec.models import HttpAuth
+    from connector_pipelines.spec.connections import HttpAuth
 
 # How much of a failed token response goes into the error: enough to read the server's reason, not a page.
 TOKEN_ERROR_EXCERPT = 200
@@ -59,15 +56,25 @@ def resolve_secret(reference: str, environ: Mapping[str, str] = os.environ) -> s
     return value
 
 
-def _secret_values(references: Mapping[str, str], environ: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """Resolve every value; the values that came from a reference are the secrets to redact."""
-    resolved: dict[str, str] = {}
-    secrets: list[str] = []
-    for key, value in references.items():
-        resolved[key] = resolve_secret(value, environ)
-        if ENV_REFERENCE.match(value):
-            secrets.append(resolved[key])
-    return resolved, secrets
+def auth_settings(auth: HttpAuth, secret: Callable[[str, str], Any]) -> dict[str, Any]:
+    """A connection's `auth:` as settings, each secret reference replaced by `secret(field, reference)`.
+
+    The secret fields are the spec's (`SECRET_FIELDS["http"]`); a token request body is split into `body` (plain
+    fields) and `secret_body` (the fields written as environment references). `field` names the setting for a
+    message, such as `auth.password` or `auth.body.username`. With `secret` reading the environment this gives
+    what `auth_provider` takes; with `dg.EnvVar` it gives a resource's auth config.
+    """
+    settings = auth.model_dump()
+    for field in SECRET_FIELDS["http"]:
+        if field in settings:
+            settings[field] = secret(f"auth.{field}", settings[field])
+    if auth.type == "token":
+        body = settings.pop("body")
+        settings["body"] = {key: value for key, value in body.items() if not ENV_REFERENCE.match(value)}
+        settings["secret_body"] = {
+            key: secret(f"auth.body.{key}", value) for key, value in body.items() if ENV_REFERENCE.match(value)
+        }
+    return settings
 
 
 def token_endpoint(token_url: str, base_url: str) -> str:
@@ -154,12 +161,11 @@ class NoAuth(AuthProvider):
 
 
 class BasicAuth(AuthProvider):
-    """HTTP basic authentication with a username and a password from the environment."""
+    """HTTP basic authentication with a username and a (resolved) password."""
 
-    def __init__(self, auth: HttpAuthBasic, environ: Mapping[str, str]):
+    def __init__(self, username: str, password: str):
         super().__init__()
-        password = resolve_secret(auth.password, environ)
-        encoded = base64.b64encode(f"{auth.username}:{password}".encode()).decode("ascii")
+        encoded = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
         self._secrets = [password, encoded]
         self._headers = {"Authorization": f"Basic {encoded}"}
 
@@ -167,11 +173,10 @@ class BasicAuth(AuthProvider):
 class ApiKeyAuth(AuthProvider):
     """A fixed key in a header on every request."""
 
-    def __init__(self, auth: HttpAuthApiKey, environ: Mapping[str, str]):
+    def __init__(self, header: str, value: str):
         super().__init__()
-        value = resolve_secret(auth.value, environ)
         self._secrets = [value]
-        self._headers = {auth.header: value}
+        self._headers = {header: value}
 
 
 class _FetchedTokenAuth(AuthProvider):
@@ -295,16 +300,30 @@ def _missing_field(url: str, field: str, document: Any) -> TokenRequestError:
 
 
 class TokenAuth(_FetchedTokenAuth):
-    """Auth type `token`: POST `body` (JSON or form) to `token_url`, read `token_field`, reuse for `expiry_seconds`."""
+    """Auth type `token`: POST the body (JSON or form) to `token_url`, read `token_field`, reuse for `expiry_seconds`.
 
-    def __init__(self, auth: HttpAuthToken, base_url: str, environ: Mapping[str, str], timeout_seconds: float = 30):
-        super().__init__(
-            token_endpoint(auth.token_url, base_url), auth.header, auth.prefix, auth.expiry_seconds, timeout_seconds
-        )
-        self._body, self._fixed_secrets = _secret_values(auth.body, environ)
+    The request body is `body` and `secret_body` together; the values of `secret_body` (resolved) are redacted.
+    """
+
+    def __init__(
+        self,
+        token_url: str,
+        base_url: str,
+        body: Mapping[str, str],
+        secret_body: Mapping[str, str],
+        body_format: str = "json",
+        token_field: str = "access_token",
+        expiry_seconds: float = 1800,
+        header: str = "Authorization",
+        prefix: str = "Bearer",
+        timeout_seconds: float = 30,
+    ):
+        super().__init__(token_endpoint(token_url, base_url), header, prefix, expiry_seconds, timeout_seconds)
+        self._body = {**body, **secret_body}
+        self._fixed_secrets = list(secret_body.values())
         self._secrets = list(self._fixed_secrets)
-        self._body_format = auth.body_format
-        self._token_field = auth.token_field
+        self._body_format = body_format
+        self._token_field = token_field
 
     def _request_kwargs(self) -> dict[str, Any]:
         if self._body_format == "json":
@@ -322,27 +341,37 @@ class TokenAuth(_FetchedTokenAuth):
 class OAuth2Auth(_FetchedTokenAuth):
     """Auth type `oauth2`: the client credentials grant; the token is reused for its `expires_in`."""
 
-    def __init__(self, auth: HttpAuthOAuth2, base_url: str, environ: Mapping[str, str], timeout_seconds: float = 30):
+    def __init__(
+        self,
+        token_url: str,
+        base_url: str,
+        client_id: str,
+        client_secret: str,
+        scope: str | None = None,
+        audience: str | None = None,
+        client_auth: str = "body",
+        expiry_seconds: float = 1800,
+        timeout_seconds: float = 30,
+    ):
         super().__init__(
-            token_endpoint(auth.token_url, base_url), "Authorization", "Bearer", auth.expiry_seconds, timeout_seconds
+            token_endpoint(token_url, base_url), "Authorization", "Bearer", expiry_seconds, timeout_seconds
         )
-        secret = resolve_secret(auth.client_secret, environ)
         form = {"grant_type": "client_credentials"}
-        if auth.scope:
-            form["scope"] = auth.scope
-        if auth.audience:
-            form["audience"] = auth.audience
+        if scope:
+            form["scope"] = scope
+        if audience:
+            form["audience"] = audience
         self._request_headers: dict[str, str] = {}
-        self._fixed_secrets = [secret]
-        if auth.client_auth == "basic":
+        self._fixed_secrets = [client_secret]
+        if client_auth == "basic":
             # RFC 6749 2.3.1: the id and the secret are form-encoded before they are joined and base64-encoded.
-            pair = f"{quote(auth.client_id, safe='')}:{quote(secret, safe='')}"
+            pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
             encoded = base64.b64encode(pair.encode()).decode("ascii")
             self._request_headers["Authorization"] = f"Basic {encoded}"
             self._fixed_secrets.append(encoded)
         else:
-            form["client_id"] = auth.client_id
-            form["client_secret"] = secret
+            form["client_id"] = client_id
+            form["client_secret"] = client_secret
         self._form = form
         self._secrets = list(self._fixed_secrets)
 
@@ -356,19 +385,28 @@ class OAuth2Auth(_FetchedTokenAuth):
         return token, _lifetime(document.get("expires_in"))
 
 
+def auth_provider(settings: Mapping[str, Any], base_url: str, timeout_seconds: float = 30) -> AuthProvider:
+    """The provider for an auth's settings whose secrets are already values (see `auth_settings`)."""
+    kind = settings.get("type")
+    fields = {key: value for key, value in settings.items() if key != "type"}
+    if kind == "none":
+        return NoAuth()
+    if kind == "basic":
+        return BasicAuth(**fields)
+    if kind == "api_key":
+        return ApiKeyAuth(**fields)
+    if kind == "token":
+        return TokenAuth(**fields, base_url=base_url, timeout_seconds=timeout_seconds)
+    if kind == "oauth2":
+        return OAuth2Auth(**fields, base_url=base_url, timeout_seconds=timeout_seconds)
+    raise TransportError(f"unknown HTTP auth type {kind!r}")
+
+
 def make_auth_provider(
     auth: HttpAuth, base_url: str, environ: Mapping[str, str] | None = None, timeout_seconds: float = 30
 ) -> AuthProvider:
-    """The provider for a connection's `auth:`; its secrets are resolved now (a missing variable raises here)."""
+    """The provider for a connection's `auth:`; its secrets are read from `environ` now (a missing variable raises
+    here, naming it)."""
     env = os.environ if environ is None else environ
-    if isinstance(auth, HttpAuthNone):
-        return NoAuth()
-    if isinstance(auth, HttpAuthBasic):
-        return BasicAuth(auth, env)
-    if isinstance(auth, HttpAuthApiKey):
-        return ApiKeyAuth(auth, env)
-    if isinstance(auth, HttpAuthToken):
-        return TokenAuth(auth, base_url, env, timeout_seconds)
-    if isinstance(auth, HttpAuthOAuth2):
-        return OAuth2Auth(auth, base_url, env, timeout_seconds)
-    raise TransportError(f"unknown HTTP auth type {getattr(auth, 'type', type(auth).__name__)!r}")
+    settings = auth_settings(auth, lambda _field, reference: resolve_secret(reference, env))
+    return auth_provider(settings, base_url, timeout_seconds)

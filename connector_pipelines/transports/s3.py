@@ -8,20 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import dagster as dg
 from boto3.exceptions import Boto3Error, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from pydantic import Field
 
 from connector_pipelines.errors import TransportError
-from connector_pipelines.spec.models import FileDestination
+from connector_pipelines.spec.extract import FileDestination
 from connector_pipelines.transports.base import RemoteFile, UploadReceipt
 from connector_pipelines.transports.folder import (
     atomic_local_file,
     check_remote_name,
-    check_resolved,
     check_source_name,
     folder_parts,
     redact,
@@ -196,29 +193,3 @@ class S3Client:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-
-class S3Resource(dg.ConfigurableResource):
-    """An `s3` connection as a Dagster resource; `get_client()` returns the plain `S3Client`.
-
-    The keys are usually `dg.EnvVar("NAME")`; leave both unset to use the AWS default credential chain.
-    """
-
-    bucket: str
-    prefix: str = ""
-    region: str = "us-east-1"
-    endpoint_url: str | None = None
-    # repr=False: an initialized resource holds the resolved values, and a repr may end up in a log.
-    access_key_id: str | None = Field(default=None, repr=False, description="Usually dg.EnvVar('NAME')")
-    secret_access_key: str | None = Field(default=None, repr=False, description="Usually dg.EnvVar('NAME')")
-
-    def get_client(self) -> S3Client:
-        check_resolved(self, ("access_key_id", "secret_access_key"), f"s3 bucket '{self.bucket}'")
-        return S3Client(
-            bucket=self.bucket,
-            prefix=self.prefix,
-            region=self.region,
-            endpoint_url=self.endpoint_url,
-            access_key_id=self.access_key_id,
-            secret_access_key=self.secret_access_key,
-        )

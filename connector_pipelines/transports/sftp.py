@@ -13,19 +13,16 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-import dagster as dg
 import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from pydantic import Field
 
 from connector_pipelines.errors import TransportError
-from connector_pipelines.spec.models import FileDestination
+from connector_pipelines.spec.extract import FileDestination
 from connector_pipelines.transports.base import RemoteFile, UploadReceipt
 from connector_pipelines.transports.folder import (
     atomic_local_file,
     check_remote_name,
-    check_resolved,
     check_source_name,
     folder_parts,
     redact,
@@ -384,32 +381,3 @@ class SftpClient:
         if self._transport is not None:
             self._transport.close()
             self._transport = None
-
-
-class SftpResource(dg.ConfigurableResource):
-    """An `sftp` connection as a Dagster resource; `get_client()` returns the plain `SftpClient`.
-
-    `password` and `private_key` (the key's text) are usually `dg.EnvVar("NAME")`; `host_key` is the server's
-    public key line, verified on every connection.
-    """
-
-    host: str
-    port: int = 22
-    username: str
-    # repr=False: an initialized resource holds the resolved values, and a repr may end up in a log.
-    password: str | None = Field(default=None, repr=False, description="Usually dg.EnvVar('NAME')")
-    private_key: str | None = Field(default=None, repr=False, description="The key's text; usually dg.EnvVar('NAME')")
-    host_key: str
-    timeout_seconds: float = 30
-
-    def get_client(self) -> SftpClient:
-        check_resolved(self, ("password", "private_key"), f"sftp {self.host}:{self.port}")
-        return SftpClient(
-            host=self.host,
-            port=self.port,
-            username=self.username,
-            password=self.password,
-            private_key=self.private_key,
-            host_key=self.host_key,
-            timeout_seconds=self.timeout_seconds,
-        )

@@ -10,13 +10,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import quote
 
-import dagster as dg
-from pydantic import Field
-
 from connector_pipelines.errors import TransportError
-from connector_pipelines.spec.models import FileDestination
+from connector_pipelines.spec.extract import FileDestination
 from connector_pipelines.transports.base import UploadReceipt
-from connector_pipelines.transports.folder import check_remote_name, check_resolved, redact
+from connector_pipelines.transports.folder import check_remote_name, redact
 
 # The formats an extract writes; mimetypes does not know all of them on every system.
 _EXTRACT_TYPES = {
@@ -156,35 +153,3 @@ class SmtpClient:
 
     def close(self) -> None:
         """Each upload opens and closes its own SMTP session; nothing stays open."""
-
-
-class SmtpResource(dg.ConfigurableResource):
-    """An `smtp` connection as a Dagster resource; `get_client()` returns the plain `SmtpClient`.
-
-    `password` is usually `dg.EnvVar("NAME")`; login happens only when `username` is set.
-    """
-
-    host: str
-    port: int = 25
-    username: str | None = None
-    # repr=False: an initialized resource holds the resolved value, and a repr may end up in a log.
-    password: str | None = Field(default=None, repr=False, description="Usually dg.EnvVar('NAME')")
-    starttls: bool = False
-    ssl: bool = False
-    ca_file: str | None = None
-    from_address: str
-    timeout_seconds: float = 30
-
-    def get_client(self) -> SmtpClient:
-        check_resolved(self, ("password",), f"smtp {self.host}:{self.port}")
-        return SmtpClient(
-            host=self.host,
-            port=self.port,
-            from_address=self.from_address,
-            username=self.username,
-            password=self.password,
-            starttls=self.starttls,
-            ssl=self.ssl,
-            ca_file=self.ca_file,
-            timeout_seconds=self.timeout_seconds,
-        )

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from connector_pipelines.cli import main
 from connector_pipelines.spec.loader import load_project
+from connector_pipelines.state.database import default_state_url
 from connector_pipelines.state.import_state import ImportState
-from connector_pipelines.state.ledger import default_ledger_url
-from connector_pipelines.storage import STORAGE_ENV, import_dir, import_inbox_dir, storage_dir
+from connector_pipelines.storage import STORAGE_ENV, Storage
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,7 +80,7 @@ class Project:
         )
 
     def state(self) -> ImportState:
-        return ImportState(default_ledger_url(storage_dir(self.root)))
+        return ImportState(default_state_url(Storage.for_project(self.root).root))
 
 
 @pytest.fixture
@@ -381,8 +381,8 @@ def test_duplicate_of_a_file_without_a_name_switches_it_off(project: Project) ->
 
 def test_delete_asks_and_purge_removes_state_and_storage(project: Project) -> None:
     assert project.cli("preview", "orders_import").exit_code == 0
-    storage = import_dir(project.root, "orders_import")
-    inbox = import_inbox_dir(project.root, "orders_import")
+    storage = Storage.for_project(project.root).import_dir("orders_import")
+    inbox = Storage.for_project(project.root).import_inbox_dir("orders_import")
     for folder in (storage / "run1", inbox):
         folder.mkdir(parents=True)
         (folder / "snapshot.parquet").write_text("x")

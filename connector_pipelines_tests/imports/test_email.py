@@ -24,7 +24,7 @@ import pytest
 
 from connector_pipelines.imports.email_inbox import EmailReceiver
 from connector_pipelines.imports.email_routes import inbox_routes
-from connector_pipelines.storage import import_inbox_dir
+from connector_pipelines.storage import Storage
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -65,7 +65,7 @@ def email_import(import_project, database, **connector) -> Path:
         **connector,
     )
     project = import_project.project()
-    return import_inbox_dir(project.base_dir, NAME)
+    return Storage.for_project(project.base_dir).import_inbox_dir(NAME)
 
 
 def message(*attachments: tuple[str, bytes], sender: str = PARTNER) -> EmailMessage:

@@ -21,7 +21,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from connector_pipelines.factories.imports import job_name
+from connector_pipelines.factories.naming import job_name
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -238,7 +238,7 @@ def test_a_run_not_finished_yet_is_not_asked_for_again(import_project, fresh_ins
     first = tick(import_project, fresh_instance, None)
     request = first.run_requests[0]
     # The daemon created the run but it has not started: the file is still the run's to take.
-    job = import_project.defs().resolve_job_def(job_name(NAME))
+    job = import_project.defs().resolve_job_def(job_name("import", NAME))
     fresh_instance.create_run_for_job(
         job, run_config=request.run_config, tags={**request.tags, "dagster/run_key": request.run_key}
     )

@@ -14,9 +14,9 @@ import yaml
 from connector_pipelines.errors import ConnectorConfigError
 from connector_pipelines.imports import inspect as inspection
 from connector_pipelines.spec.loader import load_project
+from connector_pipelines.state.database import default_state_url
 from connector_pipelines.state.import_state import ImportState
-from connector_pipelines.state.ledger import default_ledger_url
-from connector_pipelines.storage import STORAGE_ENV, import_dir, import_inbox_dir, storage_dir
+from connector_pipelines.storage import STORAGE_ENV, Storage
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,7 +76,7 @@ class Env:
         return project, project.connector(name)
 
     def state(self) -> ImportState:
-        return ImportState(default_ledger_url(storage_dir(self.root)))
+        return ImportState(default_state_url(Storage.for_project(self.root).root))
 
 
 @pytest.fixture
@@ -301,7 +301,7 @@ def test_preview_of_an_email_import_reads_its_inbox(sqlite_env: Env) -> None:
     with pytest.raises(inspection.NoFileToRead, match="no file has been received at orders@imports.example yet"):
         inspection.preview(project, loaded)
 
-    inbox = import_inbox_dir(sqlite_env.root, "orders_import")
+    inbox = Storage.for_project(sqlite_env.root).import_inbox_dir("orders_import")
     inbox.mkdir(parents=True)
     (inbox / "orders_1.csv").write_text("id,name\n3,Cy\n")
 
@@ -555,7 +555,8 @@ def test_purge_import_forgets_state_and_removes_folders(sqlite_env: Env) -> None
         state.record_preview("other", "abc")
     finally:
         state.dispose()
-    for folder in (import_dir(sqlite_env.root, "orders_import"), import_inbox_dir(sqlite_env.root, "orders_import")):
+    storage = Storage.for_project(sqlite_env.root)
+    for folder in (storage.import_dir("orders_import"), storage.import_inbox_dir("orders_import")):
         folder.mkdir(parents=True)
         (folder / "file").write_text("x")
 

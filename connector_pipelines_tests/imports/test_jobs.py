@@ -174,11 +174,15 @@ def test_schedule_waits_for_a_preview_then_runs(import_project, pg_database):
     schedule = defs.resolve_schedule_def("import_accounts_sync_schedule")
     assert schedule.cron_schedule == "0 6 * * 1-5"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    with dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 23, 6, 0)) as context:
+    with dg.build_schedule_context(
+        resources=import_project.top_level_resources(), scheduled_execution_time=dt.datetime(2026, 11, 23, 6, 0)
+    ) as context:
         skipped = schedule.evaluate_tick(context)
     assert not skipped.run_requests and "preview" in skipped.skip_message
     import_project.record_preview("accounts_sync")
-    with dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 23, 6, 0)) as context:
+    with dg.build_schedule_context(
+        resources=import_project.top_level_resources(), scheduled_execution_time=dt.datetime(2026, 11, 23, 6, 0)
+    ) as context:
         ran = schedule.evaluate_tick(context)
     assert len(ran.run_requests) == 1
 
@@ -190,7 +194,9 @@ def test_a_changed_source_needs_a_new_preview(import_project, pg_database):
         "SELECT * FROM src_accounts WHERE plan <> 'free'"
     )
     schedule = import_project.defs().resolve_schedule_def("import_accounts_sync_schedule")
-    with dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 23)) as context:
+    with dg.build_schedule_context(
+        resources=import_project.top_level_resources(), scheduled_execution_time=dt.datetime(2026, 11, 23)
+    ) as context:
         assert not schedule.evaluate_tick(context).run_requests
 
 
@@ -219,7 +225,7 @@ def test_once_runs_a_single_time_and_sync_on_save_once_per_spec_version(import_p
     with pytest.raises(dg.DagsterInvariantViolationError):
         defs.resolve_schedule_def("import_accounts_sync_schedule")
     once = defs.resolve_sensor_def("import_accounts_sync_once")
-    with dg.build_sensor_context(instance=fresh_instance) as context:
+    with dg.build_sensor_context(instance=fresh_instance, resources=import_project.top_level_resources()) as context:
         keys = [r.run_key for r in once.evaluate_tick(context).run_requests]
     assert keys == ["once"]  # Dagster starts a run key once per sensor: later ticks ask for the same key
 
@@ -231,7 +237,9 @@ def test_once_runs_a_single_time_and_sync_on_save_once_per_spec_version(import_p
     second = import_project.defs().resolve_sensor_def("import_accounts_sync_once")
     key_of = {}
     for label, sensor in (("first", first), ("second", second)):
-        with dg.build_sensor_context(instance=fresh_instance) as context:
+        with dg.build_sensor_context(
+            instance=fresh_instance, resources=import_project.top_level_resources()
+        ) as context:
             key_of[label] = sensor.evaluate_tick(context).run_requests[0].run_key
     assert key_of["first"].startswith("spec:") and key_of["first"] != key_of["second"]
 

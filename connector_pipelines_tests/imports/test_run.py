@@ -15,7 +15,7 @@ from connector_pipelines.imports.upsert import UpsertError
 from connector_pipelines.spec.imports import ImportConnector
 from connector_pipelines.state.import_state import ImportState
 from connector_pipelines.transports.folder import FolderClient
-from connector_pipelines.transports.sql_source import SqlSource
+from connector_pipelines.transports.sql import SqlSource
 from connector_pipelines_tests.fixtures.extract import TestDatabase
 
 TARGET_DDL = (
@@ -366,3 +366,18 @@ def test_malformed_row_late_in_a_large_file_loads_nothing(env: dict) -> None:
     assert report.file.status == "rejected"
     assert target_rows(env) == {}
     assert (env["inbox"] / "quarantine" / "late.csv.report.txt").exists()
+
+
+def test_a_file_whose_rows_the_target_refuses_is_quarantined_with_the_rows_read(env: dict) -> None:
+    # Bob's name is taken by another row of the target, so the database refuses the batch.
+    env["target"].execute("CREATE UNIQUE INDEX orders_name ON orders (name)")
+    env["target"].execute("INSERT INTO orders (id, name) VALUES (9, 'Bob')")
+    deliver(env, "taken.csv", GOOD_CSV)
+    report = do_import(env, files(), "taken.csv")
+    assert report.file.status == "rejected"
+    assert report.file.reason.startswith("the target refused the rows: ")
+    assert report.rows_read == 2 and pq.read_table(report.snapshot_path).num_rows == 2
+    assert (env["inbox"] / "quarantine" / "taken.csv").exists()
+    assert "the target refused the rows" in (env["inbox"] / "quarantine" / "taken.csv.report.txt").read_text()
+    [record] = env["state"].files("orders_import")
+    assert (record.status, record.rows, record.reason) == ("rejected", 2, report.file.reason)

@@ -31,10 +31,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from connector_pipelines.factories.imports import state_for
 from connector_pipelines.instance import PG_URL_ENV, ensure_dagster_home
 from connector_pipelines.spec.loader import RESOURCES_ENV
-from connector_pipelines.storage import STORAGE_ENV
+from connector_pipelines.state.database import default_state_url
+from connector_pipelines.state.import_state import ImportState
+from connector_pipelines.storage import STORAGE_ENV, Storage
 from connector_pipelines_tests.fixtures.extract import TestDatabase
 from connector_pipelines_tests.fixtures.imports import ImportProject
 
@@ -484,7 +485,7 @@ def test_script_exits_1_and_the_events_name_the_failed_blocking_check(api: Api) 
     counts = metadata_of(details)
     assert counts["rows_rejected"] == len(source_rows(api)) - len(passing)
     assert target_rows(api, "checked_orders") == passing
-    state = state_for(api.root)
+    state = ImportState(default_state_url(Storage.for_project(api.root).root))
     try:
         assert state.watermark("orders_checked") is not None
     finally:

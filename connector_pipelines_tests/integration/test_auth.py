@@ -24,7 +24,8 @@ def _shared_instance() -> Iterator[dg.DagsterInstance]:
 
 
 @pytest.fixture
-def dagster_instance(_shared_instance: dg.DagsterInstance) -> dg.DagsterInstance:
+def fresh_instance(_shared_instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """This module's tests share one instance (they tell their runs apart), overriding the per-test one."""
     return _shared_instance
 
 
@@ -199,7 +200,7 @@ def test_tokens_revoked_between_runs_are_fetched_again(integration_project, sour
 
 
 @pytest.mark.parametrize("mode", ["basic", "token", "oauth2"])
-def test_a_missing_environment_variable_fails_the_run_naming_it(
+def test_a_missing_environment_variable_stops_the_run_naming_it(
     integration_project, source_db, http_target, credentials, monkeypatch, mode
 ):
     variable = {"basic": "TARGET_PASSWORD", "token": "TARGET_USER", "oauth2": "TARGET_CLIENT_SECRET"}[mode]
@@ -208,10 +209,12 @@ def test_a_missing_environment_variable_fails_the_run_naming_it(
     project = integration_project(BASIC_SYNC, http_extra=MODES[mode][0])
     MODES[mode][1](http_target)
 
-    result = project.run()
+    # The secret is a dg.EnvVar of the target's resource: Dagster refuses the run's config before any step starts.
+    with pytest.raises(dg.DagsterInvalidConfigError) as refused:
+        project.run()
 
-    assert not result.success
-    message = failure_message(result.result)
+    message = str(refused.value)
     assert variable in message and "not set" in message
+    assert PASSWORD not in message and CLIENT_SECRET not in message
     assert http_target.requests == []
     assert project.ledger().counts("sync", "customers") == {}  # nothing left in flight

@@ -24,7 +24,8 @@ import sqlalchemy as sa
 from dagster._core.instance.ref import InstanceRef
 from dagster._serdes import serialize_value
 
-from connector_pipelines.state.ledger import LEDGER_URL_ENV, attempts_table, records_table
+from connector_pipelines.state.database import LEDGER_URL_ENV
+from connector_pipelines.state.ledger import attempts_table, records_table
 from connector_pipelines.storage import STORAGE_ENV
 from connector_pipelines_tests.fixtures.integration import BASIC_SYNC
 
@@ -38,7 +39,8 @@ def _shared_instance() -> Iterator[dg.DagsterInstance]:
 
 
 @pytest.fixture
-def dagster_instance(_shared_instance: dg.DagsterInstance) -> dg.DagsterInstance:
+def fresh_instance(_shared_instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """This module's tests share one instance (they tell their runs apart), overriding the per-test one."""
     return _shared_instance
 
 

@@ -14,7 +14,7 @@ import dagster as dg
 import pytest
 from dagster._utils.schedules import cron_string_iterator
 
-from connector_pipelines.factories.integration import job_name
+from connector_pipelines.factories.naming import job_name
 from connector_pipelines_tests.fixtures.integration import BASIC_SYNC, RunResult, _summarize
 
 SENSOR = "integration_sync_changes"
@@ -29,7 +29,8 @@ def _shared_instance() -> Iterator[dg.DagsterInstance]:
 
 
 @pytest.fixture
-def dagster_instance(_shared_instance: dg.DagsterInstance) -> dg.DagsterInstance:
+def fresh_instance(_shared_instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """This module's tests share one instance (they tell their runs apart), overriding the per-test one."""
     return _shared_instance
 
 
@@ -58,7 +59,7 @@ def _tick(project, cursor: str | None):
 
 
 def _execute(project, request: dg.RunRequest) -> RunResult:
-    job = project.definitions().resolve_job_def(job_name(project.name))
+    job = project.definitions().resolve_job_def(job_name("integration", project.name))
     result = job.execute_in_process(
         run_config=request.run_config, instance=project.instance, tags=request.tags, raise_on_error=False
     )
@@ -278,7 +279,7 @@ def test_a_workdays_schedule_skips_the_weekend_and_runs_what_changed(integration
     context = dg.build_schedule_context(instance=project.instance, scheduled_execution_time=monday)
     requests = schedule.evaluate_tick(context).run_requests
     assert len(requests) == 1
-    job = project.definitions().resolve_job_def(job_name("sync"))
+    job = project.definitions().resolve_job_def(job_name("integration", "sync"))
     result = _summarize(
         job.execute_in_process(run_config=requests[0].run_config or {}, instance=project.instance, raise_on_error=False)
     )

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from connector_pipelines.integration.success import SuccessCheck, extract_target_ref
-from connector_pipelines.spec.models import SuccessCriterion
+from connector_pipelines.spec.integration import SuccessCriterion
 from connector_pipelines.transports.http import HttpOutcome
 
 

@@ -1,5 +1,5 @@
-"""pytest fixtures for the loopback HTTP target (`connector_pipelines.demo.http_target`), loaded as a plugin by
-conftest.py.
+"""pytest fixtures for the loopback HTTP target (`connector_pipelines_tests.servers.http_target`), loaded as a
+plugin by conftest.py.
 
 One target serves the whole session, in a thread of the test process; `http_target` clears it for each test
 (empty store and recording, zero counts, no faults, no auth), so tests may share it without cleaning up.
@@ -15,13 +15,13 @@ import pytest
 from connector_pipelines_tests.servers.fixtures import _serve
 
 if TYPE_CHECKING:
-    from connector_pipelines.demo.http_target import RecordingTarget
+    from connector_pipelines_tests.servers.http_target import RecordingTarget
 
 
 @pytest.fixture(scope="session")
 def http_target_server() -> Iterator[RecordingTarget]:
     """One RecordingTarget on loopback for the session; fails (never skips) when it cannot start."""
-    from connector_pipelines.demo.http_target import RecordingTarget
+    from connector_pipelines_tests.servers.http_target import RecordingTarget
 
     yield from _serve("HTTP target", RecordingTarget)
 

@@ -1,6 +1,6 @@
-"""The loopback HTTP target (connector_pipelines.demo.http_target) with real clients (requests, aiohttp): the REST
-store, atomic batches, idempotent replay, each injected fault, the auth modes, /_control over HTTP and the target
-in its own process."""
+"""The loopback HTTP target (connector_pipelines_tests.servers.http_target) with real clients (requests,
+aiohttp): the REST store, atomic batches, idempotent replay, each injected fault, the auth modes, /_control over
+HTTP and the target in its own process."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import requests
 
-from connector_pipelines.demo.http_target import RecordingTarget, run_in_subprocess
+from connector_pipelines_tests.servers.http_target import RecordingTarget, run_in_subprocess
 
 pytestmark = pytest.mark.timeout(60)
 

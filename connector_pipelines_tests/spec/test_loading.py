@@ -21,9 +21,10 @@ import yaml
 from pydantic import BaseModel
 
 from connector_pipelines.errors import ConnectorConfigError
+from connector_pipelines.spec.connections import ConnectionsFile
+from connector_pipelines.spec.extract import ExtractConnector
 from connector_pipelines.spec.kinds import AVAILABLE_KINDS
 from connector_pipelines.spec.loader import Project, load_project
-from connector_pipelines.spec.models import ConnectionsFile, ExtractConnector
 
 CORPUS = Path(__file__).resolve().parents[1] / "spec_corpus"
 VALID = CORPUS / "valid"

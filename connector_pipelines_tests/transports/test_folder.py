@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from connector_pipelines.errors import TransportError
-from connector_pipelines.spec.models import FileDestination
+from connector_pipelines.spec.extract import FileDestination
 from connector_pipelines.transports.folder import FolderClient, check_remote_name, folder_parts, redact
 
 BAD_NAMES = ["../x.csv", "a/b.csv", "a\\b.csv", ".hidden", "..", "", "a..b.csv"]

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from connector_pipelines.errors import TransportError
-from connector_pipelines.spec.models import FileDestination
+from connector_pipelines.spec.extract import FileDestination
 from connector_pipelines.transports.ftp import FtpClient
 from connector_pipelines_tests.servers import free_port
 

@@ -15,10 +15,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from connector_pipelines.demo.http_target import RecordingTarget
 from connector_pipelines.errors import TransportError
 from connector_pipelines.integration.success import SuccessCheck, extract_target_ref
-from connector_pipelines.spec.models import HttpConnection
+from connector_pipelines.spec.connections import HttpConnection
 from connector_pipelines.transports.http import (
     RESPONSE_BODY_LIMIT,
     USER_AGENT,
@@ -29,6 +28,7 @@ from connector_pipelines.transports.http import (
 )
 from connector_pipelines.transports.http_auth import resolve_secret
 from connector_pipelines_tests.servers import LOOPBACK, SelfSignedCertificate, free_port
+from connector_pipelines_tests.servers.http_target import RecordingTarget
 
 # `http_target` (the loopback RecordingTarget, cleared for each test) comes from servers/http_target_fixtures.py,
 # which conftest.py loads as a plugin.

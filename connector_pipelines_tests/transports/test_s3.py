@@ -8,7 +8,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from connector_pipelines.errors import TransportError
-from connector_pipelines.spec.models import FileDestination
+from connector_pipelines.spec.extract import FileDestination
 from connector_pipelines.transports.s3 import MB, S3Client
 from connector_pipelines_tests.servers import free_port
 from connector_pipelines_tests.servers.s3 import CuttingProxy

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from connector_pipelines.errors import TransportError
-from connector_pipelines.spec.models import FileDestination
+from connector_pipelines.spec.extract import FileDestination
 from connector_pipelines.transports.sftp import SftpClient, load_private_key, parse_host_key
 from connector_pipelines_tests.servers.sftp import SftpTestServer, public_key_line
 

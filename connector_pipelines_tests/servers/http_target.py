@@ -1,22 +1,11 @@
-"""A loopback HTTP target that integrations deliver records to: a generic in-memory REST store (aiohttp.web) that
-records what it receives, honours idempotency keys, can require a login, and fails on request.
+"""A loopback HTTP target that integrations deliver records to: the demo's in-memory REST store
+(`connector_pipelines.demo.crm_api.CrmApi`, whose docstring describes the store and its idempotency) with a
+recording, fault-injecting layer on top: it records what it receives, counts receipts per idempotency key, can
+require a login, and fails on request.
 
-Used by the delivery engine's tests (in a thread of the test process: `RecordingTarget().start()`), by the demo
-and by the benchmark (in its own process: `run_in_subprocess()` or
-`python -m connector_pipelines.demo.http_target --port 8765 --fast`).
-
-The REST store, by path:
-
-- `POST /{collection}` creates (or replaces, by `id`) a record from a JSON object: 201 (200 when it replaced one)
-  with `{"id": ..., ...record}`; without `id` in the body the target makes one up.
-- `PUT /{collection}/{id}` replaces or creates (200/201), `PATCH` merges into an existing record (404 if none),
-  `DELETE` removes (204, 404 if none), `GET /{collection}/{id}` reads (200/404), `GET /{collection}` lists
-  (`{"records": [...], "count": n}`).
-- `POST /{collection}/batch` with `{"records": [...]}` upserts each record by id and answers 200
-  `{"results": [{"id": ...}, ...]}`. A batch is atomic: one rejected record refuses the whole batch (422) and
-  nothing in it is applied.
-
-Record ids are kept as strings in URLs and as the store's keys; a record keeps the `id` value its body gave.
+Used by the delivery engine's tests (in a thread of the test process: `RecordingTarget().start()`) and by the
+benchmark (in its own process: `run_in_subprocess()` or
+`python -m connector_pipelines_tests.servers.http_target --port 8765 --fast`).
 
 Harness endpoints, never authenticated nor recorded nor subject to faults: `GET /_health`, `GET /_stats` (counts,
 for another process), `POST /_control` (`{"action": "fail_next", "n": 2, ...}`: the Python methods over HTTP).
@@ -24,10 +13,7 @@ for another process), `POST /_control` (`{"action": "fail_next", "n": 2, ...}`: 
 
 Processing order of a data request (anything else): count the receipt of its `Idempotency-Key`, check auth
 (401), take the next injected fault (a fault answers without applying, except a delay, which sleeps and then
-carries on), then the idempotency replay check, then apply. Idempotency (like Stripe): a POST/PUT/PATCH/DELETE
-whose key was already answered with a 2xx is not applied again; the stored response is replayed with the header
-`Idempotent-Replayed: true`. Reusing a key for a different request (method, path or body bytes) is answered 409
-and not applied. Non-2xx answers are not stored, so a retry after one is applied normally.
+carries on), then the store's idempotency replay check, then apply.
 
 A delayed request (`delay_next`) sleeps first, then is applied and answered, even if its client has gone (aiohttp
 does not cancel handlers when the client disconnects). That is the realistic hard case: a client that timed out
@@ -50,9 +36,9 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import itertools
 import json
 import logging
+import os
 import queue
 import random
 import secrets
@@ -73,6 +59,8 @@ from urllib.parse import parse_qsl, unquote_plus
 
 from aiohttp import web
 
+from connector_pipelines.demo.crm_api import JSON_HEADERS, LOOPBACK, CrmApi, encode_json, json_response
+
 __all__ = [
     "DEFAULT_PORT",
     "LOOPBACK",
@@ -83,27 +71,13 @@ __all__ = [
     "run_in_subprocess",
 ]
 
-LOOPBACK = "127.0.0.1"
 DEFAULT_PORT = 8765
 READY_PREFIX = "http-target listening on "
+MODULE = "connector_pipelines_tests.servers.http_target"
+# The folder that holds connector_pipelines_tests (not an installed package), for a child process started anywhere.
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 
 AuthMode = Literal["none", "basic", "bearer", "api_key"]
-JSON_HEADERS = {"Content-Type": "application/json"}
-REPLAYED_JSON_HEADERS = (("Content-Type", "application/json"), ("Idempotent-Replayed", "true"))
-IDEMPOTENT_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-# json.dumps(obj, separators=...) builds a new encoder on every call; one shared encoder is measurably cheaper.
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
-
-
-def _json(obj: Any) -> bytes:
-    return _ENCODER.encode(obj).encode()
-
-
-def _response(status: int, body: bytes, headers: Mapping[str, str]) -> web.Response:
-    # A 204 has no body, hence no Content-Type either.
-    return web.Response(status=204) if status == 204 else web.Response(status=status, body=body, headers=headers)
 
 
 def _body_bytes(body: Any, default: Any) -> tuple[bytes, dict[str, str]]:
@@ -115,7 +89,7 @@ def _body_bytes(body: Any, default: Any) -> tuple[bytes, dict[str, str]]:
         return body, {"Content-Type": "application/octet-stream"}
     if isinstance(body, str):
         return body.encode(), {"Content-Type": "text/plain; charset=utf-8"}
-    return _json(body), dict(JSON_HEADERS)
+    return encode_json(body), dict(JSON_HEADERS)
 
 
 @dataclass(slots=True)
@@ -159,13 +133,6 @@ class _Override:
     apply: bool
 
 
-# The 2xx answer to an idempotency key, replayed to its later requests: (status, body, headers as pairs,
-# fingerprint = (method, path, hash of the body bytes)). A plain tuple of strings, bytes and ints, because the
-# garbage collector stops tracking such tuples: with 200,000 keys a class instance each would slow every full
-# collection down.
-_Stored = tuple[int, bytes, tuple[tuple[str, str], ...], tuple[str, str, int]]
-
-
 @dataclass(frozen=True, slots=True)
 class _Auth:
     """What data requests must show; replaced as a whole, so a handler never sees half of a change."""
@@ -179,10 +146,11 @@ class _Auth:
     value: str = "key-http-37be10"
 
 
-class RecordingTarget:
-    """The in-memory REST target. Configure it from the test (methods below) or over `POST /_control`; read what
-    it received from `requests`, `receipts`, `applied`, `records()` and `stats()`. Every method is thread-safe:
-    the server runs in its own thread with its own event loop (or, from `main`, in the foreground).
+class RecordingTarget(CrmApi):
+    """The demo's REST store, recording and fault-injecting. Configure it from the test (methods below) or over
+    `POST /_control`; read what it received from `requests`, `receipts`, `applied`, `records()` and `stats()`.
+    Every method is thread-safe: the server runs in its own thread with its own event loop (or, from `main`, in
+    the foreground).
 
     `reject_field=(name, value)`: a record whose body has that field equal to that value is refused with 422
     `{"error": "invalid <name>"}`, and so is every batch holding one. `clear()` restores the constructor's
@@ -199,42 +167,30 @@ class RecordingTarget:
         host: str = LOOPBACK,
         port: int = 0,
     ):
+        # Set before the store's constructor, which resets the state (and that reads these).
         self.fast = fast
-        self.access_log = access_log
-        self.host = host
-        self.port = port
-        self.base_url = ""
         self._default_reject_field = tuple(reject_field) if reject_field is not None else None
         self._default_token_ttl = token_ttl
-        self._lock = threading.Lock()
-        self._ids = itertools.count(1)
         self._in_flight = 0
-        self._reset_locked()
-        self.app = self._make_app()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        super().__init__(host=host, port=port, access_log=access_log)
 
     # ------------------------------------------------------------------------------------------------
     # state
 
     def _reset_locked(self) -> None:
+        super()._reset_locked()
         # A generation number lets a request that waited across clear() (a delay) notice and stay out of the
         # new state.
         self._generation = getattr(self, "_generation", 0) + 1
-        self._store: dict[str, dict[str, Any]] = {}
         self._requests: list[RecordedRequest] = []
-        self._request_count = 0
         self._statuses: Counter[int] = Counter()
         self._dropped = 0
         self._receipts: Counter[str] = Counter()
-        self._applied: Counter[str] = Counter()
         self._receipts_total = 0
         self._applied_total = 0
         self._applied_without_key = 0
-        self._duplicates = 0
         self._replays = 0
         self._conflicts = 0
-        self._answered: dict[str, _Stored] = {}
         self._faults: deque[_Fault] = deque()
         self._override: _Override | None = None
         self._failure_p = 0.0
@@ -301,40 +257,31 @@ class RecordingTarget:
         with self._lock:
             self._token_ttl = float(seconds)
 
-    def records(self, collection: str) -> dict[str, Any]:
-        """Id -> a copy of the record (in fast mode `{"id": id}`) for one collection."""
-        with self._lock:
-            stored = self._store.get(collection, {})
-            return {key: self._view(key, record) for key, record in stored.items()}
-
     def record(self, collection: str, record_id: str) -> dict[str, Any] | None:
+        """A copy of one record (in fast mode `{"id": id}`), or None."""
         with self._lock:
             stored = self._store.get(collection, {})
             return self._view(record_id, stored[record_id]) if record_id in stored else None
 
-    def stats(self) -> dict[str, Any]:
+    def _stats_locked(self) -> dict[str, Any]:
         """The counts that `GET /_stats` returns."""
-        with self._lock:
-            return {
-                "requests": self._request_count,
-                "statuses": {str(status): count for status, count in sorted(self._statuses.items())},
-                "dropped": self._dropped,
-                "receipts": self._receipts_total,
-                "applied": self._applied_total,
-                "applied_without_key": self._applied_without_key,
-                "duplicates": self._duplicates,
-                "distinct_keys": len(self._receipts),
-                "replays": self._replays,
-                "conflicts": self._conflicts,
-                "records": sum(len(records) for records in self._store.values()),
-                "collections": {name: len(records) for name, records in sorted(self._store.items())},
-                "tokens_issued": self._tokens_issued,
-                "in_flight": self._in_flight,
-                "fast": self.fast,
-            }
-
-    def url(self, path: str = "/") -> str:
-        return self.base_url + path
+        return {
+            "requests": self._request_count,
+            "statuses": {str(status): count for status, count in sorted(self._statuses.items())},
+            "dropped": self._dropped,
+            "receipts": self._receipts_total,
+            "applied": self._applied_total,
+            "applied_without_key": self._applied_without_key,
+            "duplicates": self._duplicates,
+            "distinct_keys": len(self._receipts),
+            "replays": self._replays,
+            "conflicts": self._conflicts,
+            "records": sum(len(records) for records in self._store.values()),
+            "collections": {name: len(records) for name, records in sorted(self._store.items())},
+            "tokens_issued": self._tokens_issued,
+            "in_flight": self._in_flight,
+            "fast": self.fast,
+        }
 
     def wait_until(self, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
         """Poll `condition` until it holds or `timeout` seconds pass; returns whether it held."""
@@ -528,18 +475,19 @@ class RecordingTarget:
         if auth.mode == "basic":
             if _basic_credentials(given) == (auth.username, auth.password):
                 return None
-            return 401, _json({"error": "unauthorized"}), JSON_HEADERS | {"WWW-Authenticate": 'Basic realm="target"'}
+            challenge = {"WWW-Authenticate": 'Basic realm="target"'}
+            return 401, encode_json({"error": "unauthorized"}), JSON_HEADERS | challenge
         if auth.mode == "api_key":
             if headers.get(auth.header) == auth.value:
                 return None
-            return 401, _json({"error": "invalid api key"}), dict(JSON_HEADERS)
+            return 401, encode_json({"error": "invalid api key"}), dict(JSON_HEADERS)
         scheme, _, token = given.partition(" ")
         expires = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
         if expires is not None and time.monotonic() < expires:
             return None
         description = "no bearer token" if expires is None and not token else "the access token expired or is unknown"
         challenge = f'Bearer realm="target", error="invalid_token", error_description="{description}"'
-        return 401, _json({"error": "invalid_token"}), JSON_HEADERS | {"WWW-Authenticate": challenge}
+        return 401, encode_json({"error": "invalid_token"}), JSON_HEADERS | {"WWW-Authenticate": challenge}
 
     # ------------------------------------------------------------------------------------------------
     # /_control: the Python methods over HTTP, for a target in another process
@@ -576,22 +524,22 @@ class RecordingTarget:
             raise ValueError(f"unknown action {action!r}")
 
     # ------------------------------------------------------------------------------------------------
-    # the web application
+    # the web application: the harness endpoints and the token endpoint before the store's catch-all
 
-    def _make_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_get("/_health", self._health)
-        app.router.add_get("/_stats", self._stats)
-        app.router.add_post("/_control", self._control)
-        app.router.add_post("/oauth/token", self._token)
-        app.router.add_route("*", "/{tail:.*}", self._data)
-        return app
+    def _routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/_health", self._health),
+            web.get("/_stats", self._stats),
+            web.post("/_control", self._control),
+            web.post("/oauth/token", self._token),
+            *super()._routes(),
+        ]
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(body=b'{"ok":true}', headers=JSON_HEADERS)
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.Response(body=_json(self.stats()), headers=JSON_HEADERS)
+        return web.Response(body=encode_json(self.stats()), headers=JSON_HEADERS)
 
     async def _control(self, request: web.Request) -> web.Response:
         try:
@@ -601,7 +549,7 @@ class RecordingTarget:
             # JSON has no tuples; a list is fine where a method wants one
             self.control(options.pop("action"), **options)
         except (ValueError, TypeError, KeyError) as exc:
-            return web.Response(status=400, body=_json({"error": str(exc)}), headers=JSON_HEADERS)
+            return web.Response(status=400, body=encode_json({"error": str(exc)}), headers=JSON_HEADERS)
         return web.Response(body=b'{"ok":true}', headers=JSON_HEADERS)
 
     def _arrive_locked(self, request: web.Request, key: str | None, body: Any) -> tuple[int, RecordedRequest | None]:
@@ -661,7 +609,7 @@ class RecordingTarget:
         status, payload, headers = self._issue_token(request.headers.get("Authorization", ""), body, is_json)
         with self._lock:
             self._finish_locked(generation, record, status, "token")
-        return web.Response(status=status, body=_json(payload), headers=JSON_HEADERS | headers)
+        return web.Response(status=status, body=encode_json(payload), headers=JSON_HEADERS | headers)
 
     def _issue_token(self, authorization: str, body: Any, is_json: bool) -> tuple[int, Any, dict[str, str]]:
         with self._lock:
@@ -695,15 +643,7 @@ class RecordingTarget:
         return 200, {"access_token": token, "token_type": "Bearer", "expires_in": expires_in}, {}
 
     async def _data(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        if raw:
-            try:
-                body: Any = json.loads(raw.decode())  # str: skips json's guessing of the bytes' encoding
-                parsed = True
-            except (ValueError, UnicodeDecodeError):
-                body, parsed = raw.decode(errors="replace"), False
-        else:
-            body, parsed = None, True
+        raw, body, parsed = await self._read_body(request)
         key = request.headers.get("Idempotency-Key")
         # Everything but a delay happens under one hold of the lock: the common case must stay cheap (fast mode
         # serves the benchmark) and a request is counted, checked and applied as one step.
@@ -715,11 +655,11 @@ class RecordingTarget:
                 return web.Response(status=denied[0], body=denied[1], headers=denied[2])
             fault, override = self._take_fault_locked()
             if fault is None:
-                status, data, headers, outcome = self._commit_locked(
+                status, data, headers, outcome = self._commit_counted_locked(
                     request, key, raw, body, parsed, generation, override
                 )
                 self._finish_locked(generation, record, status, outcome)
-                return _response(status, data, headers)
+                return json_response(status, data, headers)
             if fault.kind == "fail":
                 self._finish_locked(generation, record, fault.status, "fault", fault)
                 return web.Response(status=fault.status, body=fault.body, headers=fault.headers)
@@ -736,13 +676,15 @@ class RecordingTarget:
         try:
             await asyncio.sleep(fault.seconds)
             with self._lock:
-                status, data, headers, outcome = self._commit_locked(request, key, raw, body, parsed, generation, None)
+                status, data, headers, outcome = self._commit_counted_locked(
+                    request, key, raw, body, parsed, generation, None
+                )
         finally:
             with self._lock:
                 self._finish_locked(generation, record, status, outcome, fault)
-        return _response(status, data, headers)
+        return json_response(status, data, headers)
 
-    def _commit_locked(
+    def _commit_counted_locked(
         self,
         request: web.Request,
         key: str | None,
@@ -752,210 +694,47 @@ class RecordingTarget:
         generation: int,
         override: _Override | None,
     ) -> tuple[int, bytes, Mapping[str, str], str]:
-        """The idempotency check and the store: (status, body, headers, outcome)."""
+        """The store's commit (idempotency check and apply), unless `clear()` came in between, with the
+        override's answer and the counts the store itself does not keep: (status, body, headers, outcome)."""
         if generation != self._generation:
-            return 503, _json({"error": "the target was cleared while this request waited"}), JSON_HEADERS, "cleared"
-        if not parsed:
-            return 400, _json({"error": "the body is not JSON"}), JSON_HEADERS, "rejected"
-        method = request.method
-        if method not in IDEMPOTENT_METHODS:
-            key = None
-        fingerprint = (method, request.path, hash(raw))
-        if key is not None:
-            stored = self._answered.get(key)
-            if stored is not None:
-                if stored[3] != fingerprint:
-                    self._conflicts += 1
-                    error = {"error": "this Idempotency-Key was used for a different request"}
-                    return 409, _json(error), JSON_HEADERS, "conflict"
-                self._replays += 1
-                return stored[0], stored[1], dict(stored[2]), "replayed"
-        status, payload, applied = self._apply_locked(method, request.path, body)
-        data = b"" if payload is None else payload if type(payload) is bytes else _json(payload)
-        headers: Mapping[str, str] = JSON_HEADERS
-        if override is not None:
-            status, data, headers = override.status, override.body, override.headers
-        if applied:
+            error = {"error": "the target was cleared while this request waited"}
+            return 503, encode_json(error), JSON_HEADERS, "cleared"
+        answer = None if override is None else (override.status, override.body, override.headers)
+        status, data, headers, outcome = self._commit_locked(request, key, raw, body, parsed, answer)
+        if outcome == "applied":
+            # Only a POST/PUT/PATCH/DELETE is applied, and the store counts those per key.
             if key is not None:
-                count = self._applied[key] = self._applied[key] + 1
                 self._applied_total += 1
-                if count == 2:
-                    self._duplicates += 1
             else:
                 self._applied_without_key += 1
-        if key is not None and 200 <= status < 300:
-            replayed = (
-                REPLAYED_JSON_HEADERS
-                if headers is JSON_HEADERS
-                else tuple({**headers, "Idempotent-Replayed": "true"}.items())
-            )
-            self._answered[key] = (status, data, replayed, fingerprint)
-        if applied:
-            return status, data, headers, "applied"
-        return status, data, headers, "read" if method == "GET" and status < 400 else "rejected"
+        elif outcome == "replayed":
+            self._replays += 1
+        elif outcome == "conflict":
+            self._conflicts += 1
+        return status, data, headers, outcome
 
     # ------------------------------------------------------------------------------------------------
-    # the store (called with the lock held, so a batch is applied all at once)
+    # the store: a field value it refuses, and fast mode's ids-only records
 
-    def _view(self, key: str, record: Any) -> dict[str, Any]:
-        return {"id": key} if record is None else json.loads(json.dumps(record))
-
-    def _rejected_locked(self, body: dict[str, Any]) -> str | None:
+    def _refusal(self, record: dict[str, Any]) -> str | None:
         rule = self._reject_field
-        if rule is not None and rule[0] in body and body[rule[0]] == rule[1]:
+        if rule is not None and rule[0] in record and record[rule[0]] == rule[1]:
             return f"invalid {rule[0]}"
         return None
 
+    def _view(self, key: str, record: Any) -> dict[str, Any]:
+        return {"id": key} if record is None else super()._view(key, record)
+
     def _put_locked(self, collection: str, key: str, record: dict[str, Any]) -> tuple[bool, Any]:
-        """Store a record, replacing any under `key`; returns whether it is new and what to answer."""
+        if not self.fast:
+            return super()._put_locked(collection, key, record)
         records = self._store.setdefault(collection, {})
         created = key not in records
-        if self.fast:
-            records[key] = None
-            return created, b'{"id":%b}' % json.dumps(record["id"]).encode()  # json.dumps(scalar): a quick path
-        records[key] = record
-        return created, record
-
-    def _apply_locked(self, method: str, path: str, body: Any) -> tuple[int, Any, bool]:
-        """Returns (status, answer: JSON-able, bytes already encoded, or None for no body; whether the store
-        changed)."""
-        parts = path.strip("/").split("/")
-        if not parts[0] or len(parts) > 2:
-            return 404, {"error": f"no route for {path}"}, False
-        collection = parts[0]
-        item = parts[1] if len(parts) == 2 else None
-        if item is None or (item == "batch" and method == "POST"):
-            if method == "GET":
-                stored = self._store.get(collection, {})
-                listed = [self._view(key, record) for key, record in stored.items()]
-                return 200, {"records": listed, "count": len(listed)}, False
-            if method != "POST":
-                return 405, {"error": f"{method} is not allowed on a collection"}, False
-            if item == "batch":
-                return self._batch_locked(collection, body)
-            if not isinstance(body, dict):
-                return 400, {"error": "the body must be a JSON object"}, False
-            if (error := self._rejected_locked(body)) is not None:
-                return 422, {"error": error}, False
-            record = self._with_id(body, None)
-            created, answer = self._put_locked(collection, str(record["id"]), record)
-            return (201 if created else 200), answer, True
-        stored = self._store.get(collection, {})
-        if method == "GET":
-            if item not in stored:
-                return 404, {"error": "not found"}, False
-            return 200, self._view(item, stored[item]), False
-        if method == "DELETE":
-            if item not in stored:
-                return 404, {"error": "not found"}, False
-            del stored[item]
-            return 204, None, True
-        if method not in ("PUT", "PATCH"):
-            return 405, {"error": f"{method} is not allowed on a record"}, False
-        if not isinstance(body, dict):
-            return 400, {"error": "the body must be a JSON object"}, False
-        if "id" in body and str(body["id"]) != item:
-            return 400, {"error": "the id in the body does not match the URL"}, False
-        if (error := self._rejected_locked(body)) is not None:
-            return 422, {"error": error}, False
-        if method == "PATCH":
-            if item not in stored:
-                return 404, {"error": "not found"}, False
-            merged = (stored[item] or {"id": item}) | body
-            _, answer = self._put_locked(collection, item, merged)
-            return 200, answer, True
-        created, answer = self._put_locked(collection, item, self._with_id(body, item))
-        return (201 if created else 200), answer, True
-
-    def _batch_locked(self, collection: str, body: Any) -> tuple[int, Any, bool]:
-        records = body.get("records") if isinstance(body, dict) else None
-        if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
-            return 400, {"error": 'the body must be {"records": [JSON objects]}'}, False
-        for index, record in enumerate(records):
-            if (error := self._rejected_locked(record)) is not None:
-                return 422, {"error": error, "index": index}, False
-        results = []
-        for record in records:
-            record = self._with_id(record, None)
-            self._put_locked(collection, str(record["id"]), record)
-            results.append({"id": record["id"]})
-        return 200, {"results": results}, True
-
-    def _with_id(self, body: dict[str, Any], key: str | None) -> dict[str, Any]:
-        """The record to store: `id` first, from the body, else the URL, else a new one."""
-        if "id" in body:
-            return {"id": body["id"], **body}
-        return {"id": key if key is not None else f"r{next(self._ids)}", **body}
+        records[key] = None  # fast mode keeps ids only
+        return created, b'{"id":%b}' % json.dumps(record["id"]).encode()  # json.dumps(scalar): a quick path
 
     # ------------------------------------------------------------------------------------------------
-    # running it
-
-    def _runner(self) -> web.AppRunner:
-        # A delayed request must not hold stop() for long; handler_cancellation stays off (aiohttp's default)
-        # so a request whose client went away is still applied, as a real server would.
-        return web.AppRunner(
-            self.app,
-            access_log=logging.getLogger("aiohttp.access") if self.access_log else None,
-            shutdown_timeout=1.0,
-        )
-
-    def start(self) -> RecordingTarget:
-        """Serve on `host` (loopback) and `port` (0: a free one) in a background thread; sets `base_url`."""
-        if self._thread is not None:
-            raise RuntimeError("the target is already running")
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            runner = self._runner()
-            try:
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, self.host, self.port)
-                loop.run_until_complete(site.start())
-                self.port = runner.addresses[0][1]
-                self.base_url = f"http://{self.host}:{self.port}"
-                self._loop = loop
-            except BaseException as exc:  # reported by start() in the caller's thread
-                failure.append(exc)
-                with contextlib.suppress(Exception):
-                    loop.run_until_complete(runner.cleanup())
-                loop.close()
-                started.set()
-                return
-            started.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(runner.cleanup())
-                loop.close()
-
-        self._thread = threading.Thread(target=serve, name="http-target", daemon=True)
-        self._thread.start()
-        if not started.wait(30):
-            raise RuntimeError("the HTTP target did not start within 30 s")
-        if failure:
-            self._thread.join()
-            self._thread = None
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        """Stop the background server; safe to call when it is not running."""
-        if self._thread is None:
-            return
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._thread = None
-        self._loop = None
-
-    def __enter__(self) -> RecordingTarget:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    # running it in the foreground (`main`)
 
     async def serve_forever(self, stop: asyncio.Event | None = None) -> None:
         """Serve in the current event loop until `stop` is set (or forever); prints the ready line on stdout."""
@@ -990,8 +769,9 @@ def _basic_credentials(authorization: str) -> tuple[str, str] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the target in the foreground until interrupted: `python -m connector_pipelines_tests.servers.http_target`."""
     parser = argparse.ArgumentParser(
-        prog="python -m connector_pipelines.demo.http_target",
+        prog=f"python -m {MODULE}",
         description="Run the loopback HTTP target in the foreground until interrupted.",
     )
     parser.add_argument("--host", default=LOOPBACK)
@@ -1047,7 +827,7 @@ class TargetProcess:
         return self.base_url + path
 
     def _call(self, path: str, payload: Any = None, timeout: float = 10.0) -> Any:
-        data = None if payload is None else _json(payload)
+        data = None if payload is None else encode_json(payload)
         request = urllib.request.Request(self.url(path), data=data, headers=JSON_HEADERS)
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return json.loads(response.read())
@@ -1088,17 +868,20 @@ def run_in_subprocess(
     log_path: Path | None = None,
     timeout: float = 30.0,
 ) -> TargetProcess:
-    """Start `python -m connector_pipelines.demo.http_target` (port None: a free one) and wait until `/_health`
-    answers. The child stops by itself if this process dies."""
+    """Start `python -m connector_pipelines_tests.servers.http_target` (port None: a free one) and wait until
+    `/_health` answers. The child stops by itself if this process dies."""
     if log_path is None:
         handle, name = tempfile.mkstemp(prefix="http-target-", suffix=".log")
         with open(handle, "wb"):
             pass
         log_path = Path(name)
-    command = [sys.executable, "-m", "connector_pipelines.demo.http_target", "--port", str(port or 0)]
+    command = [sys.executable, "-m", MODULE, "--port", str(port or 0)]
     command += ["--exit-on-stdin-eof"] + (["--fast"] if fast else []) + (["--access-log"] if access_log else [])
+    # The tests package is not installed: the child finds it through PYTHONPATH, whatever its working directory.
+    search_path = [str(REPOSITORY_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    environment = os.environ | {"PYTHONPATH": os.pathsep.join(search_path)}
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log)
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=environment)
     lines: queue.Queue[str | None] = queue.Queue()
 
     def read_stdout() -> None:

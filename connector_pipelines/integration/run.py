@@ -1,0 +1,192 @@
+"""One integration run, as the Dagster assets and the CLI both assemble it: what the run covers (`RunScope`), the
+data set snapshot it reads (`write_snapshot`), and the delivery of one configuration (`open_delivery`).
+
+Plain Python: the Dagster layer turns its run config into a `RunScope` at the op boundary and passes clients in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from connector_pipelines.integration.audit import AuditFile
+from connector_pipelines.integration.data_set import DataSetReader, record_keys
+from connector_pipelines.integration.delivery import OPERATIONS, DeliveryScope, IntegrationDelivery
+from connector_pipelines.integration.write_back import WriteBack
+from connector_pipelines.spec.integration import Configuration, IntegrationConnector
+from connector_pipelines.state.ledger import DeliveryLedger
+from connector_pipelines.transports.http import HttpDeliveryClient
+from connector_pipelines.transports.sql import SqlSource
+
+log = logging.getLogger(__name__)
+
+
+class RunScopeError(ValueError):
+    """The run asked for something that does not exist (an unknown operation)."""
+
+
+@dataclass(frozen=True)
+class RunScope:
+    """What one run covers. Empty: every record of the data set; only what changed is sent."""
+
+    full: bool = False  # resend every record, whatever the ledger says
+    keys: tuple[str, ...] = ()  # a manual push of these record keys (composite keys: values joined by '|')
+    operations: tuple[str, ...] = ()  # only these operations; empty: all
+    updated_after: str | None = None  # only rows whose updated_at is at or after this (a sensor's cursor)
+    changes_after: str | None = None  # only records in this range of change-log sequence ids
+    changes_until: str | None = None
+    detect_deletes: bool = False  # compare key sets to find deleted records (sensors without a change log)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.operations) - set(OPERATIONS)
+        if unknown:
+            raise RunScopeError(f"unknown operation(s) {', '.join(sorted(unknown))}; use create, update, delete")
+
+    @property
+    def reads_change_log(self) -> bool:
+        return self.changes_after is not None or self.changes_until is not None
+
+    @property
+    def incremental(self) -> bool:
+        """Reads only what a sensor saw change (plus the records to retry), not the whole data set."""
+        return not (self.full or self.keys or self.detect_deletes) and (
+            self.updated_after is not None or self.reads_change_log
+        )
+
+    def delivery_scope(self, deletes: Mapping[str, str] | None = None) -> DeliveryScope:
+        """The engine's view: `deletes` are the change log's deletes in the run's sequence range."""
+        return DeliveryScope(
+            full=self.full,
+            keys=frozenset(self.keys) if self.keys else None,
+            operations=frozenset(self.operations or OPERATIONS),
+            deletes=deletes,
+            complete=not (self.updated_after is not None or self.reads_change_log) and not self.keys,
+            detect_deletes=self.detect_deletes,
+        )
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    rows: int
+    schema: pa.Schema
+    scope: str  # what the run read, in words
+
+
+def write_snapshot(
+    reader: DataSetReader,
+    scope: RunScope,
+    path: Path,
+    retry_keys: Callable[[], set[str]],
+) -> SnapshotResult:
+    """Write the rows this run covers to a Parquet file.
+
+    An incremental run reads what changed, then also the records `retry_keys()` names (failed or in flight in
+    earlier runs), whatever the cursor says. A push reads only its keys; otherwise the whole data set.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = list(reader.data_set.key)
+    writer: pq.ParquetWriter | None = None
+    rows = 0
+    seen: set[str] = set()
+
+    def write(batches: Iterable[pa.RecordBatch], keep: Callable[[str], bool] | None = None) -> None:
+        nonlocal writer, rows
+        for batch in batches:
+            keys = record_keys(batch, key) if (keep is not None or scope.incremental) else None
+            if keep is not None:
+                mask = [keep(k) for k in keys]
+                batch = batch.filter(pa.array(mask, type=pa.bool_()))
+                keys = [k for k, m in zip(keys, mask) if m]
+            if scope.incremental and keys:
+                seen.update(keys)
+            if writer is None:
+                writer = pq.ParquetWriter(path, batch.schema)
+            if batch.num_rows:
+                writer.write_batch(batch)
+                rows += batch.num_rows
+
+    if scope.incremental:
+        described = (
+            f"updated_at >= {scope.updated_after}"
+            if scope.updated_after is not None
+            else f"change log sequence in ({scope.changes_after}, {scope.changes_until}]"
+        )
+        write(
+            reader.read(
+                updated_after=scope.updated_after, changes_after=scope.changes_after, changes_until=scope.changes_until
+            )
+        )
+        retry = retry_keys() - seen
+        if retry:
+            described += f", plus {len(retry):,} record(s) to retry"
+            write(reader.read(), keep=retry.__contains__)
+    elif scope.keys:
+        wanted = set(scope.keys)
+        described = f"{len(wanted):,} key(s) pushed by hand"
+        write(reader.read(), keep=wanted.__contains__)
+    else:
+        described = "the whole data set"
+        write(reader.read())
+    if writer is None:
+        writer = pq.ParquetWriter(path, pa.schema([pa.field(name, pa.string()) for name in reader.columns()]))
+    schema = writer.schema
+    writer.close()
+    return SnapshotResult(rows=rows, schema=schema, scope=described)
+
+
+def keys_to_retry(ledger: DeliveryLedger, connector: IntegrationConnector) -> set[str]:
+    """Records of any configuration that failed or were in flight: an incremental run reads them again."""
+    keys: set[str] = set()
+    for configuration in connector.integration.configurations:
+        keys |= ledger.keys_with_status(connector.name, configuration.name, ["failed", "in_flight"])
+    return keys
+
+
+def open_delivery(
+    connector: IntegrationConnector,
+    configuration: Configuration,
+    ledger: DeliveryLedger,
+    reader: DataSetReader,
+    *,
+    run_id: str,
+    open_source: Callable[[str], SqlSource],
+    client_factory: Callable[[], HttpDeliveryClient] | None = None,
+    audit_path: Path | None = None,
+    write_back: bool = False,
+    logger: logging.Logger | Any = log,
+) -> IntegrationDelivery:
+    """The delivery of one configuration, its lookups and role filter read first, as every caller needs it.
+
+    `open_source(connection)` opens a lookup's own connection (closed again here); a lookup without one reads the
+    data set's database. Without a `client_factory` the delivery can preview and plan but not send.
+    """
+    spec = connector.integration
+    lookups = {}
+    for name, lookup in configuration.lookups.items():
+        if lookup.connection:
+            other = open_source(lookup.connection)
+            try:
+                lookups[name] = DataSetReader(other, spec.data_set).lookup_table(lookup)
+            finally:
+                other.dispose()
+        else:
+            lookups[name] = reader.lookup_table(lookup)
+    allowed = reader.owners_with_roles(spec.roles) if spec.roles else None
+    return IntegrationDelivery(
+        connector,
+        configuration,
+        ledger,
+        run_id=run_id,
+        lookups=lookups,
+        allowed_owners=allowed,
+        client_factory=client_factory,
+        audit=AuditFile(audit_path) if audit_path is not None else None,
+        write_back=WriteBack(reader.source, spec.write_back.table) if write_back and spec.write_back else None,
+        logger=logger,
+    )

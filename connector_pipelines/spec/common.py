@@ -1,0 +1,193 @@
+"""What the YAML of every connector kind shares: strict models, environment references, names, schedules, mapping rules.
+
+Every model forbids unknown keys, so a typo is an error rather than a silently ignored setting.
+Secrets are never literals: a secret field holds an environment reference such as `${SFTP_PASSWORD}`,
+resolved at run time through `dg.EnvVar`.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
+
+from connector_pipelines.spec.cron import is_valid_cron
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+# Dagster resource keys of the platform's own state (factories/naming.py): no connection may be named so.
+PLATFORM_RESOURCE_PREFIX = "connector_pipelines_"
+CONNECTOR_KINDS = ("extract", "integration", "import")
+ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+# The bind-parameter syntax SQLAlchemy's text() understands; `::type` casts are not parameters.
+BIND_PARAMETER = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+RUN_PRESETS = ("hourly", "daily", "workdays", "weekly", "monthly")
+EVERY_MINUTES = re.compile(r"^every (\d{1,4}) minutes?$")
+
+
+class StrictModel(BaseModel):
+    """A spec model: unknown keys are errors, and a loaded spec cannot be changed by accident."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _env_reference(value: str) -> str:
+    if not ENV_REFERENCE.match(value):
+        # The message never repeats the value: it may be a real secret.
+        raise ValueError(
+            "a literal secret is not allowed here; write an environment reference such as "
+            "${MY_SECRET} and set that variable where the connector runs"
+        )
+    return value
+
+
+SecretRef = Annotated[str, AfterValidator(_env_reference)]
+
+
+def env_var_name(reference: str) -> str:
+    """`${SFTP_PASSWORD}` -> `SFTP_PASSWORD`."""
+    match = ENV_REFERENCE.match(reference)
+    assert match, reference
+    return match.group(1)
+
+
+def error_at(location: tuple[str | int, ...], message: str) -> ValidationError:
+    """A validator's error placed on one entry below the field or model being validated (pydantic prefixes
+    the outer location), so the loader names the line to change rather than the whole mapping or list."""
+    error = InitErrorDetails(type=PydanticCustomError("value_error", message), loc=location, input=None)
+    return ValidationError.from_exception_data("ValidationError", [error])
+
+
+def _identifier(value: str) -> str:
+    if not IDENTIFIER.match(value):
+        raise ValueError(
+            f"'{value}' is not a table or column name; use letters, digits and underscores (schema.table allowed)"
+        )
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+
+
+def known_timezone(value: str) -> str:
+    """`value` when it is an IANA time zone name this machine knows; a ValueError that says how to write one."""
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone '{value}'; use an IANA name such as 'Europe/Paris' or 'UTC'") from None
+    return value
+
+
+class ConnectorBase(StrictModel):
+    """The keys every connector has, whatever its kind."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    owners: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = True
+
+
+class RunSchedule(StrictModel):
+    """When an unpartitioned connector runs: a preset, `every N minutes`, or a cron expression."""
+
+    cadence: str = Field(
+        description="hourly, daily, workdays (Monday to Friday), weekly, monthly, 'every 15 minutes', or a cron "
+        "expression"
+    )
+    timezone: str = "UTC"
+    hour_of_day: int = Field(0, ge=0, le=23, description="When a daily/workdays/weekly/monthly schedule fires")
+    minute_of_hour: int = Field(0, ge=0, le=59)
+
+    @field_validator("cadence")
+    @classmethod
+    def _cadence_shape(cls, value: str) -> str:
+        if value in RUN_PRESETS:
+            return value
+        every = EVERY_MINUTES.match(value)
+        if every:
+            minutes = int(every.group(1))
+            if (
+                minutes < 1
+                or (minutes < 60 and 60 % minutes)
+                or (minutes >= 60 and (minutes % 60 or 24 % (minutes // 60)))
+            ):
+                raise ValueError(
+                    "every N minutes needs N dividing 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or whole hours "
+                    "dividing a day (60, 120, 180, 240, 360, 480, 720, 1440)"
+                )
+            return value
+        if not is_valid_cron(value):
+            raise ValueError(
+                f"'{value}' is neither a preset ({', '.join(RUN_PRESETS)}), 'every N minutes', nor a valid cron "
+                "expression"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        return known_timezone(value)
+
+    def cron(self) -> str:
+        """The cadence as a cron expression, presets and `every N minutes` included."""
+        minute, hour = self.minute_of_hour, self.hour_of_day
+        presets = {
+            "hourly": f"{minute} * * * *",
+            "daily": f"{minute} {hour} * * *",
+            "workdays": f"{minute} {hour} * * 1-5",
+            "weekly": f"{minute} {hour} * * 1",
+            "monthly": f"{minute} {hour} 1 * *",
+        }
+        if self.cadence in presets:
+            return presets[self.cadence]
+        every = EVERY_MINUTES.match(self.cadence)
+        if every:
+            minutes = int(every.group(1))
+            if minutes < 60:
+                return f"*/{minutes} * * * *"
+            return f"{minute} {hour} * * *" if minutes == 1440 else f"{minute} */{minutes // 60} * * *"
+        return self.cadence
+
+
+class MappingRuleSpec(StrictModel):
+    """One target field: copied from a source column, computed by a safe expression, or a constant."""
+
+    target: str
+    source: str | None = Field(None, description="A column of the data set")
+    expression: str | None = Field(None, description="A safe expression such as upper(trim(name))")
+    constant: str | int | float | bool | None = None
+    parse: str | None = Field(None, description="How to read the source text: date:%d/%m/%Y, number, currency, ...")
+    default: str | int | float | bool | None = Field(None, description="Used when the value is empty")
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> MappingRuleSpec:
+        given = [name for name in ("source", "expression", "constant") if name in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError(
+                "set exactly one of source (a column), expression (a function of columns) or constant"
+                + (f"; got {', '.join(given)}" if given else "")
+            )
+        return self
+
+    @field_validator("expression")
+    @classmethod
+    def _safe_expression(cls, value: str | None) -> str | None:
+        if value is not None:
+            from connector_pipelines.mapping.expressions import parse_expression
+
+            parse_expression(value)  # ExpressionError is a ValueError: its message says what and where
+        return value
+
+    @field_validator("parse")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        if value is not None:
+            from connector_pipelines.mapping.conversions import parse_format
+
+            parse_format(value)
+        return value

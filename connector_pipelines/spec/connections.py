@@ -1,0 +1,294 @@
+"""The connections of `connections.yaml`: how to reach each outside system, with secrets as environment references.
+
+`SECRET_FIELDS` is the one list of the fields that hold secrets, per connection type.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from connector_pipelines.spec.common import (
+    ENV_REFERENCE,
+    NAME_PATTERN,
+    PLATFORM_RESOURCE_PREFIX,
+    SecretRef,
+    StrictModel,
+    error_at,
+)
+
+SECRET_KEY_WORDS = re.compile(r"(password|secret|token|api[-_]?key)", re.IGNORECASE)
+
+
+class SqlConnection(StrictModel):
+    """A database reached through SQLAlchemy (PostgreSQL, MariaDB/MySQL, SQLite, ...)."""
+
+    type: Literal["sql"]
+    url: str = Field(description="SQLAlchemy URL without a password, e.g. postgresql://app@db:5432/billing")
+    password: SecretRef | None = Field(None, description="Environment reference for the password")
+    description: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _no_password_in_url(cls, url: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ValueError(
+                "not a valid SQLAlchemy URL; write it as dialect://user@host:port/database "
+                "(or sqlite:///path/to/file.db)"
+            ) from None
+        if parsed.password:
+            raise ValueError("the URL holds a password; remove it from the URL and set `password: ${DB_PASSWORD}`")
+        return url
+
+
+class S3Connection(StrictModel):
+    """An S3 bucket (or any S3-compatible store through `endpoint_url`)."""
+
+    type: Literal["s3"]
+    bucket: str
+    prefix: str = ""
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    access_key_id: SecretRef | None = None
+    secret_access_key: SecretRef | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _keys_together(self) -> S3Connection:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("set both access_key_id and secret_access_key, or neither (to use the AWS default chain)")
+        return self
+
+
+class SftpConnection(StrictModel):
+    """An SFTP server. The host key is verified against `host_key`; it is never accepted blindly."""
+
+    type: Literal["sftp"]
+    host: str
+    port: int = Field(22, ge=1, le=65535)
+    username: str
+    password: SecretRef | None = None
+    private_key: SecretRef | None = Field(None, description="Environment reference holding a PEM/OpenSSH private key")
+    host_key: str = Field(description="The server's public host key, as in known_hosts: 'ssh-ed25519 AAAA...'")
+    timeout_seconds: float = Field(30, gt=0)
+    description: str = ""
+
+    @field_validator("host_key")
+    @classmethod
+    def _host_key_shape(cls, value: str) -> str:
+        parts = value.split()
+        if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "rsa-")):
+            raise ValueError(
+                "expected a public key line such as 'ssh-ed25519 AAAAC3...'; "
+                "get it with `ssh-keyscan -p PORT HOST` and check it out of band"
+            )
+        return " ".join(parts[:2])
+
+    @model_validator(mode="after")
+    def _some_credential(self) -> SftpConnection:
+        if self.password is None and self.private_key is None:
+            raise ValueError("set password or private_key (an environment reference)")
+        return self
+
+
+class FtpConnection(StrictModel):
+    """An FTP server; `tls: true` uses explicit FTPS (AUTH TLS) with a protected data channel."""
+
+    type: Literal["ftp"]
+    host: str
+    port: int = Field(21, ge=1, le=65535)
+    username: str = "anonymous"
+    password: SecretRef | None = None
+    tls: bool = False
+    ca_file: str | None = Field(None, description="CA bundle to verify the FTPS server certificate with")
+    passive: bool = True
+    timeout_seconds: float = Field(30, gt=0)
+    description: str = ""
+
+
+class SmtpConnection(StrictModel):
+    """An SMTP relay that sends extract files as attachments."""
+
+    type: Literal["smtp"]
+    host: str
+    port: int = Field(25, ge=1, le=65535)
+    username: str | None = None
+    password: SecretRef | None = None
+    starttls: bool = False
+    ssl: bool = False
+    ca_file: str | None = None
+    from_address: str
+    timeout_seconds: float = Field(30, gt=0)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> SmtpConnection:
+        if self.starttls and self.ssl:
+            raise ValueError("choose starttls (upgrade a plain connection) or ssl (TLS from the start), not both")
+        return self
+
+
+class HttpAuthNone(StrictModel):
+    type: Literal["none"]
+
+
+class HttpAuthBasic(StrictModel):
+    """HTTP basic authentication."""
+
+    type: Literal["basic"]
+    username: str
+    password: SecretRef
+
+
+class HttpAuthApiKey(StrictModel):
+    """A fixed key sent in a header on every request."""
+
+    type: Literal["api_key"]
+    header: str = "X-API-Key"
+    value: SecretRef
+
+
+class HttpAuthToken(StrictModel):
+    """A token fetched from `token_url` with a request body, cached until it expires or the target answers 401."""
+
+    type: Literal["token"]
+    token_url: str = Field(description="Absolute URL, or a path under the connection's base_url")
+    body: dict[str, str] = Field(
+        default_factory=dict, description="Fields of the token request; values may be environment references"
+    )
+    body_format: Literal["json", "form"] = "json"
+    token_field: str = Field("access_token", description="Dotted path of the token in the JSON response")
+    expiry_seconds: int = Field(1800, ge=1, description="How long a token is reused before a new one is fetched")
+    header: str = "Authorization"
+    prefix: str = "Bearer"
+
+    @field_validator("body")
+    @classmethod
+    def _secret_values_are_references(cls, body: dict[str, str]) -> dict[str, str]:
+        for key, value in body.items():
+            if SECRET_KEY_WORDS.search(key) and not ENV_REFERENCE.match(value):
+                raise error_at(
+                    (key,),
+                    f"'{key}' looks like a secret; write an environment reference such as ${{MY_SECRET}} instead "
+                    "of the value",
+                )
+        return body
+
+
+class HttpAuthOAuth2(StrictModel):
+    """OAuth2 client credentials: a bearer token from `token_url`, reused for its `expires_in`."""
+
+    type: Literal["oauth2"]
+    token_url: str = Field(description="Absolute URL, or a path under the connection's base_url")
+    client_id: str
+    client_secret: SecretRef
+    scope: str | None = None
+    audience: str | None = None
+    client_auth: Literal["body", "basic"] = Field(
+        "body", description="Send the client credentials in the body or as basic auth"
+    )
+    expiry_seconds: int = Field(1800, ge=1, description="Used when the token response has no expires_in")
+
+
+HttpAuth = Annotated[
+    HttpAuthNone | HttpAuthBasic | HttpAuthApiKey | HttpAuthToken | HttpAuthOAuth2, Field(discriminator="type")
+]
+
+
+class RetryPolicy(StrictModel):
+    """How 429, 5xx, timeouts and dropped connections are retried within one run."""
+
+    max_attempts: int = Field(5, ge=1, le=20, description="Attempts per request, the first one included")
+    initial_backoff_seconds: float = Field(0.5, ge=0, le=60)
+    max_backoff_seconds: float = Field(30, ge=0, le=3600)
+    max_retry_after_seconds: float = Field(120, ge=0, le=3600, description="Longest Retry-After the run waits for")
+
+
+class HttpConnection(StrictModel):
+    """An HTTP API or webhook receiver that integrations deliver records to."""
+
+    type: Literal["http"]
+    base_url: str = Field(description="http(s)://host[:port][/path]; request paths are appended to it")
+    auth: HttpAuth = HttpAuthNone(type="none")
+    headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request")
+    timeout_seconds: float = Field(30, gt=0, le=3600)
+    max_concurrency: int = Field(16, ge=1, le=512, description="Requests in flight at once")
+    rate_limit_per_second: float | None = Field(None, gt=0, description="Requests started per second, at most")
+    retry: RetryPolicy = RetryPolicy()
+    verify_tls: bool = True
+    ca_file: str | None = None
+    description: str = ""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("expected an http:// or https:// URL such as https://api.example.com/v1")
+        if "@" in value.split("/")[2]:
+            raise ValueError("the URL holds credentials (user:password@); remove them and set them with `auth:`")
+        return value.rstrip("/")
+
+    @field_validator("headers")
+    @classmethod
+    def _no_literal_credentials(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name in headers:
+            if name.lower() in ("authorization", "proxy-authorization") or SECRET_KEY_WORDS.search(name):
+                raise error_at((name,), f"header '{name}' carries a credential; set it with `auth:` instead")
+        return headers
+
+
+class FolderConnection(StrictModel):
+    """A folder on this machine (or a mounted share). Relative paths are resolved against the project root."""
+
+    type: Literal["folder"]
+    path: str
+    description: str = ""
+
+
+Connection = Annotated[
+    SqlConnection | S3Connection | SftpConnection | FtpConnection | SmtpConnection | FolderConnection | HttpConnection,
+    Field(discriminator="type"),
+]
+FILE_TRANSPORT_TYPES = ("s3", "sftp", "ftp", "smtp", "folder")
+CONNECTION_TYPES = ("sql", *FILE_TRANSPORT_TYPES, "http")
+
+
+class ConnectionsFile(StrictModel):
+    connections: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Connection]
+
+    @field_validator("connections")
+    @classmethod
+    def _not_a_platform_name(cls, connections: dict) -> dict:
+        for name in connections:
+            if name.startswith(PLATFORM_RESOURCE_PREFIX):
+                raise ValueError(
+                    f"'{name}' is reserved: names starting with {PLATFORM_RESOURCE_PREFIX!r} are the platform's own "
+                    "resources (storage, ledger, import state); give the connection another name"
+                )
+        return connections
+
+
+# The fields of each connection type that hold an environment reference to a secret (for http: the fields of its
+# `auth:` models). The one list: resources turn these into `dg.EnvVar`, and problem lines never echo what was
+# written in them. A test holds it to the models' SecretRef fields.
+SECRET_FIELDS: dict[str, tuple[str, ...]] = {
+    "sql": ("password",),
+    "s3": ("access_key_id", "secret_access_key"),
+    "sftp": ("password", "private_key"),
+    "ftp": ("password",),
+    "smtp": ("password",),
+    "folder": (),
+    "http": ("password", "value", "client_secret"),
+}
+
+
+def secret_field_names() -> frozenset[str]:
+    """Every field name that holds a secret in some connection type."""
+    return frozenset(name for names in SECRET_FIELDS.values() for name in names)

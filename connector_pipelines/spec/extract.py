@@ -1,0 +1,194 @@
+"""The YAML of `kind: extract` connectors: a query over a date window (or everything), written to a file and sent.
+
+With `schedule.inception_date` an extract is partitioned by time window and its query binds :window_start and
+:window_end; without one it is a full extract.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import string
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from connector_pipelines.spec.common import (
+    BIND_PARAMETER,
+    ConnectorBase,
+    StrictModel,
+    known_timezone,
+)
+from connector_pipelines.spec.cron import is_valid_cron
+
+WINDOW_PARAMETERS = ("window_start", "window_end")
+FILE_NAME_FIELDS = {"name", "window_start", "window_end", "run_id", "partition_key", "now", "ext"}
+PRESET_CADENCES = ("hourly", "daily", "weekly", "monthly")
+
+
+class ExtractSource(StrictModel):
+    """Where the rows come from: a SQL query on a `sql` connection, with bound window parameters."""
+
+    connection: str
+    query: str = Field(
+        description="SQL; a windowed extract filters with the bound parameters :window_start and :window_end"
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _only_window_parameters(cls, query: str) -> str:
+        unknown = sorted(set(BIND_PARAMETER.findall(query)) - set(WINDOW_PARAMETERS))
+        if unknown:
+            raise ValueError(
+                f"unknown bind parameter(s) {', '.join(':' + u for u in unknown)}; "
+                "only :window_start and :window_end are bound"
+            )
+        if not query.strip():
+            raise ValueError("the query is empty")
+        return query
+
+    @property
+    def uses_window(self) -> bool:
+        return bool(set(BIND_PARAMETER.findall(self.query)) & set(WINDOW_PARAMETERS))
+
+
+class CsvOptions(StrictModel):
+    header: bool = True
+    delimiter: str | None = Field(None, description="One character; default ',' for csv and a tab for tsv")
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, value: str | None) -> str | None:
+        if value is not None and len(value) != 1:
+            raise ValueError("the delimiter must be exactly one character")
+        return value
+
+
+class FileDestination(StrictModel):
+    """One place the file goes: a folder on a file connection, or recipients on an smtp connection."""
+
+    connection: str
+    folder: str = Field("", description="Folder (or S3 key prefix) under the connection's root")
+    to: list[str] = Field(default_factory=list, description="Recipients, for smtp connections")
+    cc: list[str] = Field(default_factory=list)
+    subject: str | None = None
+    body: str | None = None
+
+    @field_validator("folder")
+    @classmethod
+    def _no_escape(cls, value: str) -> str:
+        if ".." in value.replace("\\", "/").split("/"):
+            raise ValueError("'..' is not allowed in a destination folder")
+        return value
+
+
+class ExtractSchedule(StrictModel):
+    """When the extract runs.
+
+    With `inception_date` the extract is partitioned from that date by `cadence`; each tick runs the latest
+    complete window (or the last `rolling` windows in one run). Without it the extract is a full extract
+    that runs on `cadence` (a preset or a cron expression).
+    """
+
+    cadence: str = Field(description="hourly, daily, weekly, monthly, or a cron expression such as '0 6 * * 1-5'")
+    inception_date: dt.date | dt.datetime | None = None
+    timezone: str = "UTC"
+    rolling: int | None = Field(None, ge=1, le=1000, description="Send the last N windows in each run")
+    hour_of_day: int = Field(0, ge=0, le=23, description="When a daily/weekly/monthly schedule fires")
+    minute_of_hour: int = Field(0, ge=0, le=59)
+    enabled: bool = True
+
+    @field_validator("cadence")
+    @classmethod
+    def _cadence_shape(cls, value: str) -> str:
+        if value in PRESET_CADENCES:
+            return value
+        if not is_valid_cron(value):
+            raise ValueError(
+                f"'{value}' is neither a preset ({', '.join(PRESET_CADENCES)}) nor a valid cron expression"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        return known_timezone(value)
+
+    @model_validator(mode="after")
+    def _rolling_needs_partitions(self) -> ExtractSchedule:
+        if self.rolling is not None and self.inception_date is None:
+            raise ValueError("rolling needs an inception_date: it counts windows from the partitions")
+        return self
+
+
+class ExtractChecks(StrictModel):
+    not_empty: bool = Field(False, description="Fail the not_empty asset check when a window has no rows")
+
+
+class ExtractSpec(StrictModel):
+    source: ExtractSource
+    format: Literal["csv", "tsv", "parquet", "jsonl"]
+    compression: Literal["none", "gzip"] = "none"
+    gzip_level: int = Field(6, ge=1, le=9)
+    csv: CsvOptions = CsvOptions()
+    file_name: str | None = Field(
+        None,
+        description="Template with {name}, {window_start:%Y%m%d}, {window_end:...}, {run_id}, "
+        "{partition_key}, {now:...}, {ext}",
+    )
+    destinations: list[FileDestination] = Field(min_length=1)
+    schedule: ExtractSchedule | None = None
+    checks: ExtractChecks = ExtractChecks()
+
+    @field_validator("file_name")
+    @classmethod
+    def _file_name_template(cls, template: str | None) -> str | None:
+        if template is None:
+            return None
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"not a valid template ({exc}); write fields as {{window_start:%Y%m%d}}") from None
+        for field in fields:
+            if field not in FILE_NAME_FIELDS:
+                raise ValueError(f"unknown field '{{{field}}}'; allowed: {', '.join(sorted(FILE_NAME_FIELDS))}")
+        if "/" in template or "\\" in template or template.startswith("."):
+            raise ValueError(
+                "a file name may not contain '/' or '\\' or start with '.'; set the folder on the destination"
+            )
+        return template
+
+    @model_validator(mode="after")
+    def _csv_options_only_for_text(self) -> ExtractSpec:
+        if self.format in ("parquet", "jsonl") and "csv" in self.model_fields_set:
+            raise ValueError(f"csv options apply to csv and tsv files, not {self.format}")
+        if self.format == "parquet" and self.compression == "gzip":
+            raise ValueError("parquet files are compressed inside (snappy); remove compression: gzip")
+        return self
+
+    @property
+    def extension(self) -> str:
+        return self.format + (".gz" if self.compression == "gzip" else "")
+
+    @property
+    def partitioned(self) -> bool:
+        return self.schedule is not None and self.schedule.inception_date is not None
+
+
+class ExtractConnector(ConnectorBase):
+    kind: Literal["extract"]
+    extract: ExtractSpec
+
+    @model_validator(mode="after")
+    def _window_matches_schedule(self) -> ExtractConnector:
+        spec = self.extract
+        if spec.partitioned and not spec.source.uses_window:
+            raise ValueError(
+                "a partitioned extract (schedule.inception_date) must filter its query with "
+                ":window_start and :window_end"
+            )
+        if not spec.partitioned and spec.source.uses_window and spec.schedule is not None:
+            raise ValueError(
+                "a scheduled full extract has no window to bind; remove :window_start/:window_end from "
+                "the query, or set schedule.inception_date to make it a partitioned extract"
+            )
+        return self

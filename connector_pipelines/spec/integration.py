@@ -1,0 +1,240 @@
+"""The YAML of `kind: integration` connectors: a data set mapped to request payloads and delivered to an HTTP target."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from connector_pipelines.spec.common import (
+    BIND_PARAMETER,
+    NAME_PATTERN,
+    ConnectorBase,
+    Identifier,
+    MappingRuleSpec,
+    RunSchedule,
+    StrictModel,
+    error_at,
+)
+
+TargetType = Literal["text", "integer", "number", "currency", "boolean", "date", "datetime", "json"]
+
+
+class ChangeLog(StrictModel):
+    """A table the source system appends to on every change: record key, operation and a growing sequence id."""
+
+    table: Identifier
+    key: list[Identifier] = Field(
+        default_factory=list, description="Columns holding the record key; default: the data set's key names"
+    )
+    operation: Identifier = Field("operation", description="Column holding create, update or delete")
+    sequence: Identifier = Field("sequence_id", description="Column whose value grows with every change")
+
+
+class DataSet(StrictModel):
+    """The records an integration covers."""
+
+    connection: str
+    query: str | None = Field(None, description="SQL returning one row per record (may start with WITH)")
+    table: Identifier | None = None
+    key: list[Identifier] = Field(min_length=1, description="Column(s) that identify a record")
+    updated_at: Identifier | None = Field(None, description="Column with the record's last change time")
+    change_log: ChangeLog | None = None
+    owner: Identifier | None = Field(None, description="Column with the user id that owns the record (for roles)")
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _one_key_as_list(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("query")
+    @classmethod
+    def _no_parameters(cls, query: str | None) -> str | None:
+        if query is not None:
+            if not query.strip():
+                raise ValueError("the query is empty")
+            found = sorted(set(BIND_PARAMETER.findall(query)))
+            if found:
+                raise ValueError(
+                    f"a data set query takes no bind parameters ({', '.join(':' + p for p in found)}); "
+                    "the integration filters by key and updated_at itself"
+                )
+        return query
+
+    @model_validator(mode="after")
+    def _query_or_table(self) -> DataSet:
+        if self.query is not None and self.table is not None:
+            raise ValueError("set either query or table, not both")
+        if self.query is None and self.table is None:
+            raise ValueError(
+                "set either query or table: query for SQL returning one row per record, table for a table or view"
+            )
+        return self
+
+
+class TargetFieldSpec(StrictModel):
+    name: str
+    type: TargetType = "text"
+    required: bool = False
+    description: str = ""
+
+
+class TargetSpec(StrictModel):
+    """The external system and the fields it takes."""
+
+    connection: str
+    fields: list[TargetFieldSpec] = Field(min_length=1)
+
+
+class LookupSpec(StrictModel):
+    """A compound mapping: resolve a value through another table, e.g. owner_id -> users.email."""
+
+    table: Identifier
+    key: Identifier = Field(description="Column matched against the looked-up value")
+    value: Identifier = Field(description="Column returned")
+    connection: str | None = Field(None, description="Default: the data set's connection")
+
+
+class RequestSpec(StrictModel):
+    """One HTTP request; `{{field}}` placeholders take mapped target fields (and {{target_ref}}, {{key}})."""
+
+    method: Literal["POST", "PUT", "PATCH", "GET", "DELETE"] = "POST"
+    path: str = Field(description="Appended to the connection's base_url, e.g. /contacts/{{external_id}}")
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: dict | list | str | None = Field(
+        None, description="JSON template: a YAML mapping, or a JSON string; a whole-value placeholder keeps its type"
+    )
+
+    @field_validator("body")
+    @classmethod
+    def _valid_json(cls, body: object) -> object:
+        if isinstance(body, str):
+            import json
+
+            try:
+                return json.loads(body)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"the body template is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+                ) from None
+        return body
+
+
+class BatchSpec(StrictModel):
+    """Send records in batches: one request carries up to `size` records as a list in `{{records}}`."""
+
+    size: int = Field(ge=2, le=10000)
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    path: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: dict | str = Field(description='JSON template with a whole-value "{{records}}" placeholder')
+
+    _valid_json = field_validator("body")(RequestSpec._valid_json.__func__)
+
+
+class SuccessCriterion(StrictModel):
+    """A condition on the response; every criterion of a configuration must hold for a delivery to count."""
+
+    source: Literal["status_code", "response_body"]
+    comparator: Literal["equals", "not_equals", "contains", "not_contains"]
+    value: str | int
+
+    @model_validator(mode="after")
+    def _status_value(self) -> SuccessCriterion:
+        if self.source == "status_code" and self.comparator in ("equals", "not_equals"):
+            text = str(self.value).strip()
+            if not (re.fullmatch(r"[1-5]\d\d", text) or re.fullmatch(r"[1-5]xx", text, re.IGNORECASE)):
+                raise ValueError(f"'{self.value}' is not a status; write a status such as 201 or a class such as 2xx")
+        return self
+
+
+class Configuration(StrictModel):
+    """One mapping of the data set to the target, delivered as its own Dagster asset."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    mapping: list[MappingRuleSpec] = Field(min_length=1)
+    lookups: dict[Annotated[str, Field(pattern=NAME_PATTERN)], LookupSpec] = Field(default_factory=dict)
+    request: RequestSpec = Field(description="Creates (and updates, unless `update` is set)")
+    update: RequestSpec | None = None
+    delete: RequestSpec | None = Field(None, description="Needed for mirror mode and on_delete")
+    batch: BatchSpec | None = None
+    target_ref: str | None = Field(
+        None, description="Dotted path of the target's id in the response, kept in the ledger"
+    )
+    success: list[SuccessCriterion] | None = Field(None, min_length=1, description="Default: the status is 2xx")
+    sync_mode: Literal["upsert", "insert", "update", "mirror"] = "upsert"
+
+
+class IntegrationChecks(StrictModel):
+    max_rejected_rate: float = Field(
+        0.05, ge=0, le=1, description="Fail the check above this share of rejected records"
+    )
+
+
+class Roles(StrictModel):
+    """Only records whose owner holds one of `allowed` (through a users/roles table) are pushed."""
+
+    allowed: list[str] = Field(min_length=1)
+    table: Identifier
+    user_column: Identifier = "user_id"
+    role_column: Identifier = "role"
+
+
+class WriteBack(StrictModel):
+    """Write each attempt's outcome to a table in the source database (created if missing)."""
+
+    table: Identifier = "integration_audit"
+
+
+Trigger = Literal["on_create", "on_update", "on_delete"]
+
+
+class IntegrationSpec(StrictModel):
+    data_set: DataSet
+    target: TargetSpec
+    configurations: list[Configuration] = Field(min_length=1)
+    triggers: list[Trigger] = Field(default_factory=list, description="Record-change events that start a run")
+    sensor_interval_seconds: int = Field(30, ge=5, le=86400)
+    schedule: RunSchedule | None = None
+    roles: Roles | None = None
+    write_back: WriteBack | None = None
+    recovery: Literal["resend", "hold"] = Field(
+        "resend",
+        description="What to do with records a dead run left in flight: resend with the same Idempotency-Key, "
+        "or hold them as failed for review",
+    )
+    checks: IntegrationChecks = IntegrationChecks()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IntegrationSpec:
+        names = [c.name for c in self.configurations]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise error_at(
+                    ("configurations", index, "name"),
+                    f"'{name}' is already the name of an earlier configuration; configuration names must be unique "
+                    "(each one is its own asset)",
+                )
+        if self.roles is not None and self.data_set.owner is None:
+            raise ValueError("roles need data_set.owner: the column naming each record's owner")
+        if "on_delete" in self.triggers and not any(c.delete for c in self.configurations):
+            raise ValueError("on_delete needs a `delete:` request in at least one configuration")
+        if ("on_create" in self.triggers or "on_update" in self.triggers) and not (
+            self.data_set.change_log or self.data_set.updated_at
+        ):
+            raise ValueError("on_create/on_update sensors need data_set.updated_at or data_set.change_log to watch")
+        for index, configuration in enumerate(self.configurations):
+            if configuration.sync_mode == "mirror" and configuration.delete is None:
+                raise error_at(
+                    ("configurations", index, "sync_mode"),
+                    "mirror mode needs a `delete:` request (records gone from the data set are deleted in the "
+                    "target); add one, or use upsert",
+                )
+        return self
+
+
+class IntegrationConnector(ConnectorBase):
+    kind: Literal["integration"]
+    integration: IntegrationSpec
