@@ -218,3 +218,26 @@ def test_a_missing_environment_variable_stops_the_run_naming_it(
     assert PASSWORD not in message and CLIENT_SECRET not in message
     assert http_target.requests == []
     assert project.ledger().counts("sync", "customers") == {}  # nothing left in flight
+
+
+def test_the_cli_says_which_variable_is_missing_and_starts_no_run(
+    integration_project, source_db, http_target, credentials, monkeypatch, tmp_path
+):
+    from click.testing import CliRunner
+
+    from connector_pipelines.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
+    monkeypatch.delenv("TARGET_PASSWORD")
+    source_db.add_customers(3)
+    integration_project(BASIC_SYNC, http_extra=MODES["basic"][0])
+    MODES["basic"][1](http_target)
+
+    result = CliRunner().invoke(main, ["run", "sync", "--resources", str(tmp_path / "resources")])
+
+    assert result.exit_code == 1
+    assert "the run of integration_sync was not started" in result.output
+    assert "TARGET_PASSWORD" in result.output and PASSWORD not in result.output
+    assert "Traceback" not in result.output
+    assert http_target.requests == []
