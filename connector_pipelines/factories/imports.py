@@ -15,7 +15,6 @@ that nobody has seen work; `run NAME` and the UI's Materialize run at once.
 """
 
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,8 +39,8 @@ from connector_pipelines.factories.translator import (
     names_from_specs,
     spec_fingerprint,
 )
+from connector_pipelines.imports.arrivals import decide_arrivals
 from connector_pipelines.imports.expectations import ExpectationResult
-from connector_pipelines.imports.files import check_file_name
 from connector_pipelines.imports.orchestrate import ImportScope, folder_and_pattern, matching_files, run_import
 from connector_pipelines.imports.run import FileOutcome, ImportReport
 from connector_pipelines.imports.upsert import UpsertConfigError, UpsertError
@@ -55,9 +54,6 @@ from connector_pipelines.transports.base import FileSource
 from connector_pipelines.transports.folder import FolderClient
 
 FILES_TABLE_MAX = 200
-# A file seen for the first time is only taken once it has not changed for a poll interval (a partner may
-# still be uploading it), unless it was last modified this long ago.
-SETTLED_AFTER = dt.timedelta(seconds=60)
 
 
 class ImportRunConfig(dg.Config):
@@ -358,15 +354,8 @@ def _once_sensor(connector: ImportConnector, names: ConnectorNames, job, connect
 
 
 def file_sensor(connector: ImportConnector, names: ConnectorNames, job, connections) -> dg.SensorDefinition:
-    """Asks for one run per tick for the matching files that arrived (or are still there after a failed run).
-
-    The cursor remembers, per file name, its size and modification time when a run was asked for it, and that
-    run's key. A file is asked for again only when it changed (a new version under the same name) or when the
-    run asked for it has finished and the file is still in the folder (the run failed before it could archive
-    or quarantine it). A file not seen before is taken once it is unchanged since the previous tick, or was last
-    modified over a minute ago, so a file still being uploaded is not read half-written. Whether the content
-    was imported before (under any name) is decided in the run, by checksum, in the import state.
-    """
+    """Asks for one run per tick for the matching files that arrived (or are still there after a failed run);
+    `imports.arrivals.decide_arrivals` decides which, from the listing and the cursor."""
     files_spec = connector.import_.source.files
     interval = files_spec.poll_interval_seconds if files_spec else 30
     resource_keys = {IMPORT_STATE_RESOURCE, STORAGE_RESOURCE} | ({files_spec.connection} if files_spec else set())
@@ -384,8 +373,6 @@ def file_sensor(connector: ImportConnector, names: ConnectorNames, job, connecti
         if waiting:
             return dg.SkipReason(waiting)
         cursor = json.loads(context.cursor) if context.cursor else {}
-        requested: dict = cursor.get("requested", {})
-        pending: dict = cursor.get("pending", {})
         folder, pattern = folder_and_pattern(connector)
         storage = getattr(context.resources, STORAGE_RESOURCE).get_storage()
         client = _file_client(context.resources, connector, storage)
@@ -393,45 +380,21 @@ def file_sensor(connector: ImportConnector, names: ConnectorNames, job, connecti
             listing = matching_files(client.list_files(folder), pattern)
         finally:
             client.close()
-        now = dt.datetime.now(dt.UTC)
-        ready: list[tuple[str, list]] = []
-        new_pending: dict = {}
-        for remote in listing:
-            signature = [remote.size, remote.modified.isoformat()]
-            earlier = requested.get(remote.name)
-            if earlier is not None and earlier["signature"] == signature:
-                if check_file_name(remote.name) is not None:
-                    continue  # refused for its name, with a report, and left in place by design: once is enough
-                if not _run_finished(context.instance, earlier["run_key"]):
-                    continue  # asked for, not finished yet: leave it to that run
-            elif pending.get(remote.name) != signature and now - remote.modified < SETTLED_AFTER:
-                new_pending[remote.name] = signature  # maybe still being written: look again next tick
-                continue
-            ready.append((remote.name, signature))
-        present = {remote.name for remote in listing}
-        # Files gone from the folder were archived or quarantined: forget them (the state keeps their record).
-        new_requested = {name: value for name, value in requested.items() if name in present}
-        request = None
-        if ready:
-            attempts = {name: new_requested.get(name, {}).get("attempt", 0) + 1 for name, _ in ready}
-            digest = hashlib.sha256(
-                json.dumps(sorted([name, signature, attempts[name]] for name, signature in ready)).encode()
-            ).hexdigest()[:16]
-            run_key = f"files:{digest}"
-            for name, signature in ready:
-                new_requested[name] = {"signature": signature, "run_key": run_key, "attempt": attempts[name]}
-            wanted = sorted(name for name, _ in ready)
-            request = dg.RunRequest(
-                run_key=run_key,
-                run_config=names.run_config(files=wanted),
+        arrivals = decide_arrivals(
+            listing, cursor, dt.datetime.now(dt.UTC), lambda run_key: _run_finished(context.instance, run_key)
+        )
+        context.update_cursor(json.dumps(arrivals.cursor, sort_keys=True))
+        if arrivals.run_key is None:
+            return dg.SkipReason(
+                f"{arrivals.settling} file(s) waiting to settle" if arrivals.settling else "no new matching files"
+            )
+        return [
+            dg.RunRequest(
+                run_key=arrivals.run_key,
+                run_config=names.run_config(files=arrivals.files),
                 tags={TRIGGER_TAG: "files"},
             )
-        context.update_cursor(json.dumps({"requested": new_requested, "pending": new_pending}, sort_keys=True))
-        if request is None:
-            return dg.SkipReason(
-                f"{len(new_pending)} file(s) waiting to settle" if new_pending else "no new matching files"
-            )
-        return [request]
+        ]
 
     return new_files
 
