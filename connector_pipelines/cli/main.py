@@ -32,7 +32,8 @@ def main() -> None:
 def validate(name: str | None, resources: Path | None) -> None:
     """Check every connection and connector file; exit non-zero on any problem.
 
-    With NAME of an import, also check its mapping against the source's columns and the target table.
+    With NAME of an import, also check its mapping against the source's columns and the target table; with NAME
+    of an integration, check its key, owner and mapping against the data set's columns.
     """
     try:
         project = load_project(resources)
@@ -45,6 +46,13 @@ def validate(name: str | None, resources: Path | None) -> None:
         f"OK: {len(project.connectors)} connector(s), {len(project.connections)} connection(s) in "
         f"{project.resources_dir}"
     )
+    if name is not None and project.connectors.get(name) and project.connectors[name].kind == "integration":
+        from connector_pipelines.integration import inspect as inspection
+
+        problems = _engine_call(inspection.check_mapping_columns, project, project.connectors[name])
+        for problem in problems:
+            click.echo(f"problem: {problem}", err=True)
+        sys.exit(EXIT_FAILED if problems else 0)
     if name is not None:
         from connector_pipelines.cli.imports import validate_import
 
@@ -180,9 +188,11 @@ def run(name: str, window: str | None, partition: str | None, full: bool, resour
 
 def _engine_call(function, *args, **kwargs):
     """Run an engine read; configuration problems and unreachable systems exit 2 with the reason."""
+    from connector_pipelines.mapping.engine import MappingError
+
     try:
         return function(*args, **kwargs)
-    except ConnectorConfigError as exc:
+    except (ConnectorConfigError, MappingError) as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
         sys.exit(EXIT_USAGE)

@@ -137,6 +137,8 @@ def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asse
                     ledger.dispose()
 
             result = write_snapshot(DataSetReader(source, spec.data_set), scope, path, retry_keys)
+        except MappingError as exc:  # the key or owner names a column the data set does not return
+            raise dg.Failure(f"integration '{connector.name}': {exc}", allow_retries=False) from None
         finally:
             source.dispose()
         context.log.info(f"data set: {result.rows:,} rows ({result.scope}) -> {path}")

@@ -8,6 +8,7 @@ query may be anything that returns rows (a WITH clause included on the databases
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import sqlalchemy as sa
 
+from connector_pipelines.mapping.engine import MappingError
 from connector_pipelines.spec.integration import DataSet, LookupSpec, Roles
 from connector_pipelines.transports.sql import SqlSource, strip_trailing_semicolon
 
@@ -232,9 +234,39 @@ def _key_text(value: object) -> str:
     return "" if value is None else str(value)
 
 
+class MissingColumn(MappingError):
+    """A column the spec names (the key, the owner) is not one the data set returns: the run stops, nothing is sent.
+
+    pyarrow answers an unknown name with index -1, which `column()` reads as the *last* column: records would be
+    keyed, or judged for their roles, by whatever column happens to come last.
+    """
+
+
+def column_problems(data_set: DataSet, columns: Sequence[str]) -> list[str]:
+    """Every column named by `data_set.key` and `data_set.owner` that is not among `columns`, as one line each."""
+    named = [(f"data_set.key '{k}'", k) for k in data_set.key]
+    if data_set.owner:
+        named.append((f"data_set.owner '{data_set.owner}'", data_set.owner))
+    return [_missing(field, name, columns) for field, name in named if name not in columns]
+
+
+def column_values(batch: pa.RecordBatch, name: str, field: str) -> list:
+    """The values of column `name`, by name only; a missing column raises `MissingColumn` naming `field`."""
+    index = batch.schema.get_field_index(name)
+    if index < 0:
+        raise MissingColumn(_missing(f"{field} '{name}'", name, batch.schema.names))
+    return batch.column(index).to_pylist()
+
+
+def _missing(field: str, name: str, columns: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(columns), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{field} is not a column of the data set{hint}; its columns are: {', '.join(columns)}"
+
+
 def record_keys(batch: pa.RecordBatch, key: Sequence[str]) -> list[str]:
     """Record keys of every row of a batch, in row order."""
-    columns = [batch.column(batch.schema.get_field_index(k)).to_pylist() for k in key]
+    columns = [column_values(batch, k, "data_set.key") for k in key]
     if len(columns) == 1:
         return [_key_text(v) for v in columns[0]]
     return [record_key(values) for values in zip(*columns)]

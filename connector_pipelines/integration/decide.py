@@ -42,6 +42,10 @@ ALL_OPERATIONS = frozenset(("create", "update", "delete"))
 
 DUPLICATE_KEY = "the key appears more than once in the data set; only its first row is delivered"
 INSERT_ONLY_NEW_KEYS = "sync_mode insert: the record was delivered before; only new keys are sent"
+DELETE_REFUSED_BY_ROLES = (
+    "not deleted: when the record was last read its owner held none of the roles, and a deleted record has no "
+    "owner left to judge"
+)
 HELD_IN_DOUBT = "held for review: it was in flight when an earlier run stopped; check the target, then push the key"
 HELD_IN_DOUBT_CHANGED = (
     "held for review: it was in flight when an earlier run stopped, and has changed since; check the target, "
@@ -91,6 +95,8 @@ _DUPLICATE = Decision("duplicate", "create", DUPLICATE_KEY)
 
 def owner_refusal(owner: object, allowed_owners: Collection[str], roles: Iterable[str]) -> str | None:
     """Why a record may not be pushed for its owner (None when the owner holds one of the roles)."""
+    if owner is None:  # a NULL owner is nobody: it holds no role (str(None) could match a user called 'None')
+        return f"the record has no owner, so it holds none of the roles {', '.join(roles)}"
     if str(owner) in allowed_owners:
         return None
     return f"owner {owner} holds none of the roles {', '.join(roles)}"
@@ -144,16 +150,20 @@ def decide(
     return _SEND[operation]
 
 
-def decide_delete(entry: LedgerEntry | None, *, in_scope: bool = True) -> Decision:
+def decide_delete(entry: LedgerEntry | None, *, in_scope: bool = True, roles_apply: bool = False) -> Decision:
     """The decision for a record to delete (gone from the data set, or deleted in the change log).
 
     `in_scope` is False when the run is a push of other keys. A delete left in flight by a run that died goes out
-    again under its first idempotency key.
+    again under its first idempotency key. `roles_apply` says the integration checks owners' roles: a record gone
+    from the data set has no owner to judge any more, so a record whose last reading was refused (skipped) keeps
+    that refusal and its delete is not sent either (fail closed).
     """
     if entry is None or entry.delivered_fingerprint is None:
         return _ABSENT
     if not in_scope:
         return _NOT_IN_SCOPE["delete"]
+    if roles_apply and entry.status == "skipped":
+        return Decision("skip", "delete", DELETE_REFUSED_BY_ROLES)
     if entry.status == "in_flight" and entry.fingerprint is None:
         return _RESEND["delete"]
     return _SEND["delete"]

@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from connector_pipelines.integration.audit import AuditFile
-from connector_pipelines.integration.data_set import record_keys
+from connector_pipelines.integration.data_set import column_values, record_keys
 from connector_pipelines.integration.decide import DecisionRules, decide, decide_delete, owner_refusal
 from connector_pipelines.integration.success import SuccessCheck, extract_target_ref
 from connector_pipelines.integration.write_back import WriteBack
@@ -323,7 +323,7 @@ class IntegrationDelivery:
             targets = list(mapped.columns)
             target_columns = [mapped.columns[name] for name in targets]
             row_fingerprints = fingerprints(mapped.columns)
-            owners = batch.column(batch.schema.get_field_index(owner_column)).to_pylist() if owner_column else None
+            owners = column_values(batch, owner_column, "data_set.owner") if owner_column else None
             sends: list[_Send] = []
             updates: list[RecordUpdate] = []
             attempts: list[AttemptRow] = []
@@ -386,19 +386,25 @@ class IntegrationDelivery:
             candidates += [key for key, op in scope.deletes.items() if op == "delete"]
         if seen is not None:
             candidates += [key for key in state if key not in seen]
-        sends = []
+        sends, updates, attempts = [], [], []
+        now = utc_now()
         for key in dict.fromkeys(candidates):
             entry = state.get(key)
-            action = decide_delete(entry, in_scope=scope.keys is None or key in scope.keys).action
-            if action == "resend":  # left in flight by a run that died: again under its first key
+            decision = decide_delete(
+                entry, in_scope=scope.keys is None or key in scope.keys, roles_apply=self.allowed_owners is not None
+            )
+            action = decision.action
+            if action == "skip":
+                self._skip(key, "delete", entry, entry.fingerprint, decision.reason, updates, attempts, report, now)
+            elif action == "resend":  # left in flight by a run that died: again under its first key
                 sends.append(_Send(key, "delete", None, None, entry.version, entry.idempotency_key, entry))
             elif action == "send":
                 version = entry.version + 1
                 ikey = idempotency_key(self.name, self.configuration.name, key, "delete", version)
                 sends.append(_Send(key, "delete", None, None, version, ikey, entry))
             # "absent" (nothing to delete at the target) and "not_in_scope" (a push of other keys): nothing to do.
-        if sends:
-            yield sends, [], []
+        if sends or updates:
+            yield sends, updates, attempts
 
     # ---- sending --------------------------------------------------------------------------------------------
 

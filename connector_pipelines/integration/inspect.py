@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from connector_pipelines.errors import ConnectorConfigError
-from connector_pipelines.integration.data_set import DataSetReader
+from connector_pipelines.integration.data_set import DataSetReader, column_problems
 from connector_pipelines.integration.delivery import DeliveryReport, DeliveryScope, IntegrationDelivery
 from connector_pipelines.integration.run import open_delivery
 from connector_pipelines.spec.integration import Configuration, IntegrationConnector
@@ -109,11 +109,11 @@ def plan(
 
 
 def check_mapping_columns(project: Project, loaded: LoadedConnector) -> list[str]:
-    """Problems where a mapping reads a column the data set does not return."""
+    """Problems where the key, the owner or a mapping names a column the data set does not return."""
     connector = integration_of(loaded)
     with _reader(project, connector) as reader:
         columns = reader.columns()
-    problems = []
+    problems = column_problems(connector.integration.data_set, columns)
     for config in connector.integration.configurations:
         from connector_pipelines.integration.delivery import build_mapping, target_fields
 

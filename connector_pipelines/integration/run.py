@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connector_pipelines.integration.audit import AuditFile
-from connector_pipelines.integration.data_set import DataSetReader, record_keys
+from connector_pipelines.integration.data_set import DataSetReader, MissingColumn, column_problems, record_keys
 from connector_pipelines.integration.delivery import OPERATIONS, DeliveryScope, IntegrationDelivery
 from connector_pipelines.integration.write_back import WriteBack
 from connector_pipelines.spec.integration import Configuration, IntegrationConnector
@@ -98,6 +98,10 @@ def write_snapshot(
     def write(batches: Iterable[pa.RecordBatch], keep: Callable[[str], bool] | None = None) -> None:
         nonlocal writer, rows
         for batch in batches:
+            if writer is None:
+                problems = column_problems(reader.data_set, batch.schema.names)
+                if problems:  # before the first row is written, so a wrong key or owner stops the run here
+                    raise MissingColumn(problems)
             keys = record_keys(batch, key) if (keep is not None or scope.incremental) else None
             if keep is not None:
                 mask = [keep(k) for k in keys]

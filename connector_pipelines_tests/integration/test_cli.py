@@ -43,6 +43,31 @@ def test_fields_names_a_mapping_that_reads_a_missing_column(integration_project,
     assert "e_mail" in result.output and "did you mean 'email'" in result.output
 
 
+WRONG_OWNER = ROLES_SPEC.replace("owner: owner_id", "owner: owner_ids")
+
+
+@pytest.mark.parametrize("command", ["fields", "validate"])
+def test_fields_and_validate_name_an_owner_column_the_data_set_lacks(integration_project, source_db, cli, command):
+    source_db.add_customers(1)
+    integration_project(WRONG_OWNER)
+
+    result = cli(command, "sync")
+
+    assert result.exit_code == 1, result.output
+    assert "data_set.owner 'owner_ids' is not a column of the data set (did you mean 'owner_id'?)" in result.output
+
+
+def test_plan_refuses_a_key_column_the_data_set_lacks(integration_project, source_db, http_target, cli):
+    source_db.add_customers(2)
+    integration_project(BASIC_SYNC.replace("key: customer_id", "key: customerid"))
+
+    result = cli("plan", "sync")
+
+    assert result.exit_code == 2, result.output
+    assert "data_set.key 'customerid' is not a column of the data set" in result.output
+    assert http_target.requests == []
+
+
 def test_preview_shows_the_first_requests_and_sends_nothing(integration_project, source_db, http_target, cli):
     source_db.add_customers(15)
     integration_project(BASIC_SYNC)

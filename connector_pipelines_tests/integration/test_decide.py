@@ -200,9 +200,9 @@ def test_decide_delete(entry_, in_scope: bool, action: str) -> None:
         ("1", None),
         (1, None),
         (7, "owner 7 holds none of the roles sales, support"),
-        (None, "owner None holds none of the roles sales, support"),
+        (None, "the record has no owner, so it holds none of the roles sales, support"),
     ],
     ids=["allowed_text", "allowed_number", "refused", "no_owner"],
 )
 def test_owner_refusal(owner: object, refusal: str | None) -> None:
-    assert owner_refusal(owner, {"1", "2"}, ["sales", "support"]) == refusal
+    assert owner_refusal(owner, {"1", "2", "None"}, ["sales", "support"]) == refusal

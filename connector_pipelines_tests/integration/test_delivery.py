@@ -240,6 +240,74 @@ def test_roles_let_only_allowed_owners_records_through(integration_project, sour
     assert http_target.requests == [] and pushed.metadata["customers"]["skipped"] == 1
 
 
+def _failures(result) -> str:
+    """What the failed steps said (a dg.Failure's description)."""
+    return "\n".join(
+        event.step_failure_data.user_failure_data.description or event.step_failure_data.error.message
+        for event in result.result.get_step_failure_events()
+    )
+
+
+def test_an_owner_column_the_data_set_lacks_stops_the_run(integration_project, source_db, http_target):
+    # pyarrow reads an unknown column as index -1, the *last* column: records were judged by updated_at.
+    source_db.add_customers(6)
+    source_db.execute("INSERT INTO user_roles VALUES (1, 'sales'), (2, 'sales'), (3, 'sales')")
+    project = integration_project(ROLES_SPEC.replace("owner: owner_id", "owner: owner_ids"))
+
+    result = project.run()
+
+    assert not result.success
+    assert http_target.requests == []
+    message = _failures(result)
+    assert "data_set.owner 'owner_ids' is not a column of the data set (did you mean 'owner_id'?)" in message
+
+
+def test_a_key_column_the_data_set_lacks_stops_the_run(integration_project, source_db, http_target):
+    source_db.add_customers(3)
+    project = integration_project(BASIC_SYNC.replace("key: customer_id", "key: customerid"))
+
+    result = project.run()
+
+    assert not result.success
+    assert http_target.requests == []
+    assert "data_set.key 'customerid' is not a column of the data set" in _failures(result)
+
+
+def test_a_record_without_owner_holds_no_role(integration_project, source_db, http_target):
+    source_db.add_customers(3)
+    source_db.execute("UPDATE customers SET owner_id = NULL WHERE customer_id = 2")
+    source_db.execute("INSERT INTO user_roles VALUES (1, 'sales'), (2, 'sales'), (3, 'sales')")
+    project = integration_project(ROLES_SPEC)
+
+    result = project.run()
+
+    assert sorted(http_target.records("customers"), key=int) == ["1", "3"]
+    assert result.metadata["customers"]["skipped"] == 1
+    assert "has no owner" in project.ledger().record("sync", "customers", "2")["last_error"]
+
+
+ROLES_MIRROR = ROLES_SPEC.replace("  roles:", MIRROR[len(BASIC_SYNC) :] + "  roles:")
+
+
+def test_a_record_refused_for_its_owner_is_not_deleted_either(integration_project, source_db, http_target):
+    source_db.add_customers(3)  # owners 2, 3, 1
+    source_db.execute("INSERT INTO user_roles VALUES (1, 'sales'), (2, 'sales'), (3, 'sales')")
+    project = integration_project(ROLES_MIRROR)
+    assert project.run().success
+    assert sorted(http_target.records("customers"), key=int) == ["1", "2", "3"]
+    source_db.execute("DELETE FROM user_roles WHERE user_id = 2")  # customer 1's owner loses the role,
+    source_db.execute("UPDATE customers SET name = 'Changed' WHERE customer_id = 1")  # and its change is refused
+    assert project.run().metadata["customers"]["skipped"] == 1
+    source_db.execute("DELETE FROM customers WHERE customer_id IN (1, 2)")
+    http_target.clear()
+
+    result = project.run()
+
+    assert [(r.method, r.path) for r in http_target.requests] == [("DELETE", "/customers/2")]
+    assert result.metadata["customers"]["skipped"] == 1
+    assert "not deleted" in project.ledger().record("sync", "customers", "1")["last_error"]
+
+
 LOOKUP = (
     BASIC_SYNC.replace(
         "      - {name: balance, type: currency}\n",
