@@ -16,8 +16,9 @@ from connector_pipelines.factories.naming import (
     RESERVED_RESOURCE_KEYS,
     STORAGE_RESOURCE,
 )
-from connector_pipelines.factories.resources import build_resources
+from connector_pipelines.factories.resources import SEALED, build_resources, sealed
 from connector_pipelines.factories.translator import ConnectorTranslator, configured_translator
+from connector_pipelines.spec.common import PLATFORM_RESOURCE_PREFIX
 from connector_pipelines.spec.loader import Project, load_project
 from connector_pipelines.state.resources import default_state_resources
 
@@ -57,9 +58,16 @@ def definitions_for(
         IMPORT_STATE_RESOURCE: import_state,
         **(state or {}),
     }
+    # Sealed like the connections: a launch must not point the ledger at another database or the storage elsewhere.
+    sealed_platform = {
+        key: sealed(
+            resource, f"the platform's {key.removeprefix(PLATFORM_RESOURCE_PREFIX).replace('_', ' ')}; {SEALED}"
+        )
+        for key, resource in platform.items()
+    }
     return dg.Definitions.merge(
         *per_connector,
-        dg.Definitions(resources={**build_resources(project.connections, project.base_dir), **platform}),
+        dg.Definitions(resources={**build_resources(project.connections, project.base_dir), **sealed_platform}),
     )
 
 

@@ -31,6 +31,7 @@ from connector_pipelines.factories.translator import configured_translator, conn
 from connector_pipelines.instance import ensure_dagster_home
 from connector_pipelines.spec.loader import LoadedConnector, Project
 from connector_pipelines.storage import Storage
+from connector_pipelines.transports.registry import missing_variables
 
 
 def launch_tags() -> dict[str, str]:
@@ -243,10 +244,15 @@ def launch_import(
 def _execute(
     project: Project, job: str, run_config: dict, tags: dict, instance, echo, partition_key: str | None = None
 ) -> dg.ExecuteInProcessResult | None:
-    """Run `job` in this process on the instance; None (said why) when Dagster refused to start it: a resource's
-    environment variable is not set (Dagster resolves `dg.EnvVar` fields before the first step)."""
+    """Run `job` in this process on the instance; None (said why) when it was not started: a variable that a
+    connection the job uses needs is not set, or Dagster refused the run config."""
     ensure_dagster_home(project.base_dir)
     job_def = definitions_for(project, configured_translator()).resolve_job_def(job)
+    used = sorted(set(job_def.required_resource_keys) & set(project.connections))
+    missing = [line for name in used for line in missing_variables(project.connections[name], name)]
+    if missing:
+        echo(f"the run of {job} was not started: {'; '.join(missing)}")
+        return None
     owned = instance is None
     instance = instance or dg.DagsterInstance.get()
     try:
@@ -276,9 +282,16 @@ def _check_key(name: str, key: str, keys: list[str]) -> None:
 
 
 def failure_message(result) -> str:
-    """The innermost error of the first failed step, without Dagster's wrapper classes."""
-    failure = next((event for event in result.all_events if event.is_step_failure), None)
-    error = failure.step_failure_data.error if failure else None
+    """The innermost error of the first failed step (or of a resource that did not start), without Dagster's
+    wrapper classes."""
+    error = None
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+        elif event.event_type_value == "RESOURCE_INIT_FAILURE":
+            error = event.event_specific_data.error
+        if error is not None:
+            break
     if error is None:
         return "the run failed before any step ran; see the run's logs"
     while error.cause is not None:

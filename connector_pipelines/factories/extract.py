@@ -13,7 +13,7 @@ import dagster as dg
 
 from connector_pipelines.errors import ExtractError
 from connector_pipelines.extract.run import ExtractResult, run_extract
-from connector_pipelines.extract.windows import parse_window
+from connector_pipelines.extract.windows import WindowError, parse_window
 from connector_pipelines.factories.naming import (
     CUSTOM_FILE,
     FILE,
@@ -25,6 +25,7 @@ from connector_pipelines.factories.naming import (
     custom_window_job_name,
     op_name,
 )
+from connector_pipelines.factories.run_config import refuse_sourced_values
 from connector_pipelines.factories.translator import ConnectorTranslator, build_connector_specs, names_from_specs
 from connector_pipelines.spec.connections import Connection, secret_field_names
 from connector_pipelines.spec.extract import PRESET_CADENCES, ExtractConnector, ExtractSchedule
@@ -165,6 +166,7 @@ def _file_asset(connector: ExtractConnector, names: ConnectorNames, asset_spec: 
         pool=names.pool,
     )
     def extract_file(context: dg.AssetExecutionContext, config: ExtractRunConfig):
+        refuse_sourced_values(context)
         window, partition_label = _run_window(context, config, partitions_def, timezone)
         resources = {key: getattr(context.resources, key) for key in connection_keys}
         storage = getattr(context.resources, STORAGE_RESOURCE).get_storage()
@@ -220,7 +222,11 @@ def _run_window(context: dg.AssetExecutionContext, config: ExtractRunConfig, par
     if config.window_start or config.window_end:
         if not (config.window_start and config.window_end):
             raise dg.Failure("set both window_start and window_end in the run config, or neither")
-        return parse_window(config.window_start, config.window_end, timezone), None
+        try:
+            return parse_window(config.window_start, config.window_end, timezone), None
+        except WindowError as exc:
+            # The reason, not the message: that repeats the values, and a step's error is shown to every UI user.
+            raise dg.Failure(f"run config window_start/window_end: {exc.reason}", allow_retries=False) from None
     return None, None
 
 

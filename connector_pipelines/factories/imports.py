@@ -33,6 +33,7 @@ from connector_pipelines.factories.naming import (
     once_sensor_name,
     op_name,
 )
+from connector_pipelines.factories.run_config import refuse_sourced_values
 from connector_pipelines.factories.translator import (
     ConnectorTranslator,
     build_connector_specs,
@@ -132,6 +133,7 @@ def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec:
         pool=names.pool,
     )
     def import_asset(context: dg.AssetExecutionContext, config: ImportRunConfig):
+        refuse_sourced_values(context)
         scope = import_scope(config)
         run_id = context.run.run_id
         resources = context.resources

@@ -28,6 +28,7 @@ from connector_pipelines.factories.naming import (
     op_name,
     target_pool,
 )
+from connector_pipelines.factories.run_config import refuse_sourced_values
 from connector_pipelines.factories.translator import ConnectorTranslator, build_connector_specs, names_from_specs
 from connector_pipelines.integration.data_set import DataSetReader
 from connector_pipelines.integration.delivery import DeliveryReport
@@ -116,6 +117,7 @@ def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asse
         pool=names.pool,
     )
     def data_set(context: dg.AssetExecutionContext, config: IntegrationRunConfig):
+        refuse_sourced_values(context)
         scope = run_scope(config)
         if scope.keys and not connector.enabled:
             raise dg.Failure(
@@ -191,6 +193,7 @@ def _delivery_asset(
         pool=target_pool(target_key),
     )
     def deliver(context: dg.AssetExecutionContext, config: IntegrationRunConfig):
+        refuse_sourced_values(context)
         scope = run_scope(config)
         resources = context.resources
         storage = getattr(resources, STORAGE_RESOURCE).get_storage()

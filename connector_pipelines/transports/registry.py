@@ -102,6 +102,20 @@ def resource_for(connection: Connection, base_dir: Path) -> dg.ConfigurableResou
     return resource_type(**settings)
 
 
+def missing_variables(connection: Connection, name: str | None = None) -> list[str]:
+    """One line per environment variable the connection's secrets name that is not set (names only, never values)."""
+    where = f"connection '{name}'" if name else f"the {connection.type} connection"
+    missing: list[str] = []
+
+    def note(field: str, reference: str) -> None:
+        variable = env_var_name(reference)
+        if variable not in os.environ:
+            missing.append(f"{where} needs the environment variable {variable} (its {field}); set it")
+
+    settings_for(connection, Path("."), note)
+    return missing
+
+
 def client_for(connection: Connection, base_dir: Path, name: str | None = None) -> Client:
     """The plain client of a connection, its secrets read from the environment now (the CLI's path).
 

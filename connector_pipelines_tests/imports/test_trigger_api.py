@@ -16,13 +16,8 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +26,13 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from connector_pipelines.instance import PG_URL_ENV, ensure_dagster_home
 from connector_pipelines.spec.loader import RESOURCES_ENV
 from connector_pipelines.state.database import default_state_url
 from connector_pipelines.state.import_state import ImportState
 from connector_pipelines.storage import STORAGE_ENV, Storage
 from connector_pipelines_tests.fixtures.extract import TestDatabase
 from connector_pipelines_tests.fixtures.imports import ImportProject
+from connector_pipelines_tests.fixtures.webserver import FINAL, LOCATION, RUN_TIMEOUT, Dagster, running_dagster
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -48,15 +43,7 @@ pytestmark = [
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOC = REPO_ROOT / "docs" / "triggering.md"
 DOC_URL = "http://127.0.0.1:3000"
-LOCATION = "connector_pipelines.definitions:defs"  # a python_module entry without location_name: MODULE:ATTRIBUTE
-BIN = Path(sys.executable).parent
-START_TIMEOUT = 60  # seconds for the webserver to answer /server_info
-RUN_TIMEOUT = 60  # seconds for a launched run to end (queue, daemon pick-up, run worker, step subprocess)
-FINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
-# Test-only, appended to the project's dagster.yaml: the daemon looks at the queue every second instead of every
-# five. Compatible with `concurrency:` (which owns max_concurrent_runs), so the project's settings stay in force.
-FAST_QUEUE = "\n# test only\nrun_queue:\n  dequeue_interval_seconds: 1\n"
 
 SOURCE_DDL = "CREATE TABLE src_orders (id INTEGER, name TEXT, amount TEXT, updated_at TEXT)"
 SEED = [
@@ -93,117 +80,13 @@ def sqlite_database(path: Path) -> TestDatabase:
 # The servers
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @dataclass
-class Server:
-    name: str
-    process: subprocess.Popen
-    log: Path
+class Api(Dagster):
+    """The servers over the test project, and the project's two databases."""
 
-    def tail(self, lines: int = 60) -> str:
-        text = self.log.read_text(encoding="utf-8", errors="replace") if self.log.exists() else ""
-        return f"---- {self.name} (exit code {self.process.poll()}), last {lines} lines of {self.log} ----\n" + (
-            "\n".join(text.splitlines()[-lines:])
-        )
-
-    def stop(self) -> None:
-        """SIGTERM to the process group we started (the server, its code server, runs it launched), then SIGKILL."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)  # whatever of the group outlived its leader
-        except ProcessLookupError:
-            pass
-        self.process.wait(timeout=15)
-
-
-def start(name: str, command: list[str], env: dict[str, str], cwd: Path, logs: Path) -> Server:
-    log = logs / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group, so teardown stops its children too
-        )
-    return Server(name, process, log)
-
-
-@dataclass
-class Api:
-    url: str
-    port: int
-    env: dict[str, str]  # the servers' environment, plus DAGSTER_URL for the doc's commands
-    root: Path
-    home: Path
-    source: TestDatabase
-    target: TestDatabase
-    servers: list[Server]
-
-    def logs(self) -> str:
-        return "\n".join(server.tail() for server in self.servers)
-
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(
-            f"{self.url}/graphql", data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                answer = json.load(response)
-        except urllib.error.HTTPError as exc:
-            raise AssertionError(f"HTTP {exc.code} from /graphql: {exc.read().decode()}\n{self.logs()}") from None
-        assert not answer.get("errors"), f"GraphQL errors: {answer['errors']}"
-        return answer["data"]
-
-    def status(self, run_id: str) -> str:
-        return self.graphql(STATUS_QUERY, {"runId": run_id})["runOrError"]["status"]
-
-    def explain(self, run_id: str | None) -> str:
-        """What to print when a run did not end as expected: its status, failure events and both servers' logs."""
-        parts = []
-        if run_id:
-            try:
-                events = self.graphql(EVENTS_QUERY, {"runId": run_id})["logsForRun"].get("events", [])
-                failures = [e for e in events if e.get("error") or e["__typename"] == "AssetCheckEvaluationEvent"]
-                status = self.status(run_id)
-                parts.append(f"run {run_id}: {status}; failure events: {json.dumps(failures, indent=1)}")
-                if status == "QUEUED":
-                    parts.append("(a QUEUED run waits for dagster-daemon: see its log below)")
-            except Exception as exc:  # noqa: BLE001 - diagnostics must not hide the original failure
-                parts.append(f"run {run_id}: could not read its events ({exc})")
-        parts.append(self.logs())
-        return "\n".join(parts)
-
-    def wait(self, run_id: str, timeout: float = RUN_TIMEOUT) -> str:
-        deadline = time.monotonic() + timeout
-        status = self.status(run_id)
-        while status not in FINAL:
-            if time.monotonic() > deadline:
-                pytest.fail(f"run {run_id} still {status} after {timeout} s\n{self.explain(run_id)}")
-            time.sleep(0.5)
-            status = self.status(run_id)
-        return status
-
-
-STATUS_QUERY = "query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }"
-EVENTS_QUERY = (
-    "query Events($runId: ID!) { logsForRun(runId: $runId) { ... on EventConnection { events { __typename "
-    "... on MessageEvent { message } ... on ErrorEvent { error { message } } "
-    "... on AssetCheckEvaluationEvent { evaluation { checkName success } } } } } }"
-)
+    root: Path = Path()
+    source: TestDatabase | None = None
+    target: TestDatabase | None = None
 
 
 @pytest.fixture(scope="module")
@@ -225,72 +108,11 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             import_spec("checked_orders", [{"expect": "between", "column": "amount", "min": CHECK_MIN_AMOUNT}]),
         )
         project.write()
-
-        # DAGSTER_HOME as the CLI prepares it (the project's dagster.yaml), in a temporary folder.
-        home = root / "dagster_home"
-        monkeypatch.setenv("DAGSTER_HOME", str(home))
-        monkeypatch.delenv(PG_URL_ENV, raising=False)  # SQLite storage under DAGSTER_HOME
-        ensure_dagster_home(REPO_ROOT)
-        with (home / "dagster.yaml").open("a", encoding="utf-8") as config:
-            config.write(FAST_QUEUE)
-        workspace = root / "workspace.yaml"
-        workspace.write_text(
-            "load_from:\n"
-            "  - python_module:\n"
-            "      module_name: connector_pipelines.definitions\n"
-            "      attribute: defs\n"
-            f"      working_directory: {REPO_ROOT}\n",
-            encoding="utf-8",
-        )
-
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = {
-            **os.environ,
-            "DAGSTER_HOME": str(home),
-            RESOURCES_ENV: str(project.resources),
-            STORAGE_ENV: str(project.storage),
-            "DAGSTER_URL": url,
-        }
-        env.pop(PG_URL_ENV, None)
-        logs = root / "logs"
-        logs.mkdir()
-        servers: list[Server] = []
+        env = {RESOURCES_ENV: str(project.resources), STORAGE_ENV: str(project.storage)}
         try:
-            # Started from DAGSTER_HOME, as `connector-pipelines ui` does.
-            servers.append(
-                start(
-                    "dagster-webserver",
-                    [str(BIN / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
-                    env,
-                    home,
-                    logs,
-                )
-            )
-            servers.append(
-                start("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)], env, home, logs)
-            )
-            made = Api(url, port, env, root, home, source, target, servers)
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
-                exited = [server.name for server in servers if server.process.poll() is not None]
-                if exited:
-                    pytest.fail(f"{', '.join(exited)} exited while starting\n{made.logs()}")
-                try:
-                    with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"dagster-webserver did not answer {url}/server_info within {START_TIMEOUT} s\n{made.logs()}"
-                    )
-                time.sleep(0.25)
-            yield made
+            with running_dagster(root, env, monkeypatch) as dagster:
+                yield Api(**vars(dagster), root=root, source=source, target=target)
         finally:
-            for server in reversed(servers):
-                server.stop()
             source.engine.dispose()
             target.engine.dispose()
 
