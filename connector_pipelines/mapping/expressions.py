@@ -16,7 +16,7 @@ import ast
 import functools
 from collections.abc import Callable, Mapping
 
-from connector_pipelines.mapping.conversions import describe_value
+from connector_pipelines.mapping.conversions import as_text, describe_value
 from connector_pipelines.mapping.functions import FUNCTIONS, FunctionSpec, lookup
 from connector_pipelines.mapping.suggest import did_you_mean
 
@@ -28,6 +28,13 @@ ALLOWED = (
     "an expression is a column name, a constant ('text', 12, -1.5, true, false, null) "
     "or a library function call such as upper(trim(name))"
 )
+# Calls on constants are computed once, at load (`_Builder.fold`), and `replace` multiplies a text's length
+# (every `old` becomes `new`), so nested replaces grow a constant exponentially: a one-line expression could
+# take the loader's memory. Text written in an expression, and text computed from it at load, is at most this long.
+MAX_TEXT_CHARS = 10_000
+# How many times longer than its column values an expression's result may get through nested replaces of
+# longer text, each multiplying by len(new) / len(old): past this, a run would turn a cell into gigabytes.
+MAX_GROWTH = 1_000
 # Lowercase words people write in YAML; Python's True/False/None are accepted as well.
 _WORD_CONSTANTS = {"true": True, "false": False, "null": None}
 
@@ -75,7 +82,13 @@ class ExpressionError(ValueError):
 
 
 class _Node:
-    """An accepted expression node; evaluate returns (values, {row: reason}) for n_rows rows."""
+    """An accepted expression node; evaluate returns (values, {row: reason}) for n_rows rows.
+
+    `growth` bounds how many times longer than the longest column value it reads its text can get (0 for a
+    constant, 1 for a column).
+    """
+
+    growth = 1
 
     def evaluate(self, columns: Mapping[str, list], n_rows: int, lookups: Mapping[str, Mapping]):
         raise NotImplementedError
@@ -96,6 +109,8 @@ class _Column(_Node):
 
 
 class _Constant(_Node):
+    growth = 0
+
     def __init__(self, value: object):
         self.value = value
 
@@ -104,10 +119,13 @@ class _Constant(_Node):
 
 
 class _Call(_Node):
-    def __init__(self, spec: FunctionSpec, args: list[_Node], func: Callable[..., object] | None = None):
+    def __init__(
+        self, spec: FunctionSpec, args: list[_Node], func: Callable[..., object] | None = None, growth: int = 1
+    ):
         self.spec = spec
         self.args = args
         self.func = func or spec.func  # a bound one-argument function when the other arguments are constants
+        self.growth = growth
 
     def evaluate(self, columns, n_rows, lookups):
         arg_values, errors = _evaluate_all(self.args, columns, n_rows, lookups)
@@ -257,6 +275,13 @@ class _Builder:
 
     def constant(self, node: ast.Constant) -> _Constant:
         value = node.value
+        if isinstance(value, str) and len(value) > MAX_TEXT_CHARS:
+            raise self.error(
+                node,
+                f"a text constant of {len(value):,} characters is longer than the {MAX_TEXT_CHARS:,} an expression "
+                "may hold",
+                "put long text in a `constant:` rule or a lookup table",
+            )
         if value is None or isinstance(value, str | int | float):  # bool is an int
             return _Constant(value)
         raise self.error(node, f"constant {self.segment(node)} is not allowed", ALLOWED)
@@ -307,13 +332,38 @@ class _Builder:
                     raise self.error(node.args[position], f"{name}: {exc}") from None
         if all(isinstance(arg, _Constant) for arg in args):
             return self.fold(node, spec, args)
+        growth = self.growth(node, spec, args)
         if spec.bind is not None and all(isinstance(arg, _Constant) for arg in args[1:]):
             try:
                 bound = spec.bind(*(arg.value for arg in args[1:]))  # type: ignore[attr-defined]
             except ValueError as exc:
                 raise self.error(node, f"{name}: {exc}") from None
-            return _Call(spec, args[:1], bound)
-        return _Call(spec, args)
+            return _Call(spec, args[:1], bound, growth)
+        return _Call(spec, args, growth=growth)
+
+    def growth(self, node: ast.Call, spec: FunctionSpec, args: list[_Node]) -> int:
+        """How many times longer than a column value this call's text can get (see `_Node.growth`)."""
+        if spec.name == "concat":
+            growth = sum(arg.growth for arg in args)
+        elif spec.name == "replace":
+            old, new = args[1], args[2]
+            # A `new` read from a column makes the length depend on the data, which no bound at load can see.
+            factor = 1
+            if isinstance(new, _Constant):
+                longer = len(as_text(new.value) or "")
+                shortest_old = len(old.value) if isinstance(old, _Constant) and isinstance(old.value, str) else 1
+                factor = max(1, -(-longer // max(1, shortest_old)))  # ceil(len(new) / len(old))
+            growth = args[0].growth * factor
+        else:
+            growth = max(arg.growth for arg in args)
+        if growth > MAX_GROWTH:
+            raise self.error(
+                node,
+                f"{spec.name}: '{self.segment(node)}' can make a value up to {growth:,} times longer (each replace "
+                f"multiplies the length by len(new) / len(old)); at most {MAX_GROWTH:,} times is allowed",
+                "replace shorter text, or fewer times",
+            )
+        return growth
 
     def named(self, node: ast.Call, spec: FunctionSpec) -> _Node:
         """lookup('name', value) and column('name'): the name must be constant text, known at load time."""
@@ -327,8 +377,30 @@ class _Builder:
         return _Lookup(first.value, self.build(node.args[1]))
 
     def fold(self, node: ast.Call, spec: FunctionSpec, args: list[_Node]) -> _Constant:
-        """A call on constants only is computed once, now; a bad constant is a load-time error."""
-        try:
-            return _Constant(spec.func(*(arg.value for arg in args)))  # type: ignore[attr-defined]
-        except DATA_ERRORS as exc:
-            raise self.error(node, f"{spec.name}: {exc}") from None
+        """A call on constants only is computed once, now; a bad constant is a load-time error, and so is a
+        result longer than MAX_TEXT_CHARS (a replace is measured before it runs: it may be far longer)."""
+        values = [arg.value for arg in args]  # type: ignore[attr-defined]
+        size = _replaced_length(*values) if spec.name == "replace" else 0
+        if size <= MAX_TEXT_CHARS:
+            try:
+                value = spec.func(*values)
+            except DATA_ERRORS as exc:
+                raise self.error(node, f"{spec.name}: {exc}") from None
+            size = len(value) if isinstance(value, str) else 0
+        if size > MAX_TEXT_CHARS:
+            raise self.error(
+                node,
+                f"{spec.name}: '{self.segment(node)}' makes a text of {size:,} characters at load, longer than the "
+                f"{MAX_TEXT_CHARS:,} an expression may compute",
+                "compute shorter text, or put it in a `constant:` rule",
+            )
+        return _Constant(value)
+
+
+def _replaced_length(value: object, old: object, new: object) -> int:
+    """The length of replace(value, old, new), computed without building it; 0 when replace would refuse or
+    return None (it then raises or answers as usual)."""
+    if value is None or not isinstance(old, str) or not old or not isinstance(new, str):
+        return 0
+    text = value if isinstance(value, str) else as_text(value) or ""
+    return len(text) + text.count(old) * (len(new) - len(old))

@@ -16,16 +16,20 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from connector_pipelines.spec.cron import is_valid_cron
 
+# In Python's `re`, `$` also matches before a final newline, so `^orders$` accepts 'orders\n' (what a YAML block
+# scalar `table: |` gives): every pattern Python applies here ends with `\Z`. NAME_PATTERN is the exception: it is
+# for pydantic's `Field(pattern=...)`, whose Rust engine reads `$` as the end of the text and knows no `\Z`; Python
+# code matches it with `re.fullmatch`.
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 # Dagster resource keys of the platform's own state (factories/naming.py): no connection may be named so.
 PLATFORM_RESOURCE_PREFIX = "connector_pipelines_"
 CONNECTOR_KINDS = ("extract", "integration", "import")
-ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
 # The bind-parameter syntax SQLAlchemy's text() understands; `::type` casts are not parameters.
 BIND_PARAMETER = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?\Z")
 RUN_PRESETS = ("hourly", "daily", "workdays", "weekly", "monthly")
-EVERY_MINUTES = re.compile(r"^every (\d{1,4}) minutes?$")
+EVERY_MINUTES = re.compile(r"^every (\d{1,4}) minutes?\Z")
 
 
 class StrictModel(BaseModel):
@@ -61,10 +65,17 @@ def error_at(location: tuple[str | int, ...], message: str) -> ValidationError:
     return ValidationError.from_exception_data("ValidationError", [error])
 
 
+def quoted(value: object, limit: int = 60) -> str:
+    """`value` in quotes for a problem line: control characters escaped (a newline must not split the line) and
+    cut to about `limit` characters (the text comes from the file, and may be long)."""
+    text = re.sub(r"[\x00-\x1f\x7f]", lambda found: repr(found.group())[1:-1], str(value))
+    return f"'{text}'" if len(text) <= limit else f"'{text[: limit - 3]}...'"
+
+
 def _identifier(value: str) -> str:
     if not IDENTIFIER.match(value):
         raise ValueError(
-            f"'{value}' is not a table or column name; use letters, digits and underscores (schema.table allowed)"
+            f"{quoted(value)} is not a table or column name; use letters, digits and underscores (schema.table allowed)"
         )
     return value
 
@@ -122,7 +133,7 @@ class RunSchedule(StrictModel):
             return value
         if not is_valid_cron(value):
             raise ValueError(
-                f"'{value}' is neither a preset ({', '.join(RUN_PRESETS)}), 'every N minutes', nor a valid cron "
+                f"{quoted(value)} is neither a preset ({', '.join(RUN_PRESETS)}), 'every N minutes', nor a valid cron "
                 "expression"
             )
         return value

@@ -20,6 +20,32 @@ from connector_pipelines.spec.common import (
 )
 
 SECRET_KEY_WORDS = re.compile(r"(password|secret|token|api[-_]?key)", re.IGNORECASE)
+# Header names that carry a credential: whatever they hold is a secret (a session cookie is as good as a password).
+CREDENTIAL_HEADER = re.compile(
+    r"authorization|cookie|password|passwd|secret|token|api[-_]?key|(auth|access|subscription|private)[-_]?key"
+    r"|credential|session",
+    re.IGNORECASE,
+)
+# Query-string keys (and ODBC `key=value;` pairs inside a query value) that hold a password or another secret.
+URL_SECRET_KEY = re.compile(r"password|passwd|^pwd$|secret|token|api[-_]?key|credential", re.IGNORECASE)
+_ODBC_SECRET = re.compile(r"(^|;)\s*(pwd|password)\s*=", re.IGNORECASE)
+
+
+def url_query_secret(query: dict[str, object]) -> str | None:
+    """The first key of a URL's parsed query that holds a secret (`?password=...`, an ODBC `PWD=` inside a
+    value), else None. Only the key is returned, for a message: the value is the secret."""
+    for key, values in query.items():
+        if URL_SECRET_KEY.search(key):
+            return key
+        for value in values if isinstance(values, tuple | list) else (values,):
+            if _ODBC_SECRET.search(str(value)):
+                return key
+    return None
+
+
+def api_key_auth_example(header: str) -> str:
+    """The `auth:` of a connection that sends a secret from the environment in `header`, for a message."""
+    return f"`auth: {{type: api_key, header: {header[:60]}, value: ${{MY_SECRET}}}}`"
 
 
 class SqlConnection(StrictModel):
@@ -45,6 +71,12 @@ class SqlConnection(StrictModel):
             ) from None
         if parsed.password:
             raise ValueError("the URL holds a password; remove it from the URL and set `password: ${DB_PASSWORD}`")
+        key = url_query_secret(dict(parsed.query))
+        if key is not None:
+            raise ValueError(
+                f"the URL's query string holds a secret ('{key[:40]}'); remove it from the URL and set "
+                "`password: ${DB_PASSWORD}`"
+            )
         return url
 
 
@@ -110,7 +142,22 @@ class FtpConnection(StrictModel):
     ca_file: str | None = Field(None, description="CA bundle to verify the FTPS server certificate with")
     passive: bool = True
     timeout_seconds: float = Field(30, gt=0)
+    allow_plaintext_password: bool = Field(
+        False, description="Send the password over plain FTP (without tls), readable by anyone on the network path"
+    )
     description: str = ""
+
+    @model_validator(mode="after")
+    def _no_password_in_clear(self) -> FtpConnection:
+        # Plain FTP sends `PASS <password>` unencrypted: a password is only sent so when the file says it may be.
+        if self.password is not None and not self.tls and not self.allow_plaintext_password:
+            raise error_at(
+                ("password",),
+                "plain FTP sends the password in clear over the network; set `tls: true` (explicit FTPS) if the "
+                "server supports it, or `allow_plaintext_password: true` to accept that anyone on the network path "
+                "can read it",
+            )
+        return self
 
 
 class SmtpConnection(StrictModel):
@@ -233,14 +280,28 @@ class HttpConnection(StrictModel):
             raise ValueError("expected an http:// or https:// URL such as https://api.example.com/v1")
         if "@" in value.split("/")[2]:
             raise ValueError("the URL holds credentials (user:password@); remove them and set them with `auth:`")
+        from urllib.parse import parse_qs, urlsplit
+
+        key = url_query_secret(parse_qs(urlsplit(value).query, keep_blank_values=True))
+        if key is not None:
+            raise ValueError(
+                f"the URL's query string holds a secret ('{key[:40]}'); remove it from the URL and set it with "
+                "`auth:` (type api_key sends it in a header)"
+            )
         return value.rstrip("/")
 
     @field_validator("headers")
     @classmethod
     def _no_literal_credentials(cls, headers: dict[str, str]) -> dict[str, str]:
         for name in headers:
-            if name.lower() in ("authorization", "proxy-authorization") or SECRET_KEY_WORDS.search(name):
-                raise error_at((name,), f"header '{name}' carries a credential; set it with `auth:` instead")
+            if CREDENTIAL_HEADER.search(name):
+                shown = name[:60]
+                example = (
+                    ""
+                    if shown.lower() in ("authorization", "proxy-authorization")
+                    else f", e.g. {api_key_auth_example(shown)}"
+                )
+                raise error_at((name,), f"header '{shown}' carries a credential; set it with `auth:` instead{example}")
         return headers
 
 

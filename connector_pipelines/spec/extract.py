@@ -7,6 +7,7 @@ With `schedule.inception_date` an extract is partitioned by time window and its 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import string
 from typing import Literal
 
@@ -17,12 +18,80 @@ from connector_pipelines.spec.common import (
     ConnectorBase,
     StrictModel,
     known_timezone,
+    quoted,
 )
 from connector_pipelines.spec.cron import is_valid_cron
 
 WINDOW_PARAMETERS = ("window_start", "window_end")
-FILE_NAME_FIELDS = {"name", "window_start", "window_end", "run_id", "partition_key", "now", "ext"}
+# The placeholders of `file_name`: moments (formatted with strftime) and texts.
+FILE_NAME_MOMENTS = {"window_start", "window_end", "now"}
+FILE_NAME_FIELDS = {"name", "run_id", "partition_key", "ext"} | FILE_NAME_MOMENTS
+MAX_FILE_NAME_CHARS = 255  # what common file systems allow for one name
+# A moment's format spec: strftime directives (with glibc's `-`, no padding) and literal text; no width, which
+# strftime would honour by padding without bound.
+_MOMENT_SPEC = re.compile(r"(?:%-?[aAbBcdfGHIjmMpSuUVwWxXyYzZ%]|[^%{}])*\Z")
+# A text's format spec: [[fill]align][width][.precision][s], numbers of at most three digits.
+_TEXT_SPEC = re.compile(r"(?:[^{}]?[<>^])?\d{0,3}(?:\.\d{1,3})?s?\Z")
+# Values to render a template with at load time: the longest a real run passes, so a name too long is seen now.
+_SAMPLE_VALUES = {
+    "name": "n" * 63,
+    "window_start": dt.datetime(2024, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+    "window_end": dt.datetime(2024, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+    "run_id": "0" * 36,
+    "partition_key": "2024-12-31-23:59",
+    "now": dt.datetime(2024, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+    "ext": "jsonl.gz",
+}
 PRESET_CADENCES = ("hourly", "daily", "weekly", "monthly")
+
+
+def check_file_name_template(template: str) -> None:
+    """Refuse a `file_name` template that does more than put the documented fields in: the template is run through
+    `str.format`, so attribute or index access (`{name.__class__}`), conversions (`{name!r}`) and replacement
+    fields nested in a format spec (`{now:{name}}`, which let one field's value become another's format) are
+    refused, and every format spec must be a plain one for its field. Raises ValueError saying what to write."""
+    allowed = ", ".join(sorted(FILE_NAME_FIELDS))
+    for field, spec, conversion in _template_fields(template):
+        if "." in field or "[" in field:
+            raise ValueError(
+                f"attribute or index access in {quoted('{' + field + '}')} is not allowed; write a field alone, "
+                f"one of {allowed}"
+            )
+        if field not in FILE_NAME_FIELDS:
+            raise ValueError(f"unknown field {quoted('{' + field + '}')}; allowed: {allowed}")
+        if conversion is not None:
+            raise ValueError(f"a conversion (!{conversion[:1]}) on {{{field}}} is not allowed; remove it")
+        if "{" in spec or "}" in spec:
+            raise ValueError(
+                f"a replacement field inside the format of {{{field}}} is not allowed; write the format out, "
+                "e.g. {window_start:%Y%m%d}"
+            )
+        if field in FILE_NAME_MOMENTS and not _MOMENT_SPEC.match(spec):
+            raise ValueError(
+                f"{quoted(spec)} is not a date format for {{{field}}}; use strftime directives without a width, "
+                f"e.g. {{{field}:%Y%m%dT%H%M}}"
+            )
+        if field not in FILE_NAME_MOMENTS and not _TEXT_SPEC.match(spec):
+            raise ValueError(
+                f"{quoted(spec)} is not a text format for {{{field}}}; use [[fill]align][width][.precision] with "
+                f"numbers up to 999, e.g. {{{field}:.20}}, or no format"
+            )
+
+
+def _template_fields(template: str) -> list[tuple[str, str, str | None]]:
+    """(field, format spec, conversion) of every replacement field, those nested in format specs included (which
+    `string.Formatter().parse` leaves inside the spec text)."""
+    found: list[tuple[str, str, str | None]] = []
+    try:
+        for _, field, spec, conversion in string.Formatter().parse(template):
+            if field is None:
+                continue
+            found.append((field, spec or "", conversion))
+            if spec and ("{" in spec or "}" in spec):
+                found.extend(_template_fields(spec))
+    except ValueError as exc:
+        raise ValueError(f"not a valid template ({exc}); write fields as {{window_start:%Y%m%d}}") from None
+    return found
 
 
 class ExtractSource(StrictModel):
@@ -104,7 +173,7 @@ class ExtractSchedule(StrictModel):
             return value
         if not is_valid_cron(value):
             raise ValueError(
-                f"'{value}' is neither a preset ({', '.join(PRESET_CADENCES)}) nor a valid cron expression"
+                f"{quoted(value)} is neither a preset ({', '.join(PRESET_CADENCES)}) nor a valid cron expression"
             )
         return value
 
@@ -144,16 +213,21 @@ class ExtractSpec(StrictModel):
     def _file_name_template(cls, template: str | None) -> str | None:
         if template is None:
             return None
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-        except ValueError as exc:
-            raise ValueError(f"not a valid template ({exc}); write fields as {{window_start:%Y%m%d}}") from None
-        for field in fields:
-            if field not in FILE_NAME_FIELDS:
-                raise ValueError(f"unknown field '{{{field}}}'; allowed: {', '.join(sorted(FILE_NAME_FIELDS))}")
+        check_file_name_template(template)
         if "/" in template or "\\" in template or template.startswith("."):
             raise ValueError(
                 "a file name may not contain '/' or '\\' or start with '.'; set the folder on the destination"
+            )
+        rendered = template.format(**_SAMPLE_VALUES)
+        if len(rendered) > MAX_FILE_NAME_CHARS:
+            raise ValueError(
+                f"the file name can be {len(rendered)} characters long, more than the {MAX_FILE_NAME_CHARS} a file "
+                "system allows; shorten the template"
+            )
+        if "/" in rendered or "\\" in rendered or ".." in rendered:
+            raise ValueError(
+                "a field's format puts '/', '\\' or '..' into the file name (%x writes dates with slashes); "
+                "use directives such as %Y%m%d"
             )
         return template
 

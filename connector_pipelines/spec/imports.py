@@ -17,12 +17,13 @@ from connector_pipelines.spec.common import (
     MappingRuleSpec,
     RunSchedule,
     StrictModel,
+    quoted,
 )
 from connector_pipelines.spec.extract import CsvOptions
 
 ImportType = Literal["text", "integer", "number", "currency", "boolean", "date", "datetime", "json", "foreign_key"]
 FILE_FORMATS = ("csv", "tsv", "parquet", "jsonl")
-EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 
 
 class WarehouseSource(StrictModel):
@@ -91,15 +92,15 @@ class EmailSourceSpec(StrictModel):
     @classmethod
     def _address(cls, value: str) -> str:
         if not EMAIL_ADDRESS.match(value):
-            raise ValueError(f"'{value}' is not an email address")
+            raise ValueError(f"{quoted(value)} is not an email address")
         return value.lower()
 
     @field_validator("allowed_senders")
     @classmethod
     def _senders(cls, values: list[str]) -> list[str]:
         for value in values:
-            if not (EMAIL_ADDRESS.match(value) or re.match(r"^@[^@\s]+\.[^@\s]+$", value)):
-                raise ValueError(f"'{value}' is neither an address nor @domain.example")
+            if not (EMAIL_ADDRESS.match(value) or re.match(r"^@[^@\s]+\.[^@\s]+\Z", value)):
+                raise ValueError(f"{quoted(value)} is neither an address nor @domain.example")
         return [value.lower() for value in values]
 
     _pattern = field_validator("pattern")(FileSourceSpec._pattern.__func__)

@@ -16,7 +16,12 @@ from connector_pipelines.spec.common import (
     RunSchedule,
     StrictModel,
     error_at,
+    quoted,
 )
+from connector_pipelines.spec.connections import CREDENTIAL_HEADER, api_key_auth_example
+
+# What may stand around {{field}} placeholders in a credential header: an authentication scheme, nothing else.
+_AUTH_SCHEME = re.compile(r"\s*(bearer|basic|token|digest)?\s*", re.IGNORECASE)
 
 TargetType = Literal["text", "integer", "number", "currency", "boolean", "date", "datetime", "json"]
 
@@ -96,6 +101,27 @@ class LookupSpec(StrictModel):
     connection: str | None = Field(None, description="Default: the data set's connection")
 
 
+def _no_literal_credentials(headers: dict[str, str]) -> dict[str, str]:
+    """Refuse a credential header whose value is written in the file: a literal is a secret in the spec, and an
+    `${ENV}` reference would be sent as written (request headers are templates of the record, not of the
+    environment). A value made of {{field}} placeholders (after an optional scheme such as `Bearer`) comes from
+    the data set, and is allowed."""
+    from connector_pipelines.mapping.templates import PLACEHOLDER
+
+    for name, value in headers.items():
+        if not CREDENTIAL_HEADER.search(name):
+            continue
+        if PLACEHOLDER.search(value) and _AUTH_SCHEME.fullmatch(PLACEHOLDER.sub("", value)):
+            continue
+        raise error_at(
+            (name,),
+            f"header '{name[:60]}' carries a credential, which a connector file may not hold (request headers are "
+            "sent as written: an environment reference is not resolved there); set it on the target connection "
+            f"with `auth:`, e.g. {api_key_auth_example(name)}, or take it from a mapped field with {{{{field}}}}",
+        )
+    return headers
+
+
 class RequestSpec(StrictModel):
     """One HTTP request; `{{field}}` placeholders take mapped target fields (and {{target_ref}}, {{key}})."""
 
@@ -105,6 +131,8 @@ class RequestSpec(StrictModel):
     body: dict | list | str | None = Field(
         None, description="JSON template: a YAML mapping, or a JSON string; a whole-value placeholder keeps its type"
     )
+
+    _headers_hold_no_secret = field_validator("headers")(_no_literal_credentials)
 
     @field_validator("body")
     @classmethod
@@ -131,6 +159,7 @@ class BatchSpec(StrictModel):
     body: dict | str = Field(description='JSON template with a whole-value "{{records}}" placeholder')
 
     _valid_json = field_validator("body")(RequestSpec._valid_json.__func__)
+    _headers_hold_no_secret = field_validator("headers")(_no_literal_credentials)
 
 
 class SuccessCriterion(StrictModel):
@@ -145,7 +174,9 @@ class SuccessCriterion(StrictModel):
         if self.source == "status_code" and self.comparator in ("equals", "not_equals"):
             text = str(self.value).strip()
             if not (re.fullmatch(r"[1-5]\d\d", text) or re.fullmatch(r"[1-5]xx", text, re.IGNORECASE)):
-                raise ValueError(f"'{self.value}' is not a status; write a status such as 201 or a class such as 2xx")
+                raise ValueError(
+                    f"{quoted(self.value)} is not a status; write a status such as 201 or a class such as 2xx"
+                )
         return self
 
 

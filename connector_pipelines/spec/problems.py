@@ -21,9 +21,10 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
 from connector_pipelines.errors import ConnectorConfigError
-from connector_pipelines.spec.common import MappingRuleSpec
+from connector_pipelines.spec.common import MappingRuleSpec, quoted
 from connector_pipelines.spec.connections import (
     CONNECTION_TYPES,
+    CREDENTIAL_HEADER,
     SECRET_KEY_WORDS,
     S3Connection,
     SmtpConnection,
@@ -184,7 +185,7 @@ def _describe(error: dict, place: _Place, doc: YamlDocument) -> tuple[tuple, str
 
     if kind == "literal_error":
         choices = _quoted_choices(str(context.get("expected", "")))
-        return steps, f"'{value}' is not one of {', '.join(choices)}{did_you_mean(str(value), choices)}"
+        return steps, f"{quoted(value)} is not one of {', '.join(choices)}{did_you_mean(str(value), choices)}"
     if kind == "union_tag_invalid":
         choices = _quoted_choices(str(context.get("expected_tags", "")))
         tag = str(context.get("tag"))
@@ -199,7 +200,7 @@ def _describe(error: dict, place: _Place, doc: YamlDocument) -> tuple[tuple, str
         return steps, f"unknown key '{last}'{did_you_mean(last, allowed)}; allowed keys: {', '.join(allowed)}"
     if kind == "string_pattern_mismatch":
         what = "connection name" if steps[:1] == ("connections",) else "name"
-        return steps, f"'{value}' is not a valid {what}: {NAME_RULE}, e.g. '{suggest_name(str(value))}'"
+        return steps, f"{quoted(value)} is not a valid {what}: {NAME_RULE}, e.g. '{suggest_name(str(value))}'"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         if len(steps) == 2 and steps[0] == "connections":
             return steps, (
@@ -218,7 +219,7 @@ def _describe(error: dict, place: _Place, doc: YamlDocument) -> tuple[tuple, str
     if kind == "too_short" and place.annotation is not None and typing.get_origin(place.annotation) is list:
         return steps, f"needs at least {context.get('min_length', 1)} entry; add one under `{last}:`"
     if place.annotation in (dt.date, dt.datetime) or kind.startswith(("date", "datetime")):
-        return steps, f"'{value}' is not a date; write YYYY-MM-DD, or YYYY-MM-DDTHH:MM:SS for a date and time"
+        return steps, f"{quoted(value)} is not a date; write YYYY-MM-DD, or YYYY-MM-DDTHH:MM:SS for a date and time"
     if kind == "value_error":
         steps = _rule_field(place, message, doc) or steps
         return steps, message.removeprefix("Value error, ")
@@ -233,6 +234,8 @@ def _describe(error: dict, place: _Place, doc: YamlDocument) -> tuple[tuple, str
 def _names_a_secret(steps: tuple) -> bool:
     """Whether the location is a secret field, whose value a problem line must never repeat."""
     if _SECRET_FIELD_NAMES & {str(step) for step in steps}:
+        return True
+    if len(steps) >= 2 and steps[-2] == "headers" and CREDENTIAL_HEADER.search(str(steps[-1])):
         return True
     return len(steps) >= 2 and steps[-2] in _FREE_MAPPINGS and bool(SECRET_KEY_WORDS.search(str(steps[-1])))
 

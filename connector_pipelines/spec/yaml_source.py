@@ -11,6 +11,36 @@ import yaml
 from connector_pipelines.errors import ConnectorConfigError
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
+# At most this many anchor/alias problems are listed per file; a file built to expand has thousands of them.
+MAX_ALIAS_PROBLEMS = 10
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that an alias is never resolved to the node it names.
+
+    An alias repeats a whole node, and aliases of aliases repeat it exponentially: a file of a few hundred bytes
+    (the "billion laughs") becomes billions of values for pydantic to validate and for the spec fingerprint to
+    hash, though the node tree PyYAML composes stays small (it shares the nodes). So while composing, each alias
+    becomes an empty placeholder node and each anchored node is noted; `read_yaml` refuses the file if any was
+    found, before anything walks or builds the expanded data.
+    """
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.anchored: dict[int, str] = {}  # id(node) -> the anchor written on it (`&base`)
+        self.aliases: dict[int, str] = {}  # id(placeholder node) -> the anchor an alias named (`*base`)
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.get_event()
+            placeholder = yaml.ScalarNode("tag:yaml.org,2002:null", "", event.start_mark, event.end_mark)
+            self.aliases[id(placeholder)] = event.anchor
+            return placeholder
+        anchor = self.peek_event().anchor
+        node = super().compose_node(parent, index)
+        if anchor is not None:
+            self.anchored[id(node)] = anchor
+        return node
 
 
 @dataclass(frozen=True)
@@ -94,6 +124,63 @@ def _duplicate_keys(root: yaml.Node | None) -> list[tuple[str, int, int]]:
     return found
 
 
+def _alias_problems(root: yaml.Node | None, loader: _SpecLoader, where: str) -> list[str]:
+    """One `file:line field:` line per anchor and alias (the first MAX_ALIAS_PROBLEMS of them, in file order)."""
+    if root is None or not (loader.anchored or loader.aliases):
+        return []
+    found: list[tuple[int, str, str]] = []  # (line, dotted field, message)
+
+    def walk(node: yaml.Node, path: tuple[str, ...], merged: bool = False) -> None:
+        line = node.start_mark.line + 1
+        field = ".".join(path) or "(top level)"
+        if id(node) in loader.aliases:
+            name = _short(loader.aliases[id(node)])
+            what, value = ("merge key `<<: *", "keys") if merged else ("alias *", "value")
+            found.append(
+                (
+                    line,
+                    field,
+                    f"YAML {what}{name}{'`' if merged else ''} is not allowed in spec files (aliases can make a small "
+                    f"file expand into a huge one); write the {value} of &{name} out here instead",
+                )
+            )
+            return
+        if id(node) in loader.anchored:
+            name = _short(loader.anchored[id(node)])
+            found.append(
+                (
+                    line,
+                    field,
+                    f"YAML anchor &{name} is not allowed in spec files (anchors and aliases can make a small file "
+                    "expand into a huge one); remove it, and write the value out wherever *"
+                    f"{name} is used",
+                )
+            )
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                walk(key_node, path)
+                if key_node.tag == MERGE_TAG:  # `<<: *base` merges into this mapping: the field is the mapping
+                    walk(value_node, path, merged=True)
+                    continue
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                walk(value_node, (*path, str(key)))
+        elif isinstance(node, yaml.SequenceNode):
+            for position, item in enumerate(node.value):  # `<<: [*a, *b]` merges each into the same mapping
+                walk(item, path if merged else (*path, str(position)), merged)
+
+    walk(root, ())  # aliases are placeholders, so this is a tree: every node is walked once
+    found.sort(key=lambda item: item[0])
+    lines = [f"{where}:{line} {field}: {message}" for line, field, message in found[:MAX_ALIAS_PROBLEMS]]
+    if len(found) > MAX_ALIAS_PROBLEMS:
+        lines[-1] += f" ({len(found) - MAX_ALIAS_PROBLEMS} more anchors or aliases follow in this file)"
+    return lines
+
+
+def _short(anchor: str) -> str:
+    """An anchor name for a message, cut short: it is text from the file, and may be long."""
+    return anchor if len(anchor) <= 40 else anchor[:37] + "..."
+
+
 def display_path(path: Path) -> str:
     """A path relative to the working directory when it lies below it, for short error messages."""
     try:
@@ -142,9 +229,12 @@ def read_yaml(path: Path) -> YamlDocument:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise ConnectorConfigError([f"{where}:1 (file): cannot be read: {reason}; save it as UTF-8 text"]) from None
-    loader = yaml.SafeLoader(text)
+    loader = _SpecLoader(text)
     try:
         root = loader.get_single_node()
+        aliases = _alias_problems(root, loader, where)
+        if aliases:
+            raise ConnectorConfigError(aliases)
         duplicates = _duplicate_keys(root)
         if duplicates:
             raise ConnectorConfigError(

@@ -41,7 +41,9 @@ class FtpClient:
     """Uploads files over FTP or FTPS: `STOR` to a temporary name in the target folder, then `RNFR`/`RNTO`.
 
     With `tls`, the server certificate is verified against `ca_file` (or the system trust store) and its
-    host name; both the control and the data channel are encrypted.
+    host name; both the control and the data channel are encrypted. Without it the password would cross the
+    network in clear, so a client with a password and no `tls` is refused unless `allow_plaintext_password`
+    says so (the spec refuses such a connection at load; this holds for a client or resource built by hand).
     """
 
     def __init__(
@@ -54,7 +56,13 @@ class FtpClient:
         ca_file: str | None = None,
         passive: bool = True,
         timeout_seconds: float = 30,
+        allow_plaintext_password: bool = False,
     ):
+        if password and not tls and not allow_plaintext_password:
+            raise TransportError(
+                f"ftp {host}:{port}: plain FTP would send the password in clear; set tls (explicit FTPS), or "
+                "allow_plaintext_password to accept that anyone on the network path can read it"
+            )
         self.host = host
         self.port = port
         self.username = username
@@ -62,6 +70,7 @@ class FtpClient:
         self.ca_file = ca_file
         self.passive = passive
         self.timeout_seconds = timeout_seconds
+        self.allow_plaintext_password = allow_plaintext_password
         self._password = password
         self._ftp: ftplib.FTP | None = None
         self._home = "/"

@@ -134,6 +134,7 @@ class FtpResource(dg.ConfigurableResource):
     ca_file: str | None = None
     passive: bool = True
     timeout_seconds: float = 30
+    allow_plaintext_password: bool = False
 
     def get_client(self) -> FtpClient:
         """The plain client for this server."""
@@ -147,6 +148,7 @@ class FtpResource(dg.ConfigurableResource):
             ca_file=self.ca_file,
             passive=self.passive,
             timeout_seconds=self.timeout_seconds,
+            allow_plaintext_password=self.allow_plaintext_password,
         )
 
 

@@ -232,3 +232,50 @@ def test_evaluation_of_many_rows_stays_correct() -> None:
     assert list(errors) == [12_345]
     assert values[12_345] is None
     assert values[0] == "01/01" and values[-1] == dates[-1][8:] + "/01"
+
+
+# --------------------------------------------------------------------------------------------------
+# Size limits: text an expression holds, computes at load, or multiplies at run time
+
+
+def test_a_text_constant_longer_than_the_limit_is_refused() -> None:
+    assert parse_expression("'" + "x" * 10_000 + "'").evaluate({}, 1)[0] == ["x" * 10_000]
+    assert refused("concat(name, '" + "x" * 10_001 + "')") == (
+        "a text constant of 10,001 characters is longer than the 10,000 an expression may hold at column 14; "
+        "put long text in a `constant:` rule or a lookup table"
+    )
+
+
+def test_nested_replaces_of_a_constant_are_capped_before_they_are_computed() -> None:
+    # Each level multiplies the length by ten: six levels are 10**7 characters, and each further level makes it ten
+    # times as much, all computed at load.
+    text = "'aaaaaaaaaa'"
+    for _ in range(6):
+        text = f"replace({text}, 'a', 'aaaaaaaaaa')"
+    message = refused(text)
+    assert message.startswith("replace: 'replace(replace(replace(")
+    assert message.endswith(
+        "makes a text of 100,000 characters at load, longer than the 10,000 an expression may compute at column 17; "
+        "compute shorter text, or put it in a `constant:` rule"
+    )
+    # Within the limit, the constant is folded as before.
+    assert parse_expression("replace(replace('aa', 'a', 'aaaa'), 'a', 'bb')").evaluate({}, 1)[0] == ["b" * 16]
+
+
+def test_folded_concat_longer_than_the_limit_is_refused() -> None:
+    half = "x" * 6_000
+    assert "makes a text of 12,000 characters at load" in refused(f"concat('{half}', '{half}')")
+
+
+def test_nested_replaces_of_a_column_may_grow_a_value_at_most_a_thousand_times() -> None:
+    ten = "'" + "b" * 10 + "'"
+    allowed = parse_expression(f"replace(replace(replace(name, 'a', {ten}), 'b', {ten}), 'c', {ten})")
+    assert allowed.evaluate({"name": ["a"]}, 1) == (["b" * 100], {})  # 10 * 10 * 10: the most allowed
+    message = refused(f"replace(replace(replace(replace(name, 'a', {ten}), 'b', {ten}), 'b', {ten}), 'b', {ten})")
+    assert message == (
+        "replace: 'replace(replace(replace(replace(name, 'a', 'bbbbbbbbbb'),...' can make a value up to 10,000 "
+        "times longer (each replace multiplies the length by len(new) / len(old)); at most 1,000 times is allowed "
+        "at column 1; replace shorter text, or fewer times"
+    )
+    # An `old` read from a column may be one character long: the bound takes the worst case.
+    assert "up to 1,001 times longer" in refused("replace(name, other, '" + "b" * 1_001 + "')")

@@ -71,6 +71,8 @@ class FtpTestServer:
             "tls": self.tls,
             "ca_file": self.ca_file,
             "timeout_seconds": 10,
+            # The plain server takes the password in clear, as plain FTP does: the connection must say it may.
+            "allow_plaintext_password": None if self.tls else True,
         }
         entry.update(extra or {})
         return {key: value for key, value in entry.items() if value is not None}
@@ -88,6 +90,7 @@ class FtpTestServer:
             "tls": self.tls,
             "ca_file": self.ca_file,
             "timeout_seconds": 10,
+            "allow_plaintext_password": not self.tls,
         }
         values.update(overrides)
         return values

@@ -83,6 +83,7 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
         "bank_sftp",
         "billing_hook",
         "crm_api",
+        "intranet_ftp",
         "ledger_api",
         "legacy_ftp",
         "local_out",
@@ -98,6 +99,7 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
         "partner_sftp": "sftp",
         "bank_sftp": "sftp",
         "legacy_ftp": "ftp",
+        "intranet_ftp": "ftp",
         "mail": "smtp",
         "local_out": "folder",
         "crm_api": "http",
@@ -129,6 +131,9 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
         "certs/legacy-ca.pem",
         45,
     )
+    assert ftp.allow_plaintext_password is False
+    intranet = project.connections["intranet_ftp"]
+    assert (intranet.tls, intranet.allow_plaintext_password, intranet.port) == (False, True, 21)
     mail = project.connections["mail"]
     assert (mail.port, mail.starttls, mail.ssl, mail.from_address) == (587, True, False, "reports@acme.example")
     assert project.connections["local_out"].path == "out/exports"
@@ -473,6 +478,24 @@ def test_corpus_is_complete() -> None:
         "connections/http_token_body_literal_password",
         "connections/http_authorization_header",
         "connections/http_unknown_auth_type",
+        # Issue 11: what the spec must refuse before it can do harm
+        "connectors/yaml_billion_laughs",
+        "connectors/yaml_merge_key",
+        "connections/yaml_anchor_and_alias",
+        "connectors/expression_text_too_long",
+        "connectors/expression_replace_growth",
+        "connectors/file_name_nested_field",
+        "connectors/file_name_attribute_access",
+        "connections/ftp_password_without_tls",
+        "connections/sql_password_in_query",
+        "connections/sql_password_in_odbc_connect",
+        "connections/http_cookie_header",
+        "connections/http_api_key_in_base_url",
+        "connectors/request_header_cookie",
+        "connectors/request_header_env_reference",
+        "connectors/table_trailing_newline",
+        "connectors/name_trailing_newline",
+        "connections/env_reference_with_newline",
     }
     assert required <= names, sorted(required - names)
     assert len(names) >= 20

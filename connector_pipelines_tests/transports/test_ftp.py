@@ -94,7 +94,7 @@ def test_ftps_refuses_a_certificate_it_cannot_verify(ftps_server, make_file):
 
 
 def test_ftps_server_refuses_a_plain_login(ftps_server, make_file):
-    client = FtpClient(**ftps_server.client_kwargs(tls=False))
+    client = FtpClient(**ftps_server.client_kwargs(tls=False, allow_plaintext_password=True))
     with pytest.raises(TransportError, match="ftp 127.0.0.1") as failed:
         client.upload(make_file("x.csv", 10), "x.csv", destination())
     assert ftps_server.password not in str(failed.value)
@@ -108,6 +108,26 @@ def test_active_mode_upload(ftp_server, make_file, unique_folder):
 
 
 def test_a_closed_port_is_a_transport_error(make_file):
-    client = FtpClient(host="127.0.0.1", port=free_port(), username="u", password="p", timeout_seconds=5)
+    client = FtpClient(
+        host="127.0.0.1", port=free_port(), username="u", password="p", timeout_seconds=5, allow_plaintext_password=True
+    )
     with pytest.raises(TransportError, match=r"ftp 127\.0\.0\.1:\d+: cannot connect: Connection refused"):
         client.upload(make_file("x.csv", 10), "x.csv", destination())
+
+
+def test_a_password_over_plain_ftp_is_refused_unless_allowed(ftp_server, make_file, unique_folder):
+    with pytest.raises(TransportError) as refused:
+        FtpClient(**ftp_server.client_kwargs(allow_plaintext_password=False))
+    assert str(refused.value) == (
+        f"ftp 127.0.0.1:{ftp_server.port}: plain FTP would send the password in clear; set tls (explicit FTPS), "
+        "or allow_plaintext_password to accept that anyone on the network path can read it"
+    )
+    assert ftp_server.password not in str(refused.value)
+
+    # Allowed, the same client logs in (over plain FTP, as the connection says it may).
+    client = FtpClient(**ftp_server.client_kwargs(allow_plaintext_password=True))
+    client.upload(make_file("plain.csv", 10), "plain.csv", destination(unique_folder))
+    client.close()
+    assert (ftp_server.root / unique_folder / "plain.csv").stat().st_size == 10
+    # Without a password there is nothing to leak: an anonymous client needs no permission.
+    assert FtpClient(host="127.0.0.1", port=ftp_server.port).system == f"ftp 127.0.0.1:{ftp_server.port}"
