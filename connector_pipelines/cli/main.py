@@ -388,19 +388,33 @@ def reset(name: str, configuration: str | None, yes: bool, resources: Path | Non
     default=False,
     help="Also run the demo's loopback CRM (http://127.0.0.1:18765) while the UI is open.",
 )
+@click.option(
+    "--read-only",
+    is_flag=True,
+    help="Only the webserver, in Dagster's read-only mode: runs, assets and logs can be viewed, nothing launched, "
+    "re-executed or switched on/off. For viewers, beside the operators' UI and daemon.",
+)
 @resources_option
-def ui(port: int, demo_target: bool, resources: Path | None) -> None:
-    """Open the Dagster UI (dagster dev) on this project's connectors."""
+def ui(port: int, demo_target: bool, read_only: bool, resources: Path | None) -> None:
+    """Open the Dagster UI (dagster dev: webserver and daemon) on this project's connectors, on 127.0.0.1."""
     import subprocess
 
     from connector_pipelines.instance import ensure_dagster_home
 
+    if read_only and demo_target:
+        raise click.UsageError("--demo-target starts the demo CRM for runs; a read-only UI starts no run")
     project = _load(resources)
     home = ensure_dagster_home(project.base_dir)
     os.environ[RESOURCES_ENV] = str(project.resources_dir.resolve())
     workspace = project.base_dir / "workspace.yaml"
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-p", str(port), "-h", "127.0.0.1"]
-    click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    if read_only:
+        # No daemon: a viewer's webserver starts nothing; the operators' daemon runs the schedules and sensors.
+        command = [sys.executable, "-m", "dagster_webserver", "--read-only", "-w", str(workspace)]
+        command += ["-p", str(port), "-h", "127.0.0.1"]
+    else:
+        command = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "-p", str(port), "-h", "127.0.0.1"]
+    mode = " read-only" if read_only else ""
+    click.echo(f"Dagster UI{mode} on http://127.0.0.1:{port} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     if not demo_target:
         # Started from DAGSTER_HOME so Dagster does not mistake the project's template dagster.yaml for the instance's.
         os.chdir(home)
