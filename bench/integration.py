@@ -547,7 +547,7 @@ def child_case(request: dict) -> None:
     timed(CompiledMapping, "map_batch", "map")
     timed(DeliveryLedger, "state", "ledger_state")
     timed(DeliveryLedger, "write", "ledger_write")
-    timed(WriteBack, "append", "write_back")
+    timed(WriteBack, "drain", "write_back")
     timed(AuditFile, "append", "audit")
 
     started = time.perf_counter()

@@ -5,5 +5,6 @@ pytest_plugins = [
     "connector_pipelines_tests.servers.http_target_fixtures",
     "connector_pipelines_tests.fixtures.extract",
     "connector_pipelines_tests.fixtures.integration",
+    "connector_pipelines_tests.fixtures.source_databases",
     "connector_pipelines_tests.fixtures.imports",
 ]

@@ -62,65 +62,69 @@ def validate(name: str | None, resources: Path | None) -> None:
 @main.command(name="list")
 @resources_option
 def list_connectors(resources: Path | None) -> None:
-    """One line per connector: name, kind, schedule, on/off, last run time and status."""
+    """One line per connector: name, kind, schedule, enabled (the YAML), the live state of its schedules and
+    sensors (as the UI and the daemon see them), last run time and status."""
+    import datetime as dt
+
     import dagster as dg
 
-    from connector_pipelines.factories.extract import cron_for
+    from connector_pipelines.cli.trigger_state import live_trigger_states
+    from connector_pipelines.definitions import definitions_for
     from connector_pipelines.factories.naming import job_name
+    from connector_pipelines.factories.translator import configured_translator
     from connector_pipelines.instance import ensure_dagster_home
 
     project = _load(resources)
     ensure_dagster_home(project.base_dir)
-    rows = [("NAME", "KIND", "SCHEDULE", "STATE", "LAST RUN", "STATUS")]
+    repository = definitions_for(project, configured_translator()).get_repository_def()
+    rows = [("NAME", "KIND", "SCHEDULE", "ENABLED", "SCHEDULES/SENSORS (LIVE)", "LAST RUN", "STATUS")]
     with dg.DagsterInstance.get() as instance:
+        live = live_trigger_states(instance, repository)
         for loaded in project.connectors.values():
-            if loaded.kind == "integration":
-                integration = loaded.spec.integration
-                parts = (
-                    [f"{integration.schedule.cadence} ({integration.schedule.cron()})"] if integration.schedule else []
-                )
-                parts += integration.triggers
-                when = ", ".join(parts) or "manual"
-                state = "on" if loaded.spec.enabled else "off"
-
-            elif loaded.kind == "import":
-                spec = loaded.spec.import_
-                schedule = spec.schedule
-                parts = []
-                if schedule is not None:
-                    parts.append("once" if schedule.cadence == "once" else f"{schedule.cadence} ({schedule.cron()})")
-                if spec.source.kind != "warehouse":
-                    parts.append(f"on arrival ({spec.source.kind})")
-                if spec.sync_on_save:
-                    parts.append("sync on save")
-                when = ", ".join(parts) or "manual"
-                state = "on" if loaded.spec.enabled else "off"
-
-            else:
-                spec = loaded.spec.extract
-                schedule = spec.schedule
-                if schedule is None:
-                    when = "manual"
-                elif spec.partitioned:
-                    when = f"{schedule.cadence} from {schedule.inception_date}" + (
-                        f", rolling {schedule.rolling}" if schedule.rolling else ""
-                    )
-                else:
-                    when = f"cron {cron_for(schedule)}"
-                state = "on" if loaded.spec.enabled and (schedule is None or schedule.enabled) else "off"
-
-            runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name(loaded.kind, loaded.name)), limit=1)
+            job = job_name(loaded.kind, loaded.name)
+            enabled = "yes" if loaded.spec.enabled else "no"
+            triggers = ", ".join(state.describe(job, loaded.spec.enabled) for state in live.get(job, [])) or "-"
+            runs = instance.get_runs(filters=dg.RunsFilter(job_name=job), limit=1)
             last = runs[0] if runs else None
             started = "-"
             if last is not None:
                 record = instance.get_run_record_by_id(last.run_id)
                 moment = record.start_time or record.create_timestamp.timestamp() if record else None
                 if moment:
-                    import datetime as dt
-
                     started = dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-            rows.append((loaded.name, loaded.kind, when, state, started, last.status.value if last else "never run"))
+            status = last.status.value if last else "never run"
+            rows.append((loaded.name, loaded.kind, _when(loaded), enabled, triggers, started, status))
     _table(rows)
+
+
+def _when(loaded) -> str:
+    """What starts a connector, from its spec."""
+    from connector_pipelines.factories.extract import cron_for
+
+    if loaded.kind == "integration":
+        integration = loaded.spec.integration
+        parts = [f"{integration.schedule.cadence} ({integration.schedule.cron()})"] if integration.schedule else []
+        return ", ".join(parts + integration.triggers) or "manual"
+    if loaded.kind == "import":
+        spec = loaded.spec.import_
+        schedule = spec.schedule
+        parts = []
+        if schedule is not None:
+            parts.append("once" if schedule.cadence == "once" else f"{schedule.cadence} ({schedule.cron()})")
+        if spec.source.kind != "warehouse":
+            parts.append(f"on arrival ({spec.source.kind})")
+        if spec.sync_on_save:
+            parts.append("sync on save")
+        return ", ".join(parts) or "manual"
+    spec = loaded.spec.extract
+    schedule = spec.schedule
+    if schedule is None:
+        return "manual"
+    if spec.partitioned:
+        return f"{schedule.cadence} from {schedule.inception_date}" + (
+            f", rolling {schedule.rolling}" if schedule.rolling else ""
+        )
+    return f"cron {cron_for(schedule)}"
 
 
 @main.command()
@@ -161,11 +165,18 @@ def run(name: str, window: str | None, partition: str | None, full: bool, resour
     A partitioned extract runs its latest complete window unless --partition or --window says otherwise.
     An integration delivers what changed since the ledger last saw it (everything with --full).
     An import loads what is new: rows past its watermark (everything with --full), or the files that arrived.
+    A disabled connector (enabled: false) is refused, whatever the options.
     """
     if window and partition:
         raise click.UsageError("give --window or --partition, not both")
     project = _load(resources)
     loaded = _connector(project, name)
+    from connector_pipelines.factories.switch import disabled_reason
+
+    off = disabled_reason(loaded)
+    if off:  # the assets refuse too (the UI, GraphQL); saying it here starts no run that can only fail
+        click.echo(f"{off}: nothing was run; set enabled: true in that file to run it", err=True)
+        sys.exit(EXIT_USAGE)
     if loaded.kind in ("integration", "import"):
         if window or partition:
             raise click.UsageError(f"--window and --partition are for extracts; an {loaded.kind} takes --full")
@@ -264,22 +275,69 @@ def preview(name: str, rows: int, configuration: str | None, resources: Path | N
 @main.command()
 @click.argument("name")
 @click.option("--full", is_flag=True, help="Plan a full resync (every record).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write every record's planned operation (and the request it would make) to this file.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["parquet", "csv"]),
+    help="The --output file's format (default: from its name, .parquet or .csv).",
+)
 @configuration_option
 @resources_option
-def plan(name: str, full: bool, configuration: str | None, resources: Path | None) -> None:
-    """Dry run: how many creates, updates, deletes and unchanged records, with sample requests. Sends nothing."""
-    from connector_pipelines.integration import inspect as inspection
+def plan(
+    name: str,
+    full: bool,
+    output: Path | None,
+    output_format: str | None,
+    configuration: str | None,
+    resources: Path | None,
+) -> None:
+    """Dry run: how many creates, updates, deletes and unchanged records, with sample requests. Sends nothing.
 
+    \b
+    Exit codes:
+      0  every record would go out (or is unchanged, skipped or held)
+      1  some records would fail before any request: they do not map, their key
+         is in the data set twice, or their request cannot be built; or the data
+         set cannot be read
+      2  bad usage or configuration (unknown connector, bad --output name, ...)
+    """
+    from connector_pipelines.integration import inspect as inspection
+    from connector_pipelines.integration.plan_output import PlanFile, PlanFormatError, plan_format
+
+    if output_format is not None and output is None:
+        raise click.UsageError("--format is for the --output file; give --output FILE too")
     project = _load(resources)
     loaded = _connector(project, name, "integration")
-    reports = _engine_call(inspection.plan, project, loaded, configuration, full)
+    plan_file = None
+    if output is not None:
+        try:
+            plan_file = PlanFile(output, plan_format(output, output_format))
+        except (PlanFormatError, OSError) as exc:
+            raise click.UsageError(f"--output: {exc}") from None
+    try:
+        reports = _engine_call(inspection.plan, project, loaded, configuration, full, plan_file)
+    except BaseException:  # sys.exit included: no half-written file is left under the name asked for
+        if plan_file is not None:
+            plan_file.abandon()
+        raise
+    written = plan_file.close() if plan_file is not None else None
+    failed = 0
     for config_name, report in reports.items():
         c = report.counts
+        failed += c["failed"]
         click.echo(
             f"== {config_name}: {c['create']:,} create, {c['update']:,} update, {c['delete']:,} delete, "
             f"{c['unchanged']:,} unchanged, {c['skipped']:,} skipped, {c['failed']:,} failing to map, "
             f"{c['held']:,} held"
         )
+        for operation, rule in report.recovery.items():  # what becomes of a record whose delivery is in doubt
+            click.echo(f"  recovery of {operation} ({rule.method}): {rule.mode}: {rule.why}")
         for operation, samples in report.samples.items():
             for sample in samples:
                 click.echo(
@@ -287,6 +345,11 @@ def plan(name: str, full: bool, configuration: str | None, resources: Path | Non
                 )
         for failure in report.failures[:10]:
             click.echo(f"  fails: key {failure['key']}: {failure['error']}")
+    if written is not None:
+        click.echo(f"wrote {written:,} planned record(s) to {output}")
+    if failed:
+        click.echo(f"{failed:,} record(s) would fail before any request is sent", err=True)
+    sys.exit(EXIT_FAILED if failed else 0)
 
 
 @main.command()

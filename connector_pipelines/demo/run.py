@@ -142,7 +142,7 @@ def _imports(project: Project, instance: dg.DagsterInstance, echo) -> bool:
         echo(f"   connector-pipelines preview {name}: {len(sample.columns)} columns ({', '.join(sample.columns)})")
 
     previewed("warehouse_customers")
-    for label in ("", "   (again: only rows past the watermark are read)"):
+    for label in ("", "   (again: only rows from the watermark less the lookback are read, and stay unchanged)"):
         echo(f"   connector-pipelines run warehouse_customers{label}")
         outcome = launch_import(
             project, project.connector("warehouse_customers"), instance=instance, echo=_indent(echo)

@@ -1,4 +1,8 @@
-"""One extract run: query a window into a local file, then upload it to every destination."""
+"""One extract run: query a window into a local file, check it, then upload it to every destination.
+
+The blocking checks (`not_empty`) are judged on the staged local file, before any upload: a file that fails them
+never reaches a partner.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +23,26 @@ from connector_pipelines.transports.sql import SqlSource, Window
 
 
 @dataclass(frozen=True)
+class StagedCheck:
+    """One blocking check's verdict on the staged file (`kind` is the spec's name for it, e.g. not_empty)."""
+
+    kind: str
+    passed: bool
+    rows: int
+    reason: str | None = None
+
+
+def check_staged_file(connector: ExtractConnector, rows: int) -> list[StagedCheck]:
+    """The blocking checks the spec asks for, judged on the file written but not yet uploaded."""
+    checks = []
+    if connector.extract.checks.not_empty:
+        checks.append(StagedCheck("not_empty", rows > 0, rows, None if rows else "the window holds no rows"))
+    return checks
+
+
+@dataclass(frozen=True)
 class ExtractResult:
-    """What a run produced: the file, where it went, and how long it took."""
+    """What a run produced: the file, where it went (nowhere when a blocking check failed), and how long it took."""
 
     connector: str
     file_name: str
@@ -32,6 +54,12 @@ class ExtractResult:
     seconds: float
     schema: pa.Schema
     preview: list[dict[str, str]] = field(default_factory=list)
+    checks: list[StagedCheck] = field(default_factory=list)
+
+    @property
+    def blocked(self) -> list[StagedCheck]:
+        """The blocking checks that failed: when any did, the file was not uploaded."""
+        return [check for check in self.checks if not check.passed]
 
 
 def render_file_name(
@@ -82,7 +110,10 @@ def run_extract(
     secrets: tuple[str, ...] = (),
     log: Callable[[str], None] = lambda message: None,
 ) -> ExtractResult:
-    """Query, write, upload. Raises ExtractError naming the connector, the system and the cause."""
+    """Query, write, check, upload. Raises ExtractError naming the connector, the system and the cause.
+
+    When a blocking check fails on the staged file, nothing is uploaded: the result has no URIs and lists the
+    failed checks in `blocked`."""
     spec = connector.extract
     name = connector.name
     if spec.source.uses_window and window is None:
@@ -101,7 +132,14 @@ def run_extract(
     try:
         written = _query_to_file(connector, source, window, run_dir / file_name, secrets)
         log(f"extract '{name}': wrote {written.rows:,} rows ({written.bytes:,} bytes) to {file_name}")
-        uris = _upload_everywhere(connector, written, transports, secrets, log)
+        checks = check_staged_file(connector, written.rows)
+        failed = [check for check in checks if not check.passed]
+        if failed:
+            reasons = "; ".join(f"{check.kind}: {check.reason}" for check in failed)
+            log(f"extract '{name}': not uploaded, a blocking check failed ({reasons})")
+            uris: list[str] = []
+        else:
+            uris = _upload_everywhere(connector, written, transports, secrets, log)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
     return ExtractResult(
@@ -115,6 +153,7 @@ def run_extract(
         seconds=time.perf_counter() - started,
         schema=written.schema,
         preview=written.preview,
+        checks=checks,
     )
 
 

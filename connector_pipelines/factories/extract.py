@@ -1,5 +1,9 @@
 """Extract connector -> Dagster objects: the file asset (+ check), its job, its schedule.
 
+The `not_empty` check is blocking and judged in the asset's own op on the staged file, before any upload: when it
+fails, the op reports the failed check and stops, so nothing reaches a destination and the asset is not
+materialized. A disabled extract (`enabled: false`) refuses in the op, and its schedule skips saying why.
+
 (No `from __future__ import annotations` here: Dagster reads the run-config annotation at definition time.)
 
 The query and the upload are fused into one asset: rows stream from the database straight into the file,
@@ -26,6 +30,7 @@ from connector_pipelines.factories.naming import (
     op_name,
 )
 from connector_pipelines.factories.run_config import refuse_sourced_values
+from connector_pipelines.factories.switch import disabled_reason, refuse_when_disabled, skipping_schedule
 from connector_pipelines.factories.translator import ConnectorTranslator, build_connector_specs, names_from_specs
 from connector_pipelines.spec.connections import Connection, secret_field_names
 from connector_pipelines.spec.extract import PRESET_CADENCES, ExtractConnector, ExtractSchedule
@@ -33,6 +38,8 @@ from connector_pipelines.spec.loader import LoadedConnector
 from connector_pipelines.transports.sql import Window
 
 PREVIEW_COLUMNS_MAX = 30
+# The engine's name of each blocking check on the staged file -> the asset check it reports as.
+STAGED_CHECK_NAMES = {"not_empty": NOT_EMPTY_CHECK}
 
 
 class ExtractRunConfig(dg.Config):
@@ -53,12 +60,25 @@ def build_extract_defs(
     partitions_def = partitions_for(spec.schedule) if spec.partitioned else None
     specs = build_connector_specs(loaded, connections, translator)
     names = names_from_specs(loaded, specs)
-    assets = [_file_asset(connector, names, specs[FILE], partitions_def)]
+    off = disabled_reason(loaded)
+    assets = [_file_asset(connector, names, specs[FILE], partitions_def, off)]
     jobs = [dg.define_asset_job(names.job, selection=[specs[FILE].key])]
     if partitions_def is not None:
-        assets.append(_file_asset(connector, names, specs[CUSTOM_FILE], None))
+        assets.append(_file_asset(connector, names, specs[CUSTOM_FILE], None, off))
         jobs.append(dg.define_asset_job(custom_window_job_name(connector.name), selection=[specs[CUSTOM_FILE].key]))
-    schedules = [_schedule(connector, names, jobs[0], partitions_def)] if spec.schedule else []
+    schedules = []
+    if spec.schedule and off:
+        schedules.append(
+            skipping_schedule(
+                name=names.schedule,
+                job=jobs[0],
+                cron_schedule=schedule_cron(spec.schedule, partitions_def),
+                execution_timezone=spec.schedule.timezone,
+                reason=off,
+            )
+        )
+    elif spec.schedule:
+        schedules.append(_schedule(connector, names, jobs[0], partitions_def))
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules)
 
 
@@ -116,17 +136,22 @@ def _schedule(connector: ExtractConnector, names: ConnectorNames, job, partition
     return dg.build_schedule_from_partitioned_job(job, name=name, default_status=status, **timing)
 
 
-def _rolling_schedule(name, job, partitions_def, schedule: ExtractSchedule, status) -> dg.ScheduleDefinition:
-    """Each tick sends the last N complete windows in one run (a single-run partition range)."""
-    count = schedule.rolling
-    cron = (
-        partitions_def.get_cron_schedule(
+def schedule_cron(schedule: ExtractSchedule, partitions_def) -> str:
+    """The cron an extract's schedule ticks on: the full extract's, or the end of each partition's window."""
+    if partitions_def is None:
+        return cron_for(schedule)
+    if schedule.cadence in ("hourly", "daily", "weekly", "monthly"):
+        return partitions_def.get_cron_schedule(
             minute_of_hour=schedule.minute_of_hour,
             hour_of_day=schedule.hour_of_day if schedule.cadence in ("daily", "weekly", "monthly") else None,
         )
-        if schedule.cadence in ("hourly", "daily", "weekly", "monthly")
-        else partitions_def.cron_schedule
-    )
+    return partitions_def.cron_schedule
+
+
+def _rolling_schedule(name, job, partitions_def, schedule: ExtractSchedule, status) -> dg.ScheduleDefinition:
+    """Each tick sends the last N complete windows in one run (a single-run partition range)."""
+    count = schedule.rolling
+    cron = schedule_cron(schedule, partitions_def)
 
     @dg.schedule(name=name, job=job, cron_schedule=cron, execution_timezone=schedule.timezone, default_status=status)
     def rolling_schedule(context: dg.ScheduleEvaluationContext):
@@ -139,7 +164,9 @@ def _rolling_schedule(name, job, partitions_def, schedule: ExtractSchedule, stat
     return rolling_schedule
 
 
-def _file_asset(connector: ExtractConnector, names: ConnectorNames, asset_spec: dg.AssetSpec, partitions_def):
+def _file_asset(
+    connector: ExtractConnector, names: ConnectorNames, asset_spec: dg.AssetSpec, partitions_def, off: str | None
+):
     spec = connector.extract
     timezone = spec.schedule.timezone if spec.schedule else "UTC"
     connection_keys = {spec.source.connection} | {d.connection for d in spec.destinations}
@@ -149,7 +176,8 @@ def _file_asset(connector: ExtractConnector, names: ConnectorNames, asset_spec: 
                 NOT_EMPTY_CHECK,
                 asset=asset_spec.key,
                 blocking=True,
-                description="The window must hold at least one row",
+                description="The window must hold at least one row; judged before the upload, so an empty "
+                "file never reaches a destination",
             )
         ]
         if spec.checks.not_empty
@@ -167,6 +195,7 @@ def _file_asset(connector: ExtractConnector, names: ConnectorNames, asset_spec: 
     )
     def extract_file(context: dg.AssetExecutionContext, config: ExtractRunConfig):
         refuse_sourced_values(context)
+        refuse_when_disabled(off)
         window, partition_label = _run_window(context, config, partitions_def, timezone)
         resources = {key: getattr(context.resources, key) for key in connection_keys}
         storage = getattr(context.resources, STORAGE_RESOURCE).get_storage()
@@ -191,20 +220,27 @@ def _file_asset(connector: ExtractConnector, names: ConnectorNames, asset_spec: 
             source.dispose()
             for transport in transports.values():
                 transport.close()
-        checks = (
-            [
-                dg.AssetCheckResult(
-                    check_name=NOT_EMPTY_CHECK,
-                    asset_key=asset_spec.key,
-                    passed=result.rows > 0,
-                    metadata={"rows": dg.MetadataValue.int(result.rows)},
-                    description=None if result.rows else "the window holds no rows",
-                )
-            ]
-            if spec.checks.not_empty
-            else []
-        )
-        return dg.MaterializeResult(
+        checks = [
+            dg.AssetCheckResult(
+                check_name=STAGED_CHECK_NAMES[check.kind],
+                asset_key=asset_spec.key,
+                passed=check.passed,
+                metadata={"rows": dg.MetadataValue.int(check.rows)},
+                description=check.reason,
+            )
+            for check in result.checks
+        ]
+        if result.blocked:
+            # The verdicts are recorded on the asset; the file stayed in staging and is gone. Not materialized.
+            yield from checks
+            reasons = "; ".join(f"{check.kind}: {check.reason}" for check in result.blocked)
+            raise dg.Failure(
+                description=f"extract '{connector.name}': {result.file_name} was not uploaded, a blocking check "
+                f"failed ({reasons})",
+                metadata={"rows": dg.MetadataValue.int(result.rows)},
+                allow_retries=False,
+            )
+        yield dg.MaterializeResult(
             asset_key=asset_spec.key, metadata=materialization_metadata(result), check_results=checks
         )
 

@@ -1,7 +1,8 @@
 """Import connector -> Dagster objects.
 
-Per connector: one asset, the target table (`[import, NAME, TABLE]`), with one blocking asset check per declared
-expectation; a job `import_NAME`; and what starts it:
+Per connector: one asset, the target table (`[import, NAME, TABLE]`), with one asset check per declared
+expectation (blocking for `severity: error`, the default; a warning for `severity: warn`); a job `import_NAME`;
+and what starts it:
 - a schedule for a cadence (hourly, daily, workdays, weekly, monthly, every N minutes, cron);
 - a sensor `import_NAME_once` for `cadence: once` (a single run, ever, until `rebuild`) and for `sync_on_save`
   (one run per version of the spec: when it first loads and after every change);
@@ -34,13 +35,19 @@ from connector_pipelines.factories.naming import (
     op_name,
 )
 from connector_pipelines.factories.run_config import refuse_sourced_values
+from connector_pipelines.factories.switch import (
+    disabled_reason,
+    refuse_when_disabled,
+    skipping_instead,
+    skipping_sensor,
+)
 from connector_pipelines.factories.translator import (
     ConnectorTranslator,
     build_connector_specs,
     names_from_specs,
     spec_fingerprint,
 )
-from connector_pipelines.imports.arrivals import decide_arrivals
+from connector_pipelines.imports.arrivals import decide_arrivals, given_up_message
 from connector_pipelines.imports.expectations import ExpectationResult
 from connector_pipelines.imports.orchestrate import ImportScope, folder_and_pattern, matching_files, run_import
 from connector_pipelines.imports.run import FileOutcome, ImportReport
@@ -90,7 +97,8 @@ def build_import_defs(
     specs = build_connector_specs(loaded, connections, translator)
     names = names_from_specs(loaded, specs)
     asset_spec = specs[spec.target.table]
-    asset = _import_asset(connector, names, asset_spec)
+    off = disabled_reason(loaded)
+    asset = _import_asset(connector, names, asset_spec, off)
     job = dg.define_asset_job(names.job, selection=[asset_spec.key])
     schedules, sensors = [], []
     schedule = spec.schedule
@@ -100,13 +108,16 @@ def build_import_defs(
         sensors.append(_once_sensor(connector, names, job, connections, spec_fingerprint(loaded)))
     if spec.source.kind != "warehouse":
         sensors.append(file_sensor(connector, names, job, connections))
+    if off:  # off is off: the same schedules and sensors, whose ticks only say why they do not run
+        schedules = [skipping_instead(schedule, job, off) for schedule in schedules]
+        sensors = [skipping_sensor(sensor, job, off) for sensor in sensors]
     return dg.Definitions(assets=[asset], jobs=[job], schedules=schedules, sensors=sensors)
 
 
 # ---- the asset ------------------------------------------------------------------------------------------------
 
 
-def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec: dg.AssetSpec):
+def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec: dg.AssetSpec, off: str | None):
     spec = connector.import_
     source = spec.source
     target_key = spec.target.connection
@@ -119,7 +130,7 @@ def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec:
         dg.AssetCheckSpec(
             check_name(expectation, index),
             asset=asset_spec.key,
-            blocking=True,
+            blocking=expectation.blocking,
             description=_describe(expectation),
         )
         for index, expectation in enumerate(spec.expectations)
@@ -134,6 +145,7 @@ def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec:
     )
     def import_asset(context: dg.AssetExecutionContext, config: ImportRunConfig):
         refuse_sourced_values(context)
+        refuse_when_disabled(off)
         scope = import_scope(config)
         run_id = context.run.run_id
         resources = context.resources
@@ -178,13 +190,28 @@ def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec:
             _check_result(asset_spec.key, expectation, index, reports)
             for index, expectation in enumerate(spec.expectations)
         ]
-        return dg.MaterializeResult(
-            asset_key=asset_spec.key,
-            metadata=import_metadata(reports, files, storage.import_dir(connector.name) / run_id),
-            check_results=checks,
-        )
+        metadata = import_metadata(reports, files, storage.import_dir(connector.name) / run_id)
+        blocked = [item for report in reports for item in report.blocked]
+        if blocked and not any(report.merged for report in reports):
+            # The gate held everything back: the table is as it was, so no materialization; the checks say why.
+            yield from checks
+            failed = [check.check_name for check in checks if not check.passed and check.severity.value == "ERROR"]
+            raise dg.Failure(
+                description=blocked_description(connector, failed, blocked), metadata=metadata, allow_retries=False
+            )
+        yield dg.MaterializeResult(asset_key=asset_spec.key, metadata=metadata, check_results=checks)
 
     return import_asset
+
+
+def blocked_description(connector: ImportConnector, checks: Sequence[str], blocked: Sequence[str]) -> str:
+    """Why a run merged nothing: the failed blocking checks and what they found, and what to do."""
+    watermark = ", the watermark did not move" if connector.import_.source.kind == "warehouse" else ""
+    return (
+        f"import '{connector.name}': nothing was merged (the target table is as it was{watermark}): blocking "
+        f"check{'s' if len(checks) != 1 else ''} {', '.join(checks)} failed: {'; '.join(blocked)}. Fix the source "
+        "data and run again, or give the expectation `severity: warn` to merge such data anyway"
+    )
 
 
 def _file_client(resources, connector: ImportConnector, storage: Storage) -> FileSource:
@@ -220,6 +247,9 @@ def import_metadata(
     rejections = [str(report.rejections_path) for report in reports if report.rejections_path is not None]
     if len(rejections) == 1:
         metadata["rejections_path"] = dg.MetadataValue.path(rejections[0])
+    blocked = [item for report in reports for item in report.blocked]
+    if blocked:
+        metadata["blocked_by"] = dg.MetadataValue.text("; ".join(blocked))
     watermarks = [report.watermark for report in reports if report.watermark is not None]
     if watermarks:
         metadata["watermark"] = dg.MetadataValue.text(watermarks[-1])
@@ -253,7 +283,8 @@ def _describe(expectation: ExpectationSpec) -> str:
         "between": f"is between {expectation.min} and {expectation.max}",
     }[expectation.expect]
     share = "" if expectation.mostly == 1 else f" (in at least {expectation.mostly:.0%} of rows)"
-    return f"Great Expectations: {expectation.column} {what}{share}"
+    gate = "; nothing is merged when it fails" if expectation.blocking else "; a warning, the rows merge anyway"
+    return f"Great Expectations: {expectation.column} {what}{share}{gate}"
 
 
 def _check_result(
@@ -271,7 +302,7 @@ def _check_result(
         check_name=check_name(expectation, index),
         asset_key=asset_key,
         passed=passed,
-        severity=dg.AssetCheckSeverity.ERROR,
+        severity=dg.AssetCheckSeverity.ERROR if expectation.blocking else dg.AssetCheckSeverity.WARN,
         metadata={
             "unexpected_count": dg.MetadataValue.int(unexpected),
             "element_count": dg.MetadataValue.int(elements),
@@ -356,10 +387,12 @@ def _once_sensor(connector: ImportConnector, names: ConnectorNames, job, connect
 
 
 def file_sensor(connector: ImportConnector, names: ConnectorNames, job, connections) -> dg.SensorDefinition:
-    """Asks for one run per tick for the matching files that arrived (or are still there after a failed run);
-    `imports.arrivals.decide_arrivals` decides which, from the listing and the cursor."""
+    """Asks for one run per tick for the matching files that arrived (or are still there after a failed run, at
+    most `limits.max_failed_attempts` times); `imports.arrivals.decide_arrivals` decides which, from the listing
+    and the cursor."""
     files_spec = connector.import_.source.files
     interval = files_spec.poll_interval_seconds if files_spec else 30
+    max_failed_attempts = (files_spec or connector.import_.source.email).limits.max_failed_attempts
     resource_keys = {IMPORT_STATE_RESOURCE, STORAGE_RESOURCE} | ({files_spec.connection} if files_spec else set())
 
     @dg.sensor(
@@ -383,13 +416,19 @@ def file_sensor(connector: ImportConnector, names: ConnectorNames, job, connecti
         finally:
             client.close()
         arrivals = decide_arrivals(
-            listing, cursor, dt.datetime.now(dt.UTC), lambda run_key: _run_finished(context.instance, run_key)
+            listing,
+            cursor,
+            dt.datetime.now(dt.UTC),
+            lambda run_key: _run_finished(context.instance, run_key),
+            max_failed_attempts,
         )
         context.update_cursor(json.dumps(arrivals.cursor, sort_keys=True))
+        given_up = given_up_message(arrivals.given_up, max_failed_attempts)
         if arrivals.run_key is None:
-            return dg.SkipReason(
-                f"{arrivals.settling} file(s) waiting to settle" if arrivals.settling else "no new matching files"
-            )
+            reason = f"{arrivals.settling} file(s) waiting to settle" if arrivals.settling else "no new matching files"
+            return dg.SkipReason(f"{reason}; {given_up}" if given_up else reason)
+        if given_up:
+            context.log.warning(given_up)
         return [
             dg.RunRequest(
                 run_key=arrivals.run_key,

@@ -5,6 +5,12 @@ can be downloaded and re-delivered), one delivery asset per configuration fed by
 checks "no idempotency key delivered twice" and "rejected rate under the threshold"), a job over them, a
 schedule when the spec has one, and a record-change sensor when it has triggers.
 
+Gates before the data leaves: the data set's `expectations` are blocking checks of the data set asset (a failure
+stops the run before any delivery asset starts, and a delivery re-run alone refuses that snapshot), and each
+delivery maps what it covers before its first request and sends nothing when more than
+`checks.max_mapping_failure_share` of the records fail. A disabled integration refuses in every asset, and its
+schedule and sensor skip saying why.
+
 (No `from __future__ import annotations` here: Dagster reads the run-config annotation at definition time.)
 """
 
@@ -16,6 +22,7 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from connector_pipelines.errors import TransportError
+from connector_pipelines.factories import expectation_checks
 from connector_pipelines.factories.naming import (
     DATA_SET,
     LEDGER_RESOURCE,
@@ -29,9 +36,12 @@ from connector_pipelines.factories.naming import (
     target_pool,
 )
 from connector_pipelines.factories.run_config import refuse_sourced_values
+from connector_pipelines.factories.switch import disabled_reason, refuse_when_disabled, skipping_schedule
 from connector_pipelines.factories.translator import ConnectorTranslator, build_connector_specs, names_from_specs
 from connector_pipelines.integration.data_set import DataSetReader
 from connector_pipelines.integration.delivery import DeliveryReport
+from connector_pipelines.integration.expectations import check_snapshot
+from connector_pipelines.integration.gates import mapping_gate
 from connector_pipelines.integration.run import RunScope, RunScopeError, keys_to_retry, open_delivery, write_snapshot
 from connector_pipelines.mapping import MappingError
 from connector_pipelines.spec.connections import Connection
@@ -39,6 +49,8 @@ from connector_pipelines.spec.integration import IntegrationConnector
 from connector_pipelines.spec.loader import LoadedConnector
 
 TABLE_ROWS_MAX = 200
+# Metadata of a data set materialization whose expectations failed: a delivery re-run alone refuses its snapshot.
+EXPECTATIONS_FAILED = "expectations_failed"
 TRIGGER_OPERATIONS = {"on_create": "create", "on_update": "update", "on_delete": "delete"}
 
 
@@ -79,16 +91,28 @@ def build_integration_defs(
     spec = connector.integration
     specs = build_connector_specs(loaded, connections, translator)
     names = names_from_specs(loaded, specs)
+    off = disabled_reason(loaded)
     data_set_spec = specs[DATA_SET]
-    assets = [_data_set_asset(connector, names, data_set_spec)]
+    assets = [_data_set_asset(connector, names, data_set_spec, off)]
     for configuration in spec.configurations:
         asset_spec = specs[configuration.name].replace_attributes(deps=[data_set_spec.key])
-        assets.append(_delivery_asset(connector, names, configuration.name, asset_spec))
+        assets.append(_delivery_asset(connector, names, configuration.name, asset_spec, off))
     # The job selects the keys the translator returned, whatever groups it chose.
     job = dg.define_asset_job(names.job, selection=[asset_spec.key for asset_spec in specs.values()])
     status = dg.DefaultScheduleStatus.RUNNING if connector.enabled else dg.DefaultScheduleStatus.STOPPED
     schedules = []
-    if spec.schedule is not None:
+    if spec.schedule is not None and off:
+        schedules.append(
+            skipping_schedule(
+                name=names.schedule,
+                job=job,
+                cron_schedule=spec.schedule.cron(),
+                execution_timezone=spec.schedule.timezone,
+                reason=off,
+                description=f"{spec.schedule.cadence}: deliver what changed",
+            )
+        )
+    elif spec.schedule is not None:
         schedules.append(
             dg.ScheduleDefinition(
                 name=names.schedule,
@@ -99,32 +123,28 @@ def build_integration_defs(
                 description=f"{spec.schedule.cadence}: deliver what changed",
             )
         )
-    sensors = [change_sensor(connector, names, job)] if spec.triggers else []
+    sensors = [change_sensor(connector, names, job, off)] if spec.triggers else []
     return dg.Definitions(assets=assets, jobs=[job], schedules=schedules, sensors=sensors)
 
 
 # ---- the data set ---------------------------------------------------------------------------------------------
 
 
-def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asset_spec: dg.AssetSpec):
+def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asset_spec: dg.AssetSpec, off):
     spec = connector.integration
     connection = spec.data_set.connection
 
     @dg.multi_asset(
         name=op_name(asset_spec.key),
         specs=[asset_spec],
+        check_specs=expectation_checks.check_specs(asset_spec.key, spec.expectations),
         required_resource_keys={connection, STORAGE_RESOURCE, LEDGER_RESOURCE},
         pool=names.pool,
     )
     def data_set(context: dg.AssetExecutionContext, config: IntegrationRunConfig):
         refuse_sourced_values(context)
+        refuse_when_disabled(off)
         scope = run_scope(config)
-        if scope.keys and not connector.enabled:
-            raise dg.Failure(
-                f"integration '{connector.name}' is off (enabled: false): manual pushes are refused; "
-                "set enabled: true in its spec to push records",
-                allow_retries=False,
-            )
         resources = context.resources
         storage = getattr(resources, STORAGE_RESOURCE).get_storage()
         path = storage.integration_dir(connector.name, DATA_SET) / f"{context.run.run_id}.parquet"
@@ -144,6 +164,21 @@ def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asse
         finally:
             source.dispose()
         context.log.info(f"data set: {result.rows:,} rows ({result.scope}) -> {path}")
+        # Judged here, in the data set's own op: these checks are blocking, so when one fails the step fails
+        # after recording them, and no delivery asset of the run starts.
+        checks = [
+            expectation_checks.check_result(asset_spec.key, expectation, index, outcome)
+            for index, (expectation, outcome) in enumerate(
+                zip(spec.expectations, check_snapshot(path, spec.expectations))
+            )
+        ]
+        failed = [
+            check.check_name
+            for check, expectation in zip(checks, spec.expectations)
+            if not check.passed and expectation.blocking
+        ]
+        if failed:
+            context.log.error(f"data set: expectations failed ({', '.join(failed)}); nothing will be delivered")
         return dg.MaterializeResult(
             asset_key=asset_spec.key,
             metadata={
@@ -154,7 +189,9 @@ def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asse
                 "dagster/column_schema": dg.TableSchema(
                     columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in result.schema]
                 ),
+                **({EXPECTATIONS_FAILED: dg.MetadataValue.text(", ".join(failed))} if failed else {}),
             },
+            check_results=checks,
         )
 
     return data_set
@@ -164,7 +201,7 @@ def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asse
 
 
 def _delivery_asset(
-    connector: IntegrationConnector, names: ConnectorNames, configuration_name: str, asset_spec: dg.AssetSpec
+    connector: IntegrationConnector, names: ConnectorNames, configuration_name: str, asset_spec: dg.AssetSpec, off
 ):
     spec = connector.integration
     configuration = next(c for c in spec.configurations if c.name == configuration_name)
@@ -194,6 +231,7 @@ def _delivery_asset(
     )
     def deliver(context: dg.AssetExecutionContext, config: IntegrationRunConfig):
         refuse_sourced_values(context)
+        refuse_when_disabled(off)
         scope = run_scope(config)
         resources = context.resources
         storage = getattr(resources, STORAGE_RESOURCE).get_storage()
@@ -217,9 +255,26 @@ def _delivery_asset(
                     write_back=True,
                     logger=context.log,
                 )
-                report = delivery.run(
-                    pq.ParquetFile(snapshot).iter_batches(batch_size=10_000), scope.delivery_scope(deletes)
+                delivery_scope = scope.delivery_scope(deletes)
+                gate = mapping_gate(
+                    delivery.mapping,
+                    pq.ParquetFile(snapshot).iter_batches(batch_size=10_000),
+                    list(spec.data_set.key),
+                    spec.checks.max_mapping_failure_share,
+                    keys=delivery_scope.keys,
                 )
+                if not gate.passed:
+                    raise dg.Failure(
+                        description=f"integration '{connector.name}' / {configuration.name}: nothing was sent: "
+                        f"{gate.describe()}; fix the mapping or the data, or raise the share",
+                        metadata={
+                            "records": dg.MetadataValue.int(gate.records),
+                            "failed_to_map": dg.MetadataValue.int(gate.failed),
+                            "mapping_failure_share": dg.MetadataValue.float(round(gate.share, 4)),
+                        },
+                        allow_retries=False,
+                    )
+                report = delivery.run(pq.ParquetFile(snapshot).iter_batches(batch_size=10_000), delivery_scope)
             except (TransportError, MappingError) as exc:
                 # A configuration problem (a missing environment variable, an unreadable CA file, a lookup that
                 # does not resolve): said plainly, without a stack trace. Nothing was sent.
@@ -266,7 +321,15 @@ def _snapshot_for(context: dg.AssetExecutionContext, folder, names: ConnectorNam
         return path
     event = context.instance.get_latest_materialization_event(names.key(DATA_SET))
     if event is not None and event.asset_materialization is not None:
-        value = event.asset_materialization.metadata.get("snapshot_path")
+        metadata = event.asset_materialization.metadata
+        if EXPECTATIONS_FAILED in metadata:
+            raise dg.Failure(
+                f"the latest data set snapshot (run {event.run_id}) failed its expectations "
+                f"({metadata[EXPECTATIONS_FAILED].value}), so it is not delivered; fix the data and run the whole "
+                f"{names.job} job",
+                allow_retries=False,
+            )
+        value = metadata.get("snapshot_path")
         if value is not None and Path(value.value).exists():
             context.log.info(f"re-delivering the data set snapshot of an earlier run: {value.value}")
             return Path(value.value)
@@ -280,6 +343,10 @@ def delivery_metadata(report: DeliveryReport) -> dict[str, dg.MetadataValue]:
         for name in ("sent", "delivered", "failed", "skipped", "unchanged", "held", "create", "update", "delete")
     }
     metadata["requests"] = dg.MetadataValue.int(report.counts["requests"])
+    # Records whose outcome is unknown (counted in failed too): kept in flight under their key for the next run.
+    metadata["in_doubt"] = dg.MetadataValue.int(report.counts.get("in_doubt", 0))
+    if report.recovery:
+        metadata["recovery"] = dg.MetadataValue.json({op: rule.mode for op, rule in report.recovery.items()})
     metadata["rejected_rate"] = dg.MetadataValue.float(round(report.rejected_rate, 4))
     for name in ("retries", "throttled_429", "timeouts", "connection_errors"):
         if name in report.client_stats:
@@ -307,7 +374,9 @@ def _cell(value: object) -> str:
 # ---- the record-change sensor ---------------------------------------------------------------------------------
 
 
-def change_sensor(connector: IntegrationConnector, names: ConnectorNames, job) -> dg.SensorDefinition:
+def change_sensor(
+    connector: IntegrationConnector, names: ConnectorNames, job, off: str | None = None
+) -> dg.SensorDefinition:
     """Watches the change log (or updated_at, and the key set for deletes) and asks for one run per batch."""
     spec = connector.integration
     data_set = spec.data_set
@@ -323,6 +392,8 @@ def change_sensor(connector: IntegrationConnector, names: ConnectorNames, job) -
         description=f"Runs {names.job} on {', '.join(spec.triggers)}",
     )
     def record_changes(context: dg.SensorEvaluationContext):
+        if off:  # switched on in the UI, or not: a disabled connector starts no run
+            return dg.SkipReason(off)
         cursor = json.loads(context.cursor) if context.cursor else {}
         source = getattr(context.resources, data_set.connection).get_source()
         reader = DataSetReader(source, data_set)

@@ -118,6 +118,7 @@ class Expectation:
     max: float | str | None = None
     mostly: float = 1.0
     description: str = ""
+    blocking: bool = True  # a failure keeps the data from being merged (severity error); False: a warning only
 
     def __post_init__(self) -> None:
         where = f"expectation {self.kind!r} on column {self.column!r}"
@@ -585,3 +586,121 @@ def _ensure_json(details: dict) -> dict:
     # Fails loudly here rather than later in Dagster's metadata if GX ever returns something _json_safe missed.
     json.dumps(details, allow_nan=False)
     return details
+
+
+# --- results over several batches ----------------------------------------------------------------------------------
+
+
+def combine_results(
+    expectations: Sequence[Expectation],
+    per_batch: Sequence[Sequence[ExpectationResult]],
+    unique_values: dict[int, pd.Series] | None = None,
+) -> list[ExpectationResult]:
+    """One result per expectation over every batch of a run, judged as GX would judge the whole data at once.
+
+    Counts are summed and `mostly` is applied to the sums (a batch may fall below it while the whole passes, and
+    the other way round). `unique_values` holds, per position of a unique expectation, the column's values over
+    all batches: a value repeated in two batches is a duplicate though each batch alone is unique. An
+    expectation GX could not evaluate in some batch (a missing column) fails. A single batch keeps GX's verdict.
+    """
+    if not per_batch:
+        return []
+    unique_values = unique_values or {}
+    results: list[ExpectationResult] = []
+    for position, expectation in enumerate(expectations):
+        items = [batch[position] for batch in per_batch]
+        if position in unique_values and len(items) > 1:
+            results.append(_unique_result(expectation, unique_values[position], items))
+            continue
+        if len(items) == 1:
+            results.append(items[0])
+            continue
+        unexpected = sum(item.unexpected_count for item in items)
+        elements = sum(item.element_count for item in items)
+        judged = elements if expectation.kind == "not_null" else elements - sum(_missing(item) for item in items)
+        sample: list = []
+        for item in items:
+            sample.extend(item.sample_unexpected[: SAMPLE_SIZE - len(sample)])
+        errored = next((item for item in items if "error" in item.details), None)
+        failing = errored or next((item for item in items if not item.success), None)
+        results.append(
+            ExpectationResult(
+                expectation=expectation,
+                success=errored is None and _mostly_holds(unexpected, judged, expectation.mostly),
+                unexpected_count=unexpected,
+                element_count=elements,
+                unexpected_percent=100.0 * unexpected / judged if judged else 0.0,
+                sample_unexpected=sample,
+                details=(failing or items[-1]).details,
+            )
+        )
+    return results
+
+
+def _missing(result: ExpectationResult) -> int:
+    found = (result.details.get("result") or {}).get("missing_count")
+    return int(found) if isinstance(found, int | float) else 0
+
+
+def _mostly_holds(unexpected: int, judged: int, mostly: float) -> bool:
+    """GX's rule: the share of judged values that pass is at least `mostly` (nothing judged passes)."""
+    return judged == 0 or (1 - unexpected / judged) >= mostly
+
+
+def _unique_result(
+    expectation: Expectation, values: pd.Series, items: Sequence[ExpectationResult]
+) -> ExpectationResult:
+    present = values.dropna()
+    repeated = present[present.duplicated(keep=False)]  # every row of a repeated value, as GX counts them
+    unexpected = len(repeated)
+    errored = next((item for item in items if "error" in item.details), None)
+    details = dict((errored or items[-1]).details)
+    details["scope"] = f"all {len(items)} batches"
+    return ExpectationResult(
+        expectation=expectation,
+        success=errored is None and _mostly_holds(unexpected, len(present), expectation.mostly),
+        unexpected_count=unexpected,
+        element_count=len(values),
+        unexpected_percent=100.0 * unexpected / len(present) if len(present) else 0.0,
+        sample_unexpected=_json_safe(repeated.head(SAMPLE_SIZE).tolist()),
+        details=_ensure_json(_json_safe(details)),
+    )
+
+
+def blocking_failures(results: Sequence[ExpectationResult]) -> list[ExpectationResult]:
+    """The failed results of blocking expectations: any of them keeps the data from being merged."""
+    return [result for result in results if not result.success and result.expectation.blocking]
+
+
+def describe_failure(result: ExpectationResult) -> str:
+    """A failed expectation in words, for the run's log and for a partner's report (values, never internals)."""
+    expectation = result.expectation
+    what = {
+        "not_null": "is never empty",
+        "unique": "holds no value twice",
+        "in_set": "is one of " + ", ".join(_show(value) for value in expectation.values),
+        "regex": f"matches {expectation.pattern!r}",
+        "between": "is "
+        + " and ".join(
+            part
+            for part in (
+                f"at least {_bound_text(expectation.min)}" if expectation.min is not None else "",
+                f"at most {_bound_text(expectation.max)}" if expectation.max is not None else "",
+            )
+            if part
+        ),
+    }[expectation.kind]
+    if "error" in result.details:
+        return f"{expectation.column} {what} ({expectation.kind}): could not be checked ({result.details['error']})"
+    allowed = "" if expectation.mostly == 1 else f", more than the {1 - expectation.mostly:.0%} allowed"
+    sample = ", ".join(_show(value) for value in result.sample_unexpected[:5])
+    return (
+        f"{expectation.column} {what} ({expectation.kind}): {result.unexpected_count:,} of "
+        f"{result.element_count:,} value(s) ({result.unexpected_percent:.1f}%) do not{allowed}"
+        + (f"; e.g. {sample}" if sample else "")
+    )
+
+
+def _bound_text(bound: float | str) -> str:
+    """A between bound as written: `min: 5` reads back as 5.0 from the spec's float field."""
+    return str(int(bound)) if isinstance(bound, float) and bound.is_integer() else str(bound)

@@ -9,6 +9,13 @@ by a batch plus the CSV reader's read-ahead (~40 MB), never the whole file. Anyt
 A rejection can also happen while iterating (a malformed row deep in a 2 GB file): the caller must then treat
 the whole file as rejected. The importer stages rows before committing, so nothing half-loads.
 
+Any other exception while reading (a bug, a parser's own limit) is a rejection too, naming the exception: a file
+that cannot be read must be quarantined, not fail every run that tries it. Only an OSError carrying an errno (the
+disk, the operating system) stays an error, since it is not the file's fault.
+
+`ReadLimits` bound what one file may cost (`limits:` of a files or email source): the longest row or line, the
+bytes a gzip file may unpack to, and the rows. Past one, the file is rejected with the limit's name.
+
 Values:
 - CSV/TSV: every column is text. Imports parse values with the mapping's source formats (`%d/%m/%Y` dates,
   `1.234,56` amounts), so nothing is inferred here. An empty field, quoted or not, is "" (never null): CSV has
@@ -30,10 +37,12 @@ import io
 import itertools
 import json
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -50,8 +59,40 @@ PARQUET_SIGNATURE = b"PAR1"
 CSV_BLOCK_BYTES = 1 << 20
 _CHUNK_BYTES = 1 << 20
 _SAMPLE_CHARS = 60
+_DETAIL_CHARS = 200
 # pyarrow reports a failed gzip stream as a plain OSError; these words tell it apart from a failing disk.
 _GZIP_FAILURE = re.compile(r"zlib|compress|gzip|inflate", re.IGNORECASE)
+# JSON Lines values are kept as text, nested ones re-encoded: deeper nesting than this is refused, well below
+# Python's recursion limit (json.loads and json.dumps recurse once per level).
+MAX_JSON_DEPTH = 64
+# Python refuses to turn longer digit strings into an int (a quadratic conversion); JSON numbers beyond are refused.
+_MAX_INT_DIGITS = sys.get_int_max_str_digits() or 4_300
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """What one file may cost to read; past a limit the file is rejected with the limit's name in the reason.
+
+    `max_row_bytes` (None: CSV_BLOCK_BYTES, 1 MiB) bounds a CSV/TSV row (pyarrow's block size: memory stays about
+    30 blocks) and a JSON Lines line; `max_decompressed_bytes` the content of a gzip file; `max_rows` the data rows.
+    """
+
+    max_row_bytes: int | None = None
+    max_decompressed_bytes: int = 10 << 30
+    max_rows: int = 100_000_000
+
+    @property
+    def row_bytes(self) -> int:
+        return self.max_row_bytes or CSV_BLOCK_BYTES
+
+
+def read_limits(spec: Any) -> ReadLimits:
+    """The limits of an import spec's files or email source (`limits:`), or the defaults for any other source."""
+    source = spec.source.files or spec.source.email
+    if source is None:
+        return ReadLimits()
+    limits = source.limits
+    return ReadLimits(limits.max_row_bytes, limits.max_decompressed_bytes, limits.max_rows_per_file)
 
 
 class FileRejected(Exception):
@@ -81,6 +122,8 @@ class FileReading:
         first: pa.RecordBatch,
         rest: Iterator[pa.RecordBatch],
         batch_rows: int,
+        content: _Content | None = None,
+        max_rows: int | None = None,
     ):
         self.path = path
         self.format = format
@@ -91,6 +134,8 @@ class FileReading:
         self._first: pa.RecordBatch | None = first
         self._rest = rest
         self._batch_rows = batch_rows
+        self._content = content
+        self._max_rows = max_rows
         self._started = False
         self._rows_read = 0
         self._rows: int | None = None
@@ -112,8 +157,20 @@ class FileReading:
         try:
             for batch in _regroup(itertools.chain([first], self._rest), self._batch_rows):
                 self._rows_read += batch.num_rows
+                if self._max_rows is not None and self._rows_read > self._max_rows:
+                    raise FileRejected(
+                        f"the file has more than {self._max_rows:,} rows (limits.max_rows_per_file); "
+                        "split it into smaller files or raise the limit"
+                    )
                 yield batch
+            if self._content is not None:
+                self._content.check()
             self._rows = self._rows_read
+        except Exception as exc:
+            rejected = _rejection(exc, self._content, self.format)
+            if rejected is None:
+                raise
+            raise rejected from None
         finally:
             self.close()
 
@@ -162,6 +219,7 @@ def read_file(
     csv_header: bool = True,
     encoding: str = "utf-8",
     batch_rows: int = 100_000,
+    limits: ReadLimits | None = None,
 ) -> FileReading:
     """Open `path` for import, or raise `FileRejected` saying exactly what is wrong with it.
 
@@ -170,6 +228,7 @@ def read_file(
     that signature is rejected. `expected_columns` are the columns the mapping reads: each must be in the
     header; other columns are allowed (they are listed in the reason when a column is missing, since a
     renamed column shows up as one missing and one unexpected). `encoding` applies to CSV/TSV/JSON Lines.
+    `limits` (default `ReadLimits()`) bound the row length, the decompressed size and the rows.
     """
     path = Path(path)
     if batch_rows < 1:
@@ -177,6 +236,7 @@ def read_file(
     if format is not None and format not in FORMATS:
         raise ValueError(f"format {format!r} is not one of {', '.join(FORMATS)}")
     encoding = codecs.lookup(encoding).name  # an unknown encoding is a configuration error (LookupError)
+    limits = limits or ReadLimits()
     file_format, named_gzip = _format_from_name(path.name) if format is None else (format, _named_gzip(path.name))
 
     size = path.stat().st_size
@@ -192,24 +252,30 @@ def read_file(
             f"(1f 8b; it starts with {signature[:2].hex(' ')})"
         )
 
-    def open_stream() -> pa.NativeFile:
-        return pa.input_stream(str(path), compression="gzip" if compressed else None)
-
-    if file_format in ("csv", "tsv"):
-        delimiter = csv_delimiter or ("\t" if file_format == "tsv" else ",")
-        columns, batches = _open_csv(open_stream, delimiter=delimiter, header=csv_header, encoding=encoding)
-        _check_header(columns, expected_columns, delimiter=delimiter)
-    elif file_format == "parquet":
-        columns, batches = _open_parquet(path, compressed, open_stream, batch_rows, expected_columns)
-    else:
-        columns, batches = _open_jsonl(open_stream, encoding, batch_rows, expected_columns)
-
-    first = next((batch for batch in batches if batch.num_rows), None)
-    if first is None:
-        batches.close()
-        raise FileRejected(
-            "the file has a header but no rows" if file_format in ("csv", "tsv") else "the file has no rows"
-        )
+    content = _Content(path, compressed, limits.max_decompressed_bytes)
+    try:
+        if file_format in ("csv", "tsv"):
+            delimiter = csv_delimiter or ("\t" if file_format == "tsv" else ",")
+            columns, batches = _open_csv(
+                content, delimiter=delimiter, header=csv_header, encoding=encoding, block_bytes=limits.row_bytes
+            )
+            _check_header(columns, expected_columns, delimiter=delimiter)
+        elif file_format == "parquet":
+            columns, batches = _open_parquet(path, compressed, content, batch_rows, expected_columns)
+        else:
+            columns, batches = _open_jsonl(content, encoding, batch_rows, expected_columns, limits.row_bytes)
+        first = next((batch for batch in batches if batch.num_rows), None)
+        if first is None:
+            batches.close()
+            content.check()
+            raise FileRejected(
+                "the file has a header but no rows" if file_format in ("csv", "tsv") else "the file has no rows"
+            )
+    except Exception as exc:
+        rejected = _rejection(exc, content, file_format)
+        if rejected is None:
+            raise
+        raise rejected from None
     return FileReading(
         path=path,
         format=file_format,
@@ -220,7 +286,90 @@ def read_file(
         first=first,
         rest=batches,
         batch_rows=batch_rows,
+        content=content,
+        max_rows=limits.max_rows,
     )
+
+
+class _Content:
+    """Opens the file's content (decompressed when gzip) as a stream, as often as the readers need it, and stops
+    a gzip stream at `max_decompressed_bytes`: the reader then sees the content end there, `exceeded` is set and
+    `check()` (or `_rejection`, for the parse error a cut row causes) rejects the file."""
+
+    def __init__(self, path: Path, compressed: bool, max_decompressed_bytes: int):
+        self.path = path
+        self.compressed = compressed
+        self.max_decompressed_bytes = max_decompressed_bytes
+        self.exceeded = False
+
+    def __call__(self) -> pa.NativeFile:
+        stream = pa.input_stream(str(self.path), compression="gzip" if self.compressed else None)
+        if not self.compressed:
+            return stream
+        return pa.PythonFile(_CappedReader(stream, self), mode="r")
+
+    def reason(self) -> str:
+        return (
+            f"the file unpacks to more than {_bytes_label(self.max_decompressed_bytes)} "
+            "(limits.max_decompressed_bytes); a compressed file this large is refused"
+        )
+
+    def check(self) -> None:
+        if self.exceeded:
+            raise FileRejected(self.reason())
+
+
+class _CappedReader(io.RawIOBase):
+    """A decompressing stream that ends (and marks its content as too large) past the content's byte limit."""
+
+    def __init__(self, inner: pa.NativeFile, content: _Content):
+        self._inner = inner
+        self._content = content
+        self._read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._content.exceeded:
+            return b""
+        limit = self._content.max_decompressed_bytes
+        # Never more than one byte past the limit: that byte is what tells "exactly at the limit" from "over it".
+        wanted = limit - self._read + 1 if size is None or size < 0 else min(size, limit - self._read + 1)
+        chunk = self._inner.read(wanted)
+        self._read += len(chunk)
+        if self._read > limit:
+            self._content.exceeded = True
+            return b""
+        return chunk
+
+    def readinto(self, buffer) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
+
+
+def _rejection(exc: Exception, content: _Content | None, file_format: str) -> FileRejected | None:
+    """The FileRejected any exception while reading stands for, or None when it is the environment's (an OSError
+    with an errno: the disk, the system), which is not the file's fault and is raised as it is."""
+    if content is not None and content.exceeded:
+        return FileRejected(content.reason())
+    if isinstance(exc, FileRejected):
+        return exc
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return None
+    if isinstance(exc, RecursionError):
+        return FileRejected(f"unreadable {file_format}: the content is nested too deeply to read")
+    if isinstance(exc, MemoryError):
+        return FileRejected(f"unreadable {file_format}: reading the file ran out of memory")
+    lines = str(exc).strip().splitlines()
+    detail = lines[0] if lines else "no message"
+    detail = detail if len(detail) <= _DETAIL_CHARS else detail[:_DETAIL_CHARS] + "..."
+    return FileRejected(f"unreadable {file_format}: {type(exc).__name__}: {detail}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -261,7 +410,7 @@ def _sha256_and_signature(path: Path) -> tuple[str, bytes]:
 
 
 def _open_csv(
-    open_stream: Callable[[], pa.NativeFile], *, delimiter: str, header: bool, encoding: str
+    open_stream: Callable[[], pa.NativeFile], *, delimiter: str, header: bool, encoding: str, block_bytes: int
 ) -> tuple[list[str], Iterator[pa.RecordBatch]]:
     invalid_rows: list[pa_csv.InvalidRow] = []
 
@@ -270,13 +419,15 @@ def _open_csv(
         return "error"
 
     # Single-threaded: as fast here as the threaded reader, and only then does pyarrow know row numbers.
-    read = {"use_threads": False, "block_size": CSV_BLOCK_BYTES, "encoding": encoding}
+    read = {"use_threads": False, "block_size": block_bytes, "encoding": encoding}
     parse = pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=remember)
 
     def rejection(exc: Exception, data_rows_read: int) -> FileRejected | None:
         # Rows are numbered as pyarrow and spreadsheets do: the header is row 1.
         last_good_row = data_rows_read + (1 if header else 0)
-        return _csv_rejection(exc, invalid_rows, open_stream, encoding, columns=names, last_good_row=last_good_row)
+        return _csv_rejection(
+            exc, invalid_rows, open_stream, encoding, columns=names, last_good_row=last_good_row, block=block_bytes
+        )
 
     names: list[str] = []
     try:
@@ -361,6 +512,7 @@ def _csv_rejection(
     *,
     columns: list[str],
     last_good_row: int,
+    block: int,
 ) -> FileRejected | None:
     """The FileRejected a pyarrow CSV error stands for, or None when it is not about the file's content."""
     if isinstance(exc, FileRejected):
@@ -383,8 +535,8 @@ def _csv_rejection(
         return FileRejected(f"corrupt gzip: {message}") if _GZIP_FAILURE.search(message) else None
     if "straddles" in message:
         return FileRejected(
-            f"malformed CSV: a quoted value that is never closed, or a row longer than {_block_label()}, "
-            f"after row {last_good_row}"
+            f"malformed CSV: a quoted value that is never closed, or a row longer than {_bytes_label(block)} "
+            f"(limits.max_row_bytes), after row {last_good_row}"
         )
     if "Empty CSV file" in message:
         return FileRejected("the file holds no data (it is empty once decompressed)")
@@ -481,6 +633,12 @@ def _unpack_to_temporary(open_stream: Callable[[], pa.NativeFile]) -> IO[bytes]:
         with open_stream() as stream:
             while chunk := stream.read(_CHUNK_BYTES):
                 temporary.write(chunk)
+        check = getattr(open_stream, "check", None)
+        if check is not None:
+            check()
+    except FileRejected:
+        temporary.close()
+        raise
     except OSError as exc:
         temporary.close()
         if _GZIP_FAILURE.search(str(exc)):
@@ -495,7 +653,11 @@ def _unpack_to_temporary(open_stream: Callable[[], pa.NativeFile]) -> IO[bytes]:
 
 
 def _open_jsonl(
-    open_stream: Callable[[], pa.NativeFile], encoding: str, batch_rows: int, expected: Sequence[str] | None
+    open_stream: Callable[[], pa.NativeFile],
+    encoding: str,
+    batch_rows: int,
+    expected: Sequence[str] | None,
+    max_line_bytes: int,
 ) -> tuple[list[str], Iterator[pa.RecordBatch]]:
     """Columns: the keys of the first `batch_rows` records (in order of appearance) and the expected ones.
 
@@ -504,7 +666,7 @@ def _open_jsonl(
     A key first seen later is ignored when the mapping names its columns, and rejected otherwise (nothing is
     dropped silently).
     """
-    records = _jsonl_records(open_stream, encoding)
+    records = _jsonl_records(open_stream, encoding, max_line_bytes)
     first = list(itertools.islice(records, batch_rows))
     seen: dict[str, None] = {}
     for _, record in first:
@@ -551,18 +713,21 @@ def _open_jsonl(
     return columns, batches()
 
 
-def _jsonl_records(open_stream: Callable[[], pa.NativeFile], encoding: str) -> Iterator[tuple[int, dict]]:
+def _jsonl_records(
+    open_stream: Callable[[], pa.NativeFile], encoding: str, max_line_bytes: int
+) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line; FileRejected naming the line for anything else."""
     offset = 0
+    number = 0
     stream = open_stream()
     try:
-        for number, raw in enumerate(_lines(stream), start=1):
+        for number, raw in enumerate(_lines(stream, max_line_bytes), start=1):
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError as exc:
                 raise FileRejected(
                     f"not valid {_encoding_label(encoding)}: byte 0x{raw[exc.start]:02x} at offset "
-                    f"{offset + exc.start:,}{_decompressed(stream)} (line {number})"
+                    f"{offset + exc.start:,}{_decompressed(open_stream)} (line {number})"
                 ) from None
             offset += len(raw)
             if number == 1:
@@ -571,13 +736,29 @@ def _jsonl_records(open_stream: Callable[[], pa.NativeFile], encoding: str) -> I
                 continue
             try:
                 record = json.loads(
-                    text, parse_float=decimal.Decimal, parse_constant=str, object_pairs_hook=_no_duplicate_keys
+                    text,
+                    parse_float=decimal.Decimal,
+                    parse_int=_json_int,
+                    parse_constant=str,
+                    object_pairs_hook=_no_duplicate_keys,
                 )
+            except _TooManyDigits as exc:
+                raise FileRejected(
+                    f"line {number} has a number of {exc.digits:,} digits; at most {_MAX_INT_DIGITS:,} are read"
+                ) from None
+            except RecursionError:
+                raise FileRejected(f"line {number} nests objects or arrays more than {MAX_JSON_DEPTH} deep") from None
             except (json.JSONDecodeError, _DuplicateKey) as exc:
                 raise FileRejected(f"line {number} is not valid JSON: {exc}") from None
             if not isinstance(record, dict):
                 raise FileRejected(f"line {number} is a JSON {type(record).__name__}, not an object")
+            if _deeper_than(record, MAX_JSON_DEPTH):
+                raise FileRejected(f"line {number} nests objects or arrays more than {MAX_JSON_DEPTH} deep")
             yield number, record
+    except _LineTooLong:
+        raise FileRejected(
+            f"line {number + 1} is longer than {_bytes_label(max_line_bytes)} (limits.max_row_bytes)"
+        ) from None
     except OSError as exc:
         if not _GZIP_FAILURE.search(str(exc)):
             raise
@@ -586,16 +767,51 @@ def _jsonl_records(open_stream: Callable[[], pa.NativeFile], encoding: str) -> I
         stream.close()
 
 
-def _lines(stream: pa.NativeFile) -> Iterator[bytes]:
-    """The stream's lines (with their line breaks), read in 1 MB chunks."""
+class _LineTooLong(Exception):
+    pass
+
+
+def _lines(stream: pa.NativeFile, max_line_bytes: int) -> Iterator[bytes]:
+    """The stream's lines (with their line breaks), read in 1 MB chunks; _LineTooLong past `max_line_bytes`, before
+    the line is held whole (a gigabyte without a line break must not become a gigabyte in memory)."""
     pending = b""
     while chunk := stream.read(_CHUNK_BYTES):
         lines = (pending + chunk).split(b"\n")
         pending = lines.pop()
         for line in lines:
+            if len(line) + 1 > max_line_bytes:
+                raise _LineTooLong
             yield line + b"\n"
+        if len(pending) > max_line_bytes:
+            raise _LineTooLong
     if pending:
         yield pending
+
+
+class _TooManyDigits(ValueError):
+    def __init__(self, digits: int):
+        self.digits = digits
+        super().__init__(f"{digits} digits")
+
+
+def _json_int(text: str) -> int:
+    # Checked before int(): past the limit Python raises a ValueError of its own, which says nothing of the line.
+    digits = len(text) - (text[0] == "-")
+    if digits > _MAX_INT_DIGITS:
+        raise _TooManyDigits(digits)
+    return int(text)
+
+
+def _deeper_than(record: dict, limit: int) -> bool:
+    """Whether objects and arrays nest more than `limit` levels in `record` (itself level 1); no recursion."""
+    stack = [(value, 2) for value in record.values() if type(value) in (dict, list)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if type(value) is dict else value
+        stack.extend((child, depth + 1) for child in children if type(child) in (dict, list))
+    return False
 
 
 class _DuplicateKey(ValueError):
@@ -642,7 +858,7 @@ def _decoding_reason(open_stream: Callable[[], pa.NativeFile], encoding: str, *,
                 byte = exc.object[exc.start]
                 return (
                     f"not valid {label}: byte 0x{byte:02x} at offset {offset - pending + exc.start:,}"
-                    f"{_decompressed(stream)} (line {line}{in_column})"
+                    f"{_decompressed(open_stream)} (line {line}{in_column})"
                 )
             line += text.count("\n")
             offset += len(chunk)
@@ -657,13 +873,17 @@ def _encoding_label(encoding: str) -> str:
     return "UTF-8" if encoding == "utf-8" else encoding
 
 
-def _decompressed(stream: pa.NativeFile) -> str:
-    return " of the decompressed content" if isinstance(stream, pa.CompressedInputStream) else ""
+def _decompressed(open_stream: Callable[[], pa.NativeFile]) -> str:
+    return " of the decompressed content" if getattr(open_stream, "compressed", False) else ""
 
 
-def _block_label() -> str:
-    size = CSV_BLOCK_BYTES
-    return f"{size >> 20} MB" if size >= 1 << 20 else f"{size >> 10} KB"
+def _bytes_label(size: int) -> str:
+    """1 MB, 64 KB, 10 GB, or the exact count when it is not a whole number of those (decimal units are KB/MB/GB
+    of 1024: the spec's defaults are powers of two)."""
+    for shift, unit in ((30, "GB"), (20, "MB"), (10, "KB")):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size:,} bytes"
 
 
 def _sample(text: str) -> str:

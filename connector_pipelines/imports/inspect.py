@@ -28,6 +28,7 @@ import yaml
 from connector_pipelines.errors import ConnectorConfigError, TransportError
 from connector_pipelines.imports.file_reader import FileReading, FileRejected, read_file
 from connector_pipelines.imports.files import FilePattern
+from connector_pipelines.imports.source_query import strip_query_end
 from connector_pipelines.integration.inspect import sql_source
 from connector_pipelines.mapping.automap import Proposal, propose_mapping
 from connector_pipelines.mapping.engine import TargetField
@@ -40,7 +41,7 @@ from connector_pipelines.state.database import default_state_url
 from connector_pipelines.state.import_state import ImportState
 from connector_pipelines.storage import Storage
 from connector_pipelines.transports.base import FileSource, RemoteFile
-from connector_pipelines.transports.sql import SqlSource, strip_trailing_semicolon
+from connector_pipelines.transports.sql import SqlSource
 
 # Dialects whose SQL takes `LIMIT n`: a preview wraps the query; any other database is streamed and cut short.
 _LIMIT_DIALECTS = ("postgresql", "mysql", "mariadb", "sqlite")
@@ -168,7 +169,7 @@ def _query_sample(source: SqlSource, query: str, rows: int) -> SourceSample:
     origin = f"the query on {source.display_name}"
     if source.dialect in _LIMIT_DIALECTS:
         # On its own lines: a trailing `-- comment` in the query must not swallow the closing parenthesis.
-        limited = f"SELECT * FROM (\n{strip_trailing_semicolon(query)}\n) preview_rows LIMIT {int(rows)}"
+        limited = f"SELECT * FROM (\n{strip_query_end(query)}\n) preview_rows LIMIT {int(rows)}"
     else:
         limited, source.batch_rows = query, rows
     taken: list[pa.RecordBatch] = []
@@ -194,7 +195,7 @@ def _query_sample(source: SqlSource, query: str, rows: int) -> SourceSample:
 
 def _query_columns(source: SqlSource, query: str) -> list[str]:
     try:
-        wrapped = f"SELECT * FROM (\n{strip_trailing_semicolon(query)}\n) q"  # see _query_sample
+        wrapped = f"SELECT * FROM (\n{strip_query_end(query)}\n) q"  # see _query_sample
         if source.is_postgres_copy_capable:
             return list(source.schema(wrapped, {}).names)  # PostgreSQL describes it with LIMIT 0
         with source.engine.connect() as connection:

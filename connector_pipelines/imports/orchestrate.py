@@ -19,6 +19,8 @@ from typing import Any
 from connector_pipelines.errors import TransportError
 from connector_pipelines.imports.files import FilePattern, check_file_name
 from connector_pipelines.imports.run import ImportReport, import_file, run_warehouse_import
+from connector_pipelines.imports.upsert import UpsertConfigError
+from connector_pipelines.mapping.engine import MappingError
 from connector_pipelines.spec.imports import ImportConnector
 from connector_pipelines.state.import_state import ImportState
 from connector_pipelines.storage import Storage
@@ -140,15 +142,45 @@ def import_files(
     if not listing:
         logger.info(f"no file matching {pattern.pattern!r} in {folder or 'the root folder'!r}")
     reports = []
+    failed: list[tuple[str, Exception]] = []
     for index, remote in enumerate(listing, start=1):
         logger.info(f"file {index}/{len(listing)}: {remote.name} ({remote.size:,} bytes)")
-        report = import_file(
-            connector, client, remote.name, target_engine, state, storage.imports_dir, run_id, remote.modified
-        )
+        try:
+            report = import_file(
+                connector, client, remote.name, target_engine, state, storage.imports_dir, run_id, remote.modified
+            )
+        except NOT_THE_FILES_FAULT:
+            raise  # the spec, the target or a connection: every file would fail the same way
+        except Exception as exc:
+            # Left in the folder (it may be the environment's fault, not the file's); the files after it still
+            # load, and the file sensor asks for it again at most `limits.max_failed_attempts` times.
+            logger.error(f"{remote.name}: not imported, left in the folder: {type(exc).__name__}: {exc}")
+            failed.append((remote.name, exc))
+            continue
         outcome = report.file
         logger.info(f"{remote.name}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
         reports.append(report)
+    if failed:
+        raise FilesFailed(failed, imported=len(reports)) from failed[0][1]
     return reports
+
+
+# Failures that are no file's fault and would repeat for every file: they stop the run at the first file.
+NOT_THE_FILES_FAULT = (UpsertConfigError, MappingError, TransportError)
+
+
+class FilesFailed(Exception):
+    """Some files of a run failed in a way that is not a rejection (they stay in the folder); the others were
+    handled (imported, quarantined or duplicates) and recorded in the import state."""
+
+    def __init__(self, failed: Sequence[tuple[str, Exception]], imported: int):
+        self.failed = list(failed)
+        shown = "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in self.failed[:5])
+        more = f" (and {len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
+        super().__init__(
+            f"{len(self.failed)} file(s) could not be processed and were left in the folder: {shown}{more}; "
+            f"the other {imported} file(s) were handled and recorded"
+        )
 
 
 def ingest_file(
@@ -161,19 +193,31 @@ def ingest_file(
     """
     dropbox = storage.ingest_dropbox(connector.name).resolve()
     resolved = Path(path).resolve()
-    if not resolved.is_relative_to(dropbox) or not resolved.is_file():
+    # The messages never repeat the run config's value: it is whatever a UI or API user typed.
+    if not resolved.is_relative_to(dropbox) or resolved == dropbox or not resolved.is_file():
         raise TransportError(
-            f"local_file {str(path)!r} is not a file in {dropbox}; load a local file with "
+            f"local_file is not a file in the import's drop box ({dropbox}); load a local file with "
             f"`connector-pipelines ingest {connector.name} FILE`, which places it there"
         )
     problem = check_file_name(resolved.name)
     if problem is not None:
-        raise TransportError(f"cannot ingest {str(path)!r}: {problem}")
+        raise TransportError(f"cannot ingest the local_file: its name is refused ({problem})")
     inbox = storage.import_dir(connector.name) / run_id / "ingest"
     inbox.mkdir(parents=True, exist_ok=True)
     modified = dt.datetime.fromtimestamp(resolved.stat().st_mtime, dt.UTC)
     shutil.move(resolved, inbox / resolved.name)
-    shutil.rmtree(resolved.parent, ignore_errors=True)  # the per-call folder `ingest` made
+    remove_call_folder(resolved.parent, dropbox)
     return import_file(
         connector, FolderClient(inbox), resolved.name, target_engine, state, storage.imports_dir, run_id, modified
     )
+
+
+def remove_call_folder(folder: Path, dropbox: Path) -> None:
+    """Remove the per-call folder `ingest` made for a file, once the file is taken: only a folder inside the drop
+    box (never the drop box itself, where a file may also sit) and only when empty (never someone else's files)."""
+    if folder == dropbox or not folder.is_relative_to(dropbox):
+        return
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty (or already gone): leave it

@@ -9,21 +9,34 @@ Per run, under `storage_dir/<connector>/<run_id>/`:
 - `rejections.parquet` (only when a row was rejected): row number (1-based, in read order), the key when known,
   and the reason (a mapping failure such as a bad date, or a broken row-level expectation).
 
-Rows flow: source batch -> snapshot -> ArrowMapper (rows failing a rule are rejected) -> row-level expectations
-(`row_rejections`; rejected rows are removed) -> `TableUpsert.write` (one transaction per batch of
-`target.batch_rows` rows). Expectation results are computed per mapped batch (before row rejection, so that
-`mostly` judges the data as delivered) and aggregated: an expectation succeeds only if it succeeded in every batch.
+- `staged.parquet` while the run lasts: the mapped rows that passed, waiting for the gate (removed afterwards).
 
-Warehouse imports are incremental when `updated_at` is set: the query is wrapped as
-`SELECT * FROM (<query>) q WHERE q."<updated_at>" > :watermark` (the watermark bound, the name quoted). The new
-watermark (the highest `updated_at` read, as text) is saved only after the whole write succeeded, so a failed run
-is read again from the same point next time.
+Rows flow in two passes. Pass one, the whole read: source batch -> snapshot -> ArrowMapper (rows failing a rule
+are rejected) -> expectations (GX, per mapped batch, before row rejection so that `mostly` judges the data as
+delivered) -> row-level rejections -> the staged file. Then the gate: every expectation is judged over the whole
+read (`combine_results`: counts summed, `mostly` applied to the sums, `unique` across batches), and when a
+blocking one (severity error, the default) failed nothing is merged: the target is left exactly as it was and the
+watermark does not move (`ImportReport.blocked` says why). A failing `severity: warn` expectation is reported and
+the rows merge. Pass two, only past the gate: the staged rows -> `TableUpsert.write` (one transaction per batch
+of `target.batch_rows` rows).
+
+Warehouse imports are incremental when `updated_at` is set (`imports/source_query.py`): rows with `updated_at >=
+watermark - lookback` are read (the name quoted, the value bound), so rows committed late with an equal or
+slightly earlier `updated_at` are picked up by the next run. Rows read again in that overlap are merged like the
+rest: one row per key, the one with the newest `updated_at` (the last read on a tie), through the target's own
+conflict rule, so they are neither duplicated nor allowed to overwrite a newer value. The new watermark (the
+highest `updated_at` read, as text; never lower than the previous one) is saved only after the merge succeeded.
 
 `import_file` reads as its stages: name check, download, duplicate check (by checksum), parse to the snapshot,
 load (map, expectations, upsert), set aside (archive, or quarantine with a report), record the outcome.
 File imports parse the whole file into the snapshot before writing a single row, so a malformed row anywhere in
-the file quarantines it with nothing loaded. Only a failure of the target itself (UpsertError: a batch refused by
-the database) can leave earlier batches committed; the file is then quarantined and the reason says so.
+the file quarantines it with nothing loaded; so does a failed blocking expectation. Only a failure of the target
+itself (UpsertError: a batch refused by the database) can leave earlier batches committed; the file is then
+quarantined and the reason says so.
+
+The report beside a quarantined file is for the partner who sent it: the file, the run, and why, in terms of the
+file's rows and values. It never holds the database's own message, SQL, table names or addresses: those go to
+`FileOutcome.reason` (the run's log, metadata and import state), for the operator only.
 """
 
 from __future__ import annotations
@@ -37,17 +50,34 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from connector_pipelines.imports.expectations import Expectation, ExpectationResult, row_rejections, run_expectations
-from connector_pipelines.imports.file_reader import FileRejected, read_file
+from connector_pipelines.imports.expectations import (
+    Expectation,
+    ExpectationResult,
+    blocking_failures,
+    combine_results,
+    describe_failure,
+    row_rejections,
+    run_expectations,
+)
+from connector_pipelines.imports.file_reader import FileRejected, read_file, read_limits
 from connector_pipelines.imports.files import check_file_name
+from connector_pipelines.imports.source_query import (
+    SINCE_PARAMETER,
+    incremental_query,
+    later_watermark,
+    read_from,
+    strip_query_end,
+)
 from connector_pipelines.imports.upsert import (
     ArrowMapper,
     TableUpsert,
     TargetColumn,
+    UpsertConfigError,
     UpsertError,
     UpsertSettings,
     combine_batches,
@@ -57,10 +87,11 @@ from connector_pipelines.mapping.suggest import did_you_mean
 from connector_pipelines.spec.imports import ImportConnector, ImportSpec
 from connector_pipelines.state.import_state import ImportState
 from connector_pipelines.transports.base import FileSource
-from connector_pipelines.transports.sql import SqlSource, strip_trailing_semicolon
+from connector_pipelines.transports.sql import SqlSource
 
-SAMPLE_SIZE = 10
 _HASH_CHUNK = 1 << 20
+# The source's updated_at of each staged row (warehouse imports), for one row per key: dropped before the upsert.
+_SOURCE_TIME = "__cp_source_updated_at"
 
 
 @dataclass(frozen=True)
@@ -69,7 +100,13 @@ class FileOutcome:
 
     name: str
     status: str  # imported | rejected | duplicate
-    reason: str | None = None
+    reason: str | None = None  # for the operator: may name the table and quote the database
+    partner_reason: str | None = None  # for the partner's report when it must differ from `reason`
+
+    @property
+    def report_reason(self) -> str | None:
+        """What the partner's report says."""
+        return self.partner_reason if self.partner_reason is not None else self.reason
 
 
 @dataclass
@@ -87,6 +124,8 @@ class ImportReport:
     snapshot_path: Path | None = None
     rejections_path: Path | None = None  # None when no row was rejected
     expectation_results: list[ExpectationResult] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)  # failed blocking expectations, described; nothing merged
+    merged: bool = False  # the gate passed and the rows went to the target
     seconds: float = 0.0
     file: FileOutcome | None = None  # file imports only
 
@@ -132,6 +171,7 @@ def _expectations(spec: ImportSpec) -> list[Expectation]:
             min=item.min,
             max=item.max,
             mostly=item.mostly,
+            blocking=item.blocking,
         )
         for item in spec.expectations
     ]
@@ -178,38 +218,56 @@ class _Snapshot:
 class _Pipeline:
     """Maps and checks source batches on their way to the upsert, keeping count of what it saw."""
 
-    def __init__(self, spec: ImportSpec, mapping: CompiledMapping, upsert: TableUpsert):
+    def __init__(self, spec: ImportSpec, mapping: CompiledMapping, upsert: TableUpsert, source_time: str | None = None):
         self.mapper = ArrowMapper(mapping, upsert.columns)
         self.expectations = _expectations(spec)
+        self.source_time = source_time  # the source's updated_at column: staged beside the rows (one per key)
         self.key = list(spec.target.key)
         # Source columns copied into key fields: the key of a row that fails to map is read from them.
         self.key_sources = {rule.target: rule.source for rule in spec.mapping if rule.target in self.key}
         self.rows_read = 0
         self.rejected: list[tuple[int, str | None, str]] = []  # (row number, key, reason)
         self.results: list[list[ExpectationResult]] = []
+        # Per unique expectation (by position), its column in every mapped batch: judged over the whole read.
+        self.unique_values: dict[int, list[pd.Series]] = {
+            position: [] for position, item in enumerate(self.expectations) if item.kind == "unique"
+        }
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """The batch's rows that mapped and kept every row-level expectation, as an upsert batch."""
+        """The batch's rows that mapped and kept every row-level expectation, as a batch for the staged file
+        (with the source's updated_at in `_SOURCE_TIME` when the import has one)."""
         offset = self.rows_read
         self.rows_read += batch.num_rows
         mapped, failures = self.mapper.map(batch)
         failed = {row for row, _ in failures}
         for row, reason in failures:
             self.rejected.append((offset + row + 1, self._source_key(batch, row), reason))
-        if not self.expectations or mapped.num_rows == 0:
-            return mapped
         # Row numbers of the mapped rows in the source batch, to report rejections by source row.
         positions = [row for row in range(batch.num_rows) if row not in failed]
+        if not self.expectations or mapped.num_rows == 0:
+            return self._with_source_time(mapped, batch, positions)
         frame = mapped.to_pandas()
         self.results.append(run_expectations(frame, self.expectations))
+        for position, columns in self.unique_values.items():
+            name = self.expectations[position].column
+            if name in frame.columns:
+                columns.append(frame[name])
         reasons = row_rejections(frame, self.expectations)
         if not any(reason is not None for reason in reasons):
-            return mapped
+            return self._with_source_time(mapped, batch, positions)
         keys = mapped.select(self.key).to_pylist()
         for index, reason in enumerate(reasons):
             if reason is not None:
                 self.rejected.append((offset + positions[index] + 1, _key_text(keys[index], self.key), reason))
-        return mapped.filter(pa.array([reason is None for reason in reasons], pa.bool_()))
+        kept = [reason is None for reason in reasons]
+        accepted = mapped.filter(pa.array(kept, pa.bool_()))
+        return self._with_source_time(accepted, batch, [row for row, keep in zip(positions, kept) if keep])
+
+    def _with_source_time(self, rows: pa.RecordBatch, batch: pa.RecordBatch, positions: list[int]) -> pa.RecordBatch:
+        if self.source_time is None or self.source_time not in batch.schema.names:
+            return rows
+        times = batch.column(self.source_time).take(pa.array(positions, pa.int64()))
+        return rows.append_column(_SOURCE_TIME, times)
 
     def _source_key(self, batch: pa.RecordBatch, row: int) -> str | None:
         sources = [self.key_sources.get(name) for name in self.key]
@@ -219,7 +277,13 @@ class _Pipeline:
         return _key_text(values, self.key)
 
     def aggregated_results(self) -> list[ExpectationResult]:
-        return _aggregate(self.expectations, self.results)
+        """Every expectation judged over the whole read (see `combine_results`)."""
+        unique = {
+            position: pd.concat(columns, ignore_index=True)
+            for position, columns in self.unique_values.items()
+            if columns
+        }
+        return combine_results(self.expectations, self.results, unique)
 
     def write_rejections(self, path: Path) -> Path | None:
         if not self.rejected:
@@ -245,50 +309,88 @@ def _key_text(values: dict, key: Sequence[str]) -> str | None:
     return ", ".join(f"{name}={values.get(name)}" for name in key)
 
 
-def _aggregate(
-    expectations: Sequence[Expectation], per_batch: list[list[ExpectationResult]]
-) -> list[ExpectationResult]:
-    """One result per expectation over all batches: success only when every batch succeeded.
-
-    Counts are summed; unexpected_percent is recomputed over the summed element count (for kinds other than
-    not_null GX counts only non-null values, so for those this is an approximation); details are those of the
-    first failing batch (or the last batch when none failed).
-    """
-    if not per_batch:
-        return []
-    results: list[ExpectationResult] = []
-    for position, expectation in enumerate(expectations):
-        items = [batch[position] for batch in per_batch]
-        unexpected = sum(item.unexpected_count for item in items)
-        elements = sum(item.element_count for item in items)
-        sample: list = []
-        for item in items:
-            sample.extend(item.sample_unexpected[: SAMPLE_SIZE - len(sample)])
-        failing = next((item for item in items if not item.success), None)
-        results.append(
-            ExpectationResult(
-                expectation=expectation,
-                success=failing is None,
-                unexpected_count=unexpected,
-                element_count=elements,
-                unexpected_percent=100.0 * unexpected / elements if elements else 0.0,
-                sample_unexpected=sample,
-                details=(failing or items[-1]).details,
-            )
-        )
-    return results
-
-
 def _run_paths(storage_dir: Path, connector: ImportConnector, run_id: str) -> tuple[Path, Path]:
     folder = Path(storage_dir) / connector.name / run_id
     return folder / "snapshot.parquet", folder / "rejections.parquet"
 
 
-def _fill(report: ImportReport, pipeline: _Pipeline, result, rejections_path: Path) -> None:
+def _staged_path(snapshot_path: Path) -> Path:
+    return snapshot_path.with_name("staged.parquet")
+
+
+def _gate_and_merge(
+    spec: ImportSpec,
+    pipeline: _Pipeline,
+    upsert: TableUpsert,
+    staged_path: Path,
+    rejections_path: Path,
+    report: ImportReport,
+) -> None:
+    """Judge every expectation over the whole read; merge the staged rows only when no blocking one failed.
+
+    Fills `report` (counts, results, `blocked` or `merged`). UpsertError propagates, with the report filled
+    from the batches committed before it.
+    """
+    results = pipeline.aggregated_results()
+    blocked = blocking_failures(results)
+    if blocked:
+        upsert.close()  # never opened by `with`, but the engine it made from the URL is ours to dispose of
+        report.blocked = [describe_failure(result) for result in blocked]
+        _fill(report, pipeline, None, rejections_path, results)
+        return
+    keep = _newest_per_key(staged_path, list(spec.target.key)) if pipeline.source_time else None
+    batches = _staged_batches(staged_path, spec.target.batch_rows, keep)
+    try:
+        with upsert:
+            result = upsert.write(combine_batches(batches, spec.target.batch_rows))
+    except UpsertError as exc:
+        _fill(report, pipeline, exc.result, rejections_path, results)
+        raise
+    report.merged = True
+    _fill(report, pipeline, result, rejections_path, results)
+
+
+def _newest_per_key(path: Path, key: list[str]) -> pa.Array | None:
+    """Which staged rows to merge (a mask) when a key appears more than once: per key the row with the newest
+    source updated_at, the last read on a tie (a NULL time is the oldest). None when every key is there once."""
+    parquet = pq.ParquetFile(path)
+    try:
+        if _SOURCE_TIME not in parquet.schema_arrow.names:
+            return None
+        table = parquet.read(columns=[*key, _SOURCE_TIME])
+    finally:
+        parquet.close()
+    if table.group_by(key, use_threads=False).aggregate([]).num_rows == table.num_rows:
+        return None
+    numbered = table.append_column("__cp_row", pa.array(range(table.num_rows), pa.int64()))
+    # Newest first within a key (NULL times sort last, so they lose), the last read first on a tie.
+    ordered = numbered.sort_by(
+        [*((name, "ascending") for name in key), (_SOURCE_TIME, "descending"), ("__cp_row", "descending")]
+    )
+    newest = ordered.group_by(key, use_threads=False).aggregate([("__cp_row", "first")]).column("__cp_row_first")
+    return pc.is_in(pa.array(range(table.num_rows), pa.int64()), value_set=newest.combine_chunks())
+
+
+def _staged_batches(path: Path, batch_rows: int, keep: pa.Array | None) -> Iterator[pa.RecordBatch]:
+    """The staged rows as upsert batches: without the source time, and only the rows `keep` marks (if given)."""
+    offset = 0
+    for batch in _snapshot_batches(path, batch_rows):
+        if keep is not None:
+            mask = keep.slice(offset, batch.num_rows)
+            offset += batch.num_rows
+            batch = batch.filter(mask)
+        if _SOURCE_TIME in batch.schema.names:
+            batch = batch.drop_columns([_SOURCE_TIME])
+        yield batch
+
+
+def _fill(
+    report: ImportReport, pipeline: _Pipeline, result, rejections_path: Path, results: list[ExpectationResult]
+) -> None:
     report.rows_read = pipeline.rows_read
     report.rows_rejected = len(pipeline.rejected)
     report.rejections_path = pipeline.write_rejections(rejections_path)
-    report.expectation_results = pipeline.aggregated_results()
+    report.expectation_results = results
     if result is not None:
         report.inserted = result.inserted
         report.updated = result.updated
@@ -314,12 +416,6 @@ def check_source_columns(mapping: CompiledMapping, columns: Sequence[str], where
         )
 
 
-def incremental_query(query: str, updated_at: str, source: SqlSource) -> str:
-    """The import query restricted to rows changed after `:watermark` (the column name quoted, never the value)."""
-    quoted = source.engine.dialect.identifier_preparer.quote(updated_at)
-    return f"SELECT * FROM ({strip_trailing_semicolon(query)}) q WHERE q.{quoted} > :watermark"
-
-
 def _watermark_text(value: object) -> str:
     """A watermark as text the database compares with the column: ISO with a space, as SQL writes timestamps."""
     if isinstance(value, dt.datetime):
@@ -338,9 +434,11 @@ def run_warehouse_import(
     run_id: str,
     full: bool = False,
 ) -> ImportReport:
-    """Read the query (only rows newer than the watermark unless `full` or none is saved), map, check, upsert.
+    """Read the query (from the watermark less the lookback, unless `full` or none is saved), map, check, and merge
+    when no blocking expectation failed.
 
-    Raises UpsertError / UpsertConfigError / MappingError as they come; the watermark is then left as it was.
+    Raises UpsertError / UpsertConfigError / MappingError as they come; the watermark is then left as it was, and
+    so it is when the gate blocked the merge (`report.blocked`).
     """
     started = time.perf_counter()
     spec = connector.import_
@@ -349,44 +447,54 @@ def run_warehouse_import(
         raise ValueError(f"connector '{connector.name}' imports from {spec.source.kind}, not from a warehouse")
     previous = state.watermark(connector.name) if warehouse.updated_at else None
     if warehouse.updated_at and previous is not None and not full:
-        query, params = incremental_query(warehouse.query, warehouse.updated_at, source), {"watermark": previous}
+        quoted = source.engine.dialect.identifier_preparer.quote(warehouse.updated_at)
+        since = read_from(previous, warehouse.lookback_delta)
+        query, params = incremental_query(warehouse.query, quoted), {SINCE_PARAMETER: since}
     else:
-        query, params = warehouse.query, {}
+        # Without what follows its last token: a driver or COPY wrapping it must not meet a `; -- comment`.
+        query, params = strip_query_end(warehouse.query), {}
 
     snapshot_path, rejections_path = _run_paths(storage_dir, connector, run_id)
-    snapshot = _Snapshot(snapshot_path)
+    staged_path = _staged_path(snapshot_path)
+    snapshot, staged = _Snapshot(snapshot_path), _Snapshot(staged_path)
     mapping, upsert = build_upsert(spec, target_url)
-    pipeline = _Pipeline(spec, mapping, upsert)
-    highest: list[object] = []  # the largest updated_at seen (a list so the generator can set it)
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        checked = False
-        for batch in source.stream_batches(query, params):
-            if not checked:
-                # Before the first row is written: a mapping that reads a column the query does not return
-                # would reject every row, so the import does not run at all.
-                check_source_columns(mapping, batch.schema.names, "the query's result")
-                checked = True
-            if batch.num_rows == 0:
-                continue
-            batch = snapshot.write(batch)
-            if warehouse.updated_at and warehouse.updated_at in batch.schema.names:
-                top = pc.max(batch.column(warehouse.updated_at)).as_py()
-                if top is not None and (not highest or top > highest[0]):
-                    highest[:] = [top]
-            yield pipeline.process(batch)
-
-    try:
-        with upsert:
-            result = upsert.write(combine_batches(batches(), spec.target.batch_rows))
-    finally:
-        snapshot.close()
-
+    pipeline = _Pipeline(spec, mapping, upsert, source_time=warehouse.updated_at)
+    highest: object = None  # the largest updated_at seen
     report = ImportReport(snapshot_path=snapshot_path)
-    _fill(report, pipeline, result, rejections_path)
-    report.watermark = _watermark_text(highest[0]) if highest else previous
-    if warehouse.updated_at and report.watermark != previous:
-        state.set_watermark(connector.name, report.watermark, run_id)  # only now: the whole write succeeded
+    try:
+        try:
+            checked = False
+            for batch in source.stream_batches(query, params):
+                if not checked:
+                    # Before anything is staged: a mapping that reads a column the query does not return would
+                    # reject every row, so the import does not run at all.
+                    check_source_columns(mapping, batch.schema.names, "the query's result")
+                    checked = True
+                if batch.num_rows == 0:
+                    continue
+                batch = snapshot.write(batch)
+                if warehouse.updated_at and warehouse.updated_at in batch.schema.names:
+                    top = pc.max(batch.column(warehouse.updated_at)).as_py()
+                    if top is not None and (highest is None or top > highest):
+                        highest = top
+                rows = pipeline.process(batch)
+                if rows.num_rows:
+                    staged.write(rows)
+        except BaseException:
+            upsert.close()
+            raise
+        finally:
+            snapshot.close()
+            staged.close()
+        _gate_and_merge(spec, pipeline, upsert, staged_path, rejections_path, report)
+    finally:
+        staged_path.unlink(missing_ok=True)
+
+    report.watermark = previous
+    if report.merged:
+        report.watermark = later_watermark(previous, _watermark_text(highest) if highest is not None else None)
+        if warehouse.updated_at and report.watermark != previous:
+            state.set_watermark(connector.name, report.watermark, run_id)  # only now: the whole merge succeeded
     report.seconds = time.perf_counter() - started
     return report
 
@@ -411,6 +519,37 @@ def _refused_report_name(name: str) -> str:
 
 def _report_text(name: str, run_id: str, reason: str) -> str:
     return f"file: {name!r}\nrun: {run_id}\nstatus: rejected\nreason: {reason}\n"
+
+
+def _partner_reason(reason: str, private: Sequence[Path], name: str) -> str:
+    """`reason` with the platform's own paths (the staging copy a parser may quote) replaced by the file's name."""
+    for path in sorted((str(p) for p in private), key=len, reverse=True):
+        reason = reason.replace(path, name)
+    return reason
+
+
+def _unmappable(exc: Exception, run_id: str) -> tuple[str, str]:
+    """(operator's reason, partner's reason) for a file whose values failed to map other than row by row."""
+    partner = (
+        "nothing was loaded: values in the file could not be converted. "
+        f"The operator has the details of run {run_id}; check the values against the agreed format, or ask them."
+    )
+    return f"nothing was loaded: mapping the rows failed: {type(exc).__name__}: {exc}", partner
+
+
+def _refused_by_target(exc: UpsertError, rows: int, run_id: str) -> tuple[str, str]:
+    """(operator's reason, partner's reason) for a file whose rows the target database refused."""
+    committed = exc.result.rows
+    loaded = (
+        f"{committed:,} of its {rows:,} rows were loaded before the failure (loading the file again updates them)"
+        if committed
+        else "nothing from it was loaded"
+    )
+    partner = (
+        f"the rows could not be written to the destination: the database refused them ({loaded}). "
+        f"The operator has the details of run {run_id}; check the values against the agreed format, or ask them."
+    )
+    return f"the target refused the rows: {exc}", partner
 
 
 def import_file(
@@ -451,10 +590,11 @@ def import_file(
             return delivered.conclude(FileOutcome(name, "rejected", refused), download, rows=None)
         delivered.report.snapshot_path = snapshot_path
 
-        refused = _load(spec, mapping, upsert, snapshot_path, rejections_path, delivered.report)
+        refused = _load(spec, mapping, upsert, snapshot_path, rejections_path, delivered.report, run_id)
         rows = delivered.report.rows_read
         if refused is not None:
-            return delivered.conclude(FileOutcome(name, "rejected", refused), download, rows=rows)
+            reason, partner = refused
+            return delivered.conclude(FileOutcome(name, "rejected", reason, partner), download, rows=rows)
         return delivered.conclude(FileOutcome(name, "imported", None), download, rows=rows)
 
 
@@ -536,6 +676,7 @@ class _DeliveredFile:
         self.run_id = run_id
         self.modified = modified
         self.report = ImportReport()
+        self.private_paths: list[Path] = []  # local paths of ours a parser's message may quote
 
     def refuse_unsafe_name(self, problem: str) -> FileOutcome:
         """Report and record a file whose name may not be used; the file itself is left in place."""
@@ -552,6 +693,7 @@ class _DeliveredFile:
     def download(self, staging: Path) -> _Download:
         """Copy the file into `staging` and fingerprint it."""
         local = staging / self.name
+        self.private_paths += [local, staging]
         self.source.download(self.handling.folder, self.name, local)
         return _Download(local, _sha256(local), local.stat().st_size)
 
@@ -573,10 +715,12 @@ class _DeliveredFile:
     def set_aside(self, outcome: FileOutcome) -> None:
         """Move the file to the archive or the quarantine; a quarantined file gets a report beside it."""
         destination = self.handling.folder_for(outcome.status)
-        self.source.move(self.handling.folder, self.name, destination)
+        # The name it got there: folder and SFTP number a taken name rather than replace the file.
+        moved = self.source.move(self.handling.folder, self.name, destination) or self.name
         if outcome.status == "rejected":
-            report = _report_text(self.name, self.run_id, outcome.reason)
-            self.source.write_text(destination, f"{self.name}.report.txt", report)
+            reason = _partner_reason(outcome.report_reason or "", self.private_paths, self.name)
+            report = _report_text(self.name, self.run_id, reason)
+            self.source.write_text(destination, f"{moved}.report.txt", report)
 
     def record_outcome(self, outcome: FileOutcome, download: _Download | None, rows: int | None) -> None:
         """Remember the file by name and checksum; `download` is None for a file refused by its name (never read)."""
@@ -612,6 +756,7 @@ def _parse_to_snapshot(
             csv_delimiter=handling.csv_delimiter,
             csv_header=handling.csv_header,
             batch_rows=spec.target.batch_rows,
+            limits=read_limits(spec),
         )
         with reading:
             for batch in reading.batches():
@@ -630,18 +775,42 @@ def _load(
     snapshot_path: Path,
     rejections_path: Path,
     report: ImportReport,
-) -> str | None:
-    """Map, check (expectations) and upsert the snapshot's rows, filling `report`; why the target refused them, or
-    None. A refusal (UpsertError) may leave the batches before it committed; the report counts them."""
+    run_id: str,
+) -> tuple[str, str | None] | None:
+    """Map, check (expectations) and, past the gate, upsert the snapshot's rows, filling `report`; None when
+    loaded, else (why, for the operator; the partner's wording or None when the same). A refusal by the target
+    (UpsertError) may leave the batches before it committed; the report counts them."""
     pipeline = _Pipeline(spec, mapping, upsert)
-    mapped = (pipeline.process(batch) for batch in _snapshot_batches(snapshot_path, spec.target.batch_rows))
+    staged_path = _staged_path(snapshot_path)
+    staged = _Snapshot(staged_path)
     try:
-        with upsert:
-            result = upsert.write(combine_batches(mapped, spec.target.batch_rows))
-    except UpsertError as exc:
-        _fill(report, pipeline, exc.result, rejections_path)
-        return f"the target refused the rows: {exc}"
-    _fill(report, pipeline, result, rejections_path)
+        try:
+            for batch in _snapshot_batches(snapshot_path, spec.target.batch_rows):
+                try:
+                    rows = pipeline.process(batch)
+                except (MappingError, UpsertConfigError):
+                    raise  # the mapping or the table is wrong, not this file
+                except Exception as exc:
+                    # Anything else while mapping this file's values is the file's: quarantined (nothing merged
+                    # yet), not failing every run that tries it.
+                    upsert.close()
+                    return _unmappable(exc, run_id)
+                if rows.num_rows:
+                    staged.write(rows)
+        except BaseException:
+            upsert.close()
+            raise
+        finally:
+            staged.close()
+        try:
+            _gate_and_merge(spec, pipeline, upsert, staged_path, rejections_path, report)
+        except UpsertError as exc:
+            return _refused_by_target(exc, pipeline.rows_read, run_id)
+    finally:
+        staged_path.unlink(missing_ok=True)
+    if report.blocked:
+        reason = "nothing was loaded: the rows fail a blocking expectation: " + "; ".join(report.blocked)
+        return reason, None
     return None
 
 

@@ -11,15 +11,17 @@ and sends as the `Decision` says. The order of the checks is the delivery semant
    when it is still skipped) is left alone, and a record held for review waits for a push;
 5. an operation the run's triggers did not ask for is left alone;
 6. a skipped record is recorded as skipped;
-7. unless forced: a record in flight when an earlier run died is held for review with `recovery: hold`, or when
-   its payload changed since (resending a changed payload under a new key could apply it twice);
-8. a record in doubt with its payload unchanged is resent under the idempotency key it first went out with;
-   anything else is sent as a new version.
+7. unless forced, a record in doubt (`in_flight`: a run died while it was in flight, or its last try got no
+   answer) is held for review when its payload changed since (resending a changed payload under a new key could
+   apply it twice), else dealt with by its operation's recovery (`integration.recovery`): held, probed with the
+   lookup request first, or resent;
+8. a record in doubt with its payload unchanged is resent under the idempotency key it first went out with (a new
+   key only ever follows a definitive answer for the old one); anything else is sent as a new version.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,6 +37,7 @@ Action = Literal[
     "hold_in_doubt",  # in flight when a run died and may have landed: held for review; `reason` says why
     "send",  # send as a new version, under a new idempotency key
     "resend",  # send under the idempotency key (and batch) it was first sent with
+    "probe",  # ask the target (the lookup request) whether it landed; resend under its key only if not
     "absent",  # a delete of a record the target does not hold (never delivered, or deleted already)
 ]
 
@@ -46,6 +49,8 @@ DELETE_REFUSED_BY_ROLES = (
     "not deleted: when the record was last read its owner held none of the roles, and a deleted record has no "
     "owner left to judge"
 )
+# "In flight when an earlier run stopped" covers both ways a record comes to be in doubt: a run that died, and a
+# run that stopped trying after a try that got no answer (its ledger row's last_error says which).
 HELD_IN_DOUBT = "held for review: it was in flight when an earlier run stopped; check the target, then push the key"
 HELD_IN_DOUBT_CHANGED = (
     "held for review: it was in flight when an earlier run stopped, and has changed since; check the target, "
@@ -70,12 +75,18 @@ class DecisionRules:
     full: bool = False  # resend every record, whatever its fingerprint
     pushed: bool = False  # a manual push of chosen keys (the run decides only those)
     operations: frozenset[str] = ALL_OPERATIONS  # what the triggers asked for
-    recovery_hold: bool = False  # `recovery: hold`: records left in flight wait for review instead of a resend
+    recovery_hold: bool = False  # every operation's recovery is `hold` (unless `recovery` names it)
+    # Per operation, what becomes of a record in doubt: "resend", "probe" or "hold" (`integration.recovery`);
+    # an operation not named here is resent (or held, with recovery_hold).
+    recovery: Mapping[str, str] = field(default_factory=dict)
     # A full run or a push sends a record even when unchanged, held or in doubt: someone asked for it.
     forced: bool = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "forced", self.full or self.pushed)
+
+    def recovery_of(self, operation: str) -> str:
+        return self.recovery.get(operation) or ("hold" if self.recovery_hold else "resend")
 
 
 def _without_reason(action: Action) -> dict[str, Decision]:
@@ -89,6 +100,7 @@ _HELD = _without_reason("held")
 _NOT_IN_SCOPE = _without_reason("not_in_scope")
 _SEND = _without_reason("send")
 _RESEND = _without_reason("resend")
+_PROBE = _without_reason("probe")
 _ABSENT = Decision("absent", "delete")
 _DUPLICATE = Decision("duplicate", "create", DUPLICATE_KEY)
 
@@ -143,18 +155,28 @@ def decide(
     if entry is None:
         return _SEND[operation]
     changed = entry.fingerprint != fingerprint
-    if entry.status == "in_flight" and not forced and (rules.recovery_hold or changed):
-        return Decision("hold_in_doubt", operation, HELD_IN_DOUBT_CHANGED if changed else HELD_IN_DOUBT)
+    if entry.status == "in_flight" and not forced:
+        if changed:
+            return Decision("hold_in_doubt", operation, HELD_IN_DOUBT_CHANGED)
+        recovery = rules.recovery_of(operation)
+        if recovery == "hold":
+            return Decision("hold_in_doubt", operation, HELD_IN_DOUBT)
+        if recovery == "probe":
+            return _PROBE[operation]
+        return _RESEND[operation]
     if entry.status in ("in_flight", "pending") and not changed:
         return _RESEND[operation]
     return _SEND[operation]
 
 
-def decide_delete(entry: LedgerEntry | None, *, in_scope: bool = True, roles_apply: bool = False) -> Decision:
+def decide_delete(
+    entry: LedgerEntry | None, *, in_scope: bool = True, roles_apply: bool = False, recovery: str = "resend"
+) -> Decision:
     """The decision for a record to delete (gone from the data set, or deleted in the change log).
 
-    `in_scope` is False when the run is a push of other keys. A delete left in flight by a run that died goes out
-    again under its first idempotency key. `roles_apply` says the integration checks owners' roles: a record gone
+    `in_scope` is False when the run is a push of other keys. A delete in doubt (in flight when a run died, or
+    its last try got no answer) goes out again under its first idempotency key, or is probed first or held, as
+    `recovery` (the delete's recovery mode) says. `roles_apply` says the integration checks owners' roles: a record gone
     from the data set has no owner to judge any more, so a record whose last reading was refused (skipped) keeps
     that refusal and its delete is not sent either (fail closed).
     """
@@ -165,5 +187,7 @@ def decide_delete(entry: LedgerEntry | None, *, in_scope: bool = True, roles_app
     if roles_apply and entry.status == "skipped":
         return Decision("skip", "delete", DELETE_REFUSED_BY_ROLES)
     if entry.status == "in_flight" and entry.fingerprint is None:
-        return _RESEND["delete"]
+        if recovery == "hold":
+            return Decision("hold_in_doubt", "delete", HELD_IN_DOUBT)
+        return _PROBE["delete"] if recovery == "probe" else _RESEND["delete"]
     return _SEND["delete"]

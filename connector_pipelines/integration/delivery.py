@@ -28,8 +28,15 @@ import pyarrow as pa
 
 from connector_pipelines.integration.audit import AuditFile
 from connector_pipelines.integration.data_set import column_values, record_keys
-from connector_pipelines.integration.decide import DecisionRules, decide, decide_delete, owner_refusal
-from connector_pipelines.integration.success import SuccessCheck, extract_target_ref
+from connector_pipelines.integration.decide import (
+    HELD_IN_DOUBT,
+    DecisionRules,
+    decide,
+    decide_delete,
+    owner_refusal,
+)
+from connector_pipelines.integration.recovery import RecoveryRule, recovery_rules
+from connector_pipelines.integration.success import SuccessCheck, read_target_ref
 from connector_pipelines.integration.write_back import WriteBack
 from connector_pipelines.mapping import CompiledMapping, FieldRule, TargetField
 from connector_pipelines.mapping.templates import (
@@ -40,6 +47,7 @@ from connector_pipelines.mapping.templates import (
     compile_path,
     encode_json,
 )
+from connector_pipelines.spec.connections import HttpConnection
 from connector_pipelines.spec.integration import Configuration, IntegrationConnector, RequestSpec
 from connector_pipelines.state.ledger import (
     AttemptRow,
@@ -48,11 +56,17 @@ from connector_pipelines.state.ledger import (
     RecordUpdate,
     batch_idempotency_key,
     idempotency_key,
+    target_ref_refusal,
     utc_now,
 )
-from connector_pipelines.transports.http import HttpDeliveryClient, HttpOutcome, HttpRequest
+from connector_pipelines.transports.http import SETTLING, HttpDeliveryClient, HttpOutcome, HttpRequest
 
 OPERATIONS = ("create", "update", "delete")
+BATCH_NOT_WHOLE = (
+    "held for review: it went out in a batch whose outcome is unknown, and that batch cannot be sent again as it "
+    "was (another of its records changed, vanished or was not read), so its Idempotency-Key cannot be reused; "
+    "check the target, then push the key"
+)
 SEND_CHUNK = 2000
 SAMPLE_ROWS = 200
 PLAN_SAMPLES = 3
@@ -124,6 +138,7 @@ class DeliveryReport:
                 "update",
                 "delete",
                 "requests",
+                "in_doubt",
             ),
             0,
         )
@@ -133,6 +148,8 @@ class DeliveryReport:
     samples: dict[str, list[Any]] = field(default_factory=lambda: {op: [] for op in OPERATIONS})
     audit_path: str | None = None
     client_stats: dict[str, Any] = field(default_factory=dict)
+    # Per operation, what becomes of a record in doubt (`integration.recovery`), for `plan` and the metadata.
+    recovery: dict[str, RecoveryRule] = field(default_factory=dict)
 
     @property
     def rejected_rate(self) -> float:
@@ -150,6 +167,7 @@ class _Send:
     idempotency_key: str
     entry: LedgerEntry | None
     batch_key: str | None = None
+    probe: bool = False  # in doubt: ask the target (the lookup request) whether it landed before sending again
 
 
 def build_mapping(
@@ -184,13 +202,14 @@ class _Request:
         self.headers = compile_headers(spec.headers)
         self.body = compile_body(spec.body) if spec.body is not None else None
 
-    def build(self, values: Mapping[str, Any], key: str) -> HttpRequest:
+    def build(self, values: Mapping[str, Any], key: str | None, retry_in_doubt: bool = True) -> HttpRequest:
         return HttpRequest(
             method=self.method,
             path=self.path(values),
             body=encode_json(self.body(values)).encode() if self.body is not None else None,
             headers=self.headers(values),
             idempotency_key=key,
+            retry_in_doubt=retry_in_doubt,
         )
 
 
@@ -210,7 +229,10 @@ class IntegrationDelivery:
         audit: AuditFile | None = None,
         write_back: WriteBack | None = None,
         logger: logging.Logger | Any = log,
+        target_connection: HttpConnection | None = None,
     ):
+        """`target_connection` says whether the target honours Idempotency-Key (for the recovery rules); a run
+        without it reads the connection of the client it sends with."""
         self.connector = connector
         self.spec = connector.integration
         self.configuration = configuration
@@ -233,14 +255,34 @@ class IntegrationDelivery:
             else None
         )
         self.record_body = compile_body(configuration.request.body) if configuration.request.body is not None else None
+        lookup = configuration.lookup
+        self.lookup_request = (
+            _Request(RequestSpec(method=lookup.method, path=lookup.path, headers=lookup.headers)) if lookup else None
+        )
+        self.lookup_found = SuccessCheck(lookup.success) if lookup else None
+        self.recovery: dict[str, RecoveryRule] = {}
+        self.use_connection(target_connection)
+        self.target_connection_unknown = target_connection is None
+        self._forced = False  # the run sends records even when unchanged, held or in doubt (set by `_decide`)
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ledger")
         # Write-back goes to another database, on its own thread: it need not wait for the ledger, nor hold it up.
         self._write_back_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="write-back")
         self._pending_writes: list[asyncio.Future] = []
+        self._observe: Callable[[str, Any], None] | None = None  # `plan`'s view of every record's Decision
 
     @property
     def name(self) -> str:
         return self.connector.name
+
+    def use_connection(self, connection: HttpConnection | None) -> None:
+        """Take the recovery rules from what this connection declares (None: nothing is declared)."""
+        honours = bool(getattr(connection, "honours_idempotency_key", False))
+        self.recovery = recovery_rules(self.configuration, self.spec.recovery, honours)
+
+    def _resends_blindly(self, operation: str) -> bool:
+        """Whether a try of this operation that got no answer may be repeated (the client's own retries)."""
+        rule = self.recovery.get(operation)
+        return rule is None or rule.mode == "resend"
 
     # ---- entry points ---------------------------------------------------------------------------------------
 
@@ -260,16 +302,49 @@ class IntegrationDelivery:
                     return out
         return out
 
-    def plan(self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope = DeliveryScope()) -> DeliveryReport:
-        """A dry run: what a run would send, with sample requests. Nothing is sent or recorded."""
-        report = DeliveryReport(self.configuration.name)
+    def plan(
+        self,
+        batches: Iterable[pa.RecordBatch],
+        scope: DeliveryScope = DeliveryScope(),
+        sink: Callable[[list[dict]], None] | None = None,
+    ) -> DeliveryReport:
+        """A dry run: what a run would send, with sample requests. Nothing is sent or recorded.
+
+        With a `sink`, every record's planned row (`planned_row`) is handed to it, a source batch at a time, so a
+        caller can stream them to a file without holding them all.
+        """
+        report = DeliveryReport(self.configuration.name, recovery=dict(self.recovery))
         state = self.ledger.state(self.name, self.configuration.name)
-        for sends, _updates, _attempts in self._decide(batches, scope, state, report):
-            for send in sends:
-                report.counts[send.operation] += 1
-                samples = report.samples[send.operation]
-                if len(samples) < PLAN_SAMPLES:
-                    samples.append(_describe_request(send.key, send.operation, send.record, self._request_for(send)))
+        planned: list[dict] = []
+        if sink is not None:
+            self._observe = lambda key, decision: planned.append(planned_row(key, decision))
+        try:
+            for sends, _updates, _attempts in self._decide(batches, scope, state, report):
+                rows: dict[str, dict] = {}
+                for row in planned:  # a key read twice: its first row is the one sent
+                    rows.setdefault(row["record_key"], row)
+                for send in sends:
+                    report.counts[send.operation] += 1
+                    samples = report.samples[send.operation]
+                    try:
+                        request = self._request_for(send)
+                    except TemplateError as exc:  # the run would fail this record without a request
+                        self._count(report, send.key, send.operation, "failed", None, str(exc), None, None)
+                        if send.key in rows:
+                            rows[send.key]["reason"] = str(exc)
+                        continue
+                    if len(samples) < PLAN_SAMPLES:
+                        samples.append(_describe_request(send.key, send.operation, send.record, request))
+                    if send.key in rows:
+                        body = request.body.decode() if request.body else None
+                        rows[send.key].update(method=request.method, path=request.path, body=body)
+                if sink is not None and planned:
+                    sink(planned[:])
+                    planned.clear()
+            if sink is not None and planned:
+                sink(planned[:])
+        finally:
+            self._observe = None
         return report
 
     def run(self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope = DeliveryScope()) -> DeliveryReport:
@@ -303,8 +378,9 @@ class IntegrationDelivery:
             full=scope.full,
             pushed=scope.keys is not None,
             operations=scope.operations,
-            recovery_hold=spec.recovery == "hold",
+            recovery={operation: rule.mode for operation, rule in self.recovery.items()},
         )
+        self._forced = rules.forced
         owner_column = spec.data_set.owner if self.allowed_owners is not None else None
         track_seen = scope.complete and (mode == "mirror" or scope.detect_deletes)
         seen: set[str] = set()
@@ -342,6 +418,8 @@ class IntegrationDelivery:
                 decision = decide(
                     entry, fp, rules, duplicate=key in read_keys, mapping_error=errors[i], owner_refused=refused
                 )
+                if self._observe is not None:
+                    self._observe(key, decision)
                 action, operation = decision.action, decision.operation
                 if action == "duplicate":
                     error = decision.reason
@@ -361,13 +439,21 @@ class IntegrationDelivery:
                     self._skip(key, operation, entry, fp, decision.reason, updates, attempts, report, now)
                 elif action == "hold_in_doubt":
                     self._hold(key, operation, entry, updates, attempts, report, now, decision.reason)
-                elif action in ("send", "resend"):
+                elif action in ("send", "resend", "probe"):
                     record = dict(zip(targets, [column[i] for column in target_columns]))
-                    if action == "resend":
+                    if action != "send":
                         # Under the key it was first sent with, so a target that did apply it answers with its
-                        # stored response.
+                        # stored response (a probe asks first, and sends under that key only what did not land).
                         send = _Send(
-                            key, operation, record, fp, entry.version, entry.idempotency_key, entry, entry.batch_key
+                            key,
+                            operation,
+                            record,
+                            fp,
+                            entry.version,
+                            entry.idempotency_key,
+                            entry,
+                            entry.batch_key,
+                            probe=action == "probe",
                         )
                     else:
                         version = (entry.version if entry else 0) + 1
@@ -391,13 +477,31 @@ class IntegrationDelivery:
         for key in dict.fromkeys(candidates):
             entry = state.get(key)
             decision = decide_delete(
-                entry, in_scope=scope.keys is None or key in scope.keys, roles_apply=self.allowed_owners is not None
+                entry,
+                in_scope=scope.keys is None or key in scope.keys,
+                roles_apply=self.allowed_owners is not None,
+                recovery=self.recovery["delete"].mode if not self._forced else "resend",
             )
+            if self._observe is not None:
+                self._observe(key, decision)
             action = decision.action
             if action == "skip":
                 self._skip(key, "delete", entry, entry.fingerprint, decision.reason, updates, attempts, report, now)
-            elif action == "resend":  # left in flight by a run that died: again under its first key
-                sends.append(_Send(key, "delete", None, None, entry.version, entry.idempotency_key, entry))
+            elif action == "hold_in_doubt":
+                self._hold(key, "delete", entry, updates, attempts, report, now, decision.reason)
+            elif action in ("resend", "probe"):  # in doubt: again under its first key (a probe asks first)
+                sends.append(
+                    _Send(
+                        key,
+                        "delete",
+                        None,
+                        None,
+                        entry.version,
+                        entry.idempotency_key,
+                        entry,
+                        probe=action == "probe",
+                    )
+                )
             elif action == "send":
                 version = entry.version + 1
                 ikey = idempotency_key(self.name, self.configuration.name, key, "delete", version)
@@ -412,18 +516,35 @@ class IntegrationDelivery:
         loop = asyncio.get_running_loop()
         state = await loop.run_in_executor(self._worker, self.ledger.state, self.name, self.configuration.name)
         async with self.client_factory() as client:
+            if self.target_connection_unknown:
+                self.use_connection(getattr(client, "connection", None))
+            report.recovery = dict(self.recovery)
+            # Records resent in the batch they were in doubt in: sent last, together, so that each batch is whole
+            # again (same records, so the same key) whatever source batch or chunk its records were read in.
+            regroup: list[_Send] = []
             for sends, updates, attempts in self._decide(batches, scope, state, report):
                 if updates:
                     self._write_later(loop, updates, attempts)
+                if self.batch_request is not None:
+                    regroup += [s for s in sends if s.batch_key and s.operation != "delete" and not s.probe]
+                    sends = [s for s in sends if not (s.batch_key and s.operation != "delete" and not s.probe)]
                 for start in range(0, len(sends), SEND_CHUNK):
                     await self._send_chunk(loop, client, sends[start : start + SEND_CHUNK], report)
+            for chunk in _whole_batches(regroup, SEND_CHUNK):
+                await self._send_chunk(loop, client, chunk, report)
             report.client_stats = dict(client.stats)
         for future in self._pending_writes:
             await future  # surfaces a failed write
 
     async def _send_chunk(self, loop, client: HttpDeliveryClient, sends: list[_Send], report: DeliveryReport) -> None:
         batched = self.batch_request is not None
-        groups = self._batches(sends) if batched else []
+        updates: list[RecordUpdate] = []
+        attempts: list[AttemptRow] = []
+        if any(s.probe for s in sends):
+            sends = await self._probe(client, sends, updates, attempts, report)
+        groups = self._batches(sends, updates, attempts, report) if batched else []
+        if batched:
+            sends = [s for group in groups for s in group] + [s for s in sends if s.operation == "delete"]
         in_flight = [_in_flight(s) for s in sends]
         # Committed before any request leaves: the crash-safety of the whole design rests on this order.
         await loop.run_in_executor(
@@ -439,14 +560,15 @@ class IntegrationDelivery:
             outcomes = [pair for result in results for pair in (result if isinstance(result, list) else [result])]
         else:
             outcomes = await asyncio.gather(*(self._send_one(client, s) for s in sends))
-        updates: list[RecordUpdate] = []
-        attempts: list[AttemptRow] = []
         for send, outcome in outcomes:
             self._judge(send, outcome, updates, attempts, report)
         self._write_later(loop, updates, attempts)
 
-    def _batches(self, sends: list[_Send]) -> list[list[_Send]]:
-        """Batches of `batch.size`; records resent after a crash go out in their original batch, under its key."""
+    def _batches(self, sends: list[_Send], updates, attempts, report) -> list[list[_Send]]:
+        """Batches of `batch.size`; records resent after a crash or an unknown outcome go out in their original
+        batch, under its key. A batch that cannot be formed again as it was (one of its records changed, vanished
+        or was not read) would need a new key for records the target may hold already: its records are held for
+        review instead, unless the run is forced (a push or a full run sends them in new batches)."""
         size = self.configuration.batch.size
         by_old_batch: dict[str, list[_Send]] = {}
         fresh: list[_Send] = []
@@ -457,13 +579,125 @@ class IntegrationDelivery:
                 by_old_batch.setdefault(send.batch_key, []).append(send)
             else:
                 fresh.append(send)
-        groups = list(by_old_batch.values()) + [fresh[i : i + size] for i in range(0, len(fresh), size)]
+        groups = []
+        now = utc_now()
+        for old_key, group in by_old_batch.items():
+            group.sort(key=lambda s: s.idempotency_key)
+            if batch_idempotency_key(s.idempotency_key for s in group) == old_key:
+                groups.append(group)
+            elif self._forced:
+                fresh += group
+            else:
+                for send in group:
+                    self._hold(send.key, send.operation, send.entry, updates, attempts, report, now, BATCH_NOT_WHOLE)
+        groups += [fresh[i : i + size] for i in range(0, len(fresh), size)]
         for group in groups:
             group.sort(key=lambda s: s.idempotency_key)
             key = batch_idempotency_key(s.idempotency_key for s in group)
             for send in group:
                 send.batch_key = key
         return groups
+
+    async def _probe(self, client: HttpDeliveryClient, sends: list[_Send], updates, attempts, report) -> list[_Send]:
+        """Ask the target about each record in doubt (the lookup request): one it holds is recorded as delivered
+        (a delete: one it no longer holds), one it does not hold is sent again, one it cannot tell about stays in
+        doubt. Returns what to send."""
+        probes = [s for s in sends if s.probe]
+        keep = [s for s in sends if not s.probe]
+        answers = await asyncio.gather(*(self._lookup(client, s) for s in probes))
+        for send, (outcome, verdict) in zip(probes, answers):
+            send.probe = False
+            landed = verdict == "found" if send.operation != "delete" else verdict == "absent"
+            if verdict in ("found", "absent") and not landed:
+                send.batch_key = None  # a new batch of what did not land: what did must not go out again
+                keep.append(send)
+            else:
+                self._judge_probe(send, outcome, verdict, landed, updates, attempts, report)
+        return keep
+
+    async def _lookup(self, client: HttpDeliveryClient, send: _Send) -> tuple[HttpOutcome | None, str]:
+        """The lookup's answer and what it says: "found", "absent", or why it tells nothing."""
+        values = {**(send.record or {}), "key": send.key, "target_ref": send.entry.target_ref if send.entry else None}
+        try:
+            request = self.lookup_request.build(values, None)
+        except TemplateError as exc:
+            return None, f"the lookup request could not be built: {exc}"
+        outcome = await client.send(request)
+        if outcome.status is None or outcome.error is not None:
+            return outcome, f"the lookup got no usable answer ({outcome.error or 'no response'})"
+        if self.lookup_found.evaluate(outcome) is None:
+            return outcome, "found"
+        if 200 <= outcome.status < 300 or outcome.status in (404, 410):
+            return outcome, "absent"
+        return outcome, f"the lookup answered {outcome.status}, which says neither that the record is there nor not"
+
+    def _judge_probe(self, send: _Send, outcome, verdict: str, landed: bool, updates, attempts, report) -> None:
+        """A record the lookup found landed (delivered, not sent again), or could not tell about (still in doubt)."""
+        entry = send.entry
+        now = utc_now()
+        http_status = outcome.status if outcome is not None else None
+        requests = outcome.attempts if outcome is not None else 0
+        body = outcome.body if outcome is not None else None
+        target_ref = entry.target_ref if entry else None
+        if landed:
+            status = "delivered"
+            error = "the lookup found that it had landed: not sent again"
+            lookup = self.configuration.lookup
+            if send.operation != "delete" and body and lookup.target_ref:
+                found, note = read_target_ref(body, lookup.target_ref)
+                note = note or target_ref_refusal(found)
+                if note is None and found is not None:
+                    target_ref = found
+                elif note is not None:
+                    error += f"; {note}"
+            delivered_fp = send.fingerprint
+        else:
+            status = "in_flight"
+            error = f"{verdict}; it may have landed, so it stays in doubt under its key, and the next run asks again"
+            delivered_fp = entry.delivered_fingerprint if entry else None
+        updates.append(
+            RecordUpdate(
+                record_key=send.key,
+                status=status,
+                operation=send.operation,
+                fingerprint=send.fingerprint,
+                delivered_fingerprint=delivered_fp,
+                version=send.version,
+                idempotency_key=send.idempotency_key,
+                attempts=(entry.attempts if entry else 0) + requests,
+                batch_key=None if landed else send.batch_key,
+                last_error=error,
+                http_status=http_status,
+                target_ref=target_ref,
+                delivered_at=now if landed else None,
+            )
+        )
+        outcome_name = "delivered" if landed else "in_doubt"
+        attempts.append(
+            AttemptRow(
+                send.key,
+                send.operation,
+                outcome_name,
+                send.idempotency_key,
+                http_status,
+                requests,
+                body,
+                error,
+                target_ref,
+                outcome.started_at if outcome is not None else now,
+                outcome.finished_at if outcome is not None else now,
+            )
+        )
+        report.counts["requests"] += requests
+        if landed:
+            self._count(
+                report, send.key, send.operation, "delivered", http_status, error, send.idempotency_key, target_ref
+            )
+        else:
+            report.counts["in_doubt"] += 1
+            self._count(
+                report, send.key, send.operation, "failed", http_status, error, send.idempotency_key, target_ref
+            )
 
     async def _send_one(self, client: HttpDeliveryClient, send: _Send) -> tuple[_Send, HttpOutcome | str]:
         try:
@@ -474,10 +708,10 @@ class IntegrationDelivery:
 
     async def _send_batch(self, loop, client: HttpDeliveryClient, group: list[_Send]) -> list[tuple[_Send, Any]]:
         values = {RECORDS: [self._record_body(s) for s in group]}
-        request = self.batch_request.build(values, group[0].batch_key)
+        request = self.batch_request.build(values, group[0].batch_key, self._resends_blindly("create"))
         outcome = await client.send(request)
         rejected_whole = outcome.status is not None and 400 <= outcome.status < 500 and outcome.status not in (408, 429)
-        if self.success.evaluate(outcome) is None or not rejected_whole or len(group) == 1:
+        if self.success.evaluate(outcome) is None or not rejected_whole or len(group) == 1 or outcome.in_doubt:
             return [(send, outcome) for send in group]
         # A batch refused as a whole: split it to find the records that are refused, delivering the rest.
         middle = len(group) // 2
@@ -496,11 +730,12 @@ class IntegrationDelivery:
 
     def _request_for(self, send: _Send) -> HttpRequest:
         target_ref = send.entry.target_ref if send.entry else None
+        retry = self._resends_blindly(send.operation)
         if send.operation == "delete":
-            return self.delete_request.build({"key": send.key, "target_ref": target_ref}, send.idempotency_key)
+            return self.delete_request.build({"key": send.key, "target_ref": target_ref}, send.idempotency_key, retry)
         values = {**send.record, "key": send.key, "target_ref": target_ref}
         request = self.create_request if send.operation == "create" else self.update_request
-        return request.build(values, send.idempotency_key)
+        return request.build(values, send.idempotency_key, retry)
 
     def _record_body(self, send: _Send) -> Any:
         values = {**send.record, "key": send.key, "target_ref": send.entry.target_ref if send.entry else None}
@@ -511,9 +746,18 @@ class IntegrationDelivery:
     def _judge(self, send: _Send, outcome: HttpOutcome | str, updates, attempts, report: DeliveryReport) -> None:
         entry = send.entry
         previous_attempts = entry.attempts if entry else 0
+        # Resent under the key of an attempt that may have landed: until the target answers for that key, the record
+        # stays in doubt under it (a new key only ever follows a definitive answer).
+        resent = (
+            entry is not None
+            and entry.status in ("in_flight", "pending")
+            and (entry.idempotency_key == send.idempotency_key)
+        )
+        batch_key = None
+        note = None
         if isinstance(outcome, str):  # the request could not even be built (an empty path placeholder)
             status, error, requests, started, finished, http_status, body = (
-                "failed",
+                entry.status if resent else "failed",
                 outcome,
                 0,
                 None,
@@ -521,12 +765,21 @@ class IntegrationDelivery:
                 None,
                 None,
             )
+            if resent:
+                batch_key = send.batch_key
         else:
             http_status, body, requests = outcome.status, outcome.body, outcome.attempts
             started, finished = outcome.started_at, outcome.finished_at
             reason = self.success.evaluate(outcome)
             mode = self.configuration.sync_mode
-            if reason is None:
+            # An earlier try of this version may have been applied (in this run or before): only a delivery or an
+            # answer about the request itself (a 4xx but 408/429) settles that; a 5xx, 429 or a 2xx that fails the
+            # criteria may come from in front of the target's key check.
+            unsettled = (resent or outcome.doubted) and reason is not None and http_status not in SETTLING
+            if outcome.in_doubt or unsettled:
+                # No answer says whether the target applied it: it stays in flight under its key (and batch).
+                status, error, batch_key = "in_flight", self._in_doubt_reason(send.operation, reason), send.batch_key
+            elif reason is None:
                 status, error = "delivered", None
             elif send.operation == "delete" and http_status in (404, 410):
                 status, error = "delivered", None  # already gone is what a delete wants
@@ -538,7 +791,13 @@ class IntegrationDelivery:
                 status, error = "failed", reason
         target_ref = entry.target_ref if entry else None
         if status == "delivered" and send.operation != "delete" and body and self.configuration.target_ref:
-            target_ref = extract_target_ref(body, self.configuration.target_ref) or target_ref
+            # The target applied it: whatever stops its id being kept, the delivery stands (sending it again would
+            # apply it twice); the record keeps its previous id and the reason is its note.
+            found, note = read_target_ref(body, self.configuration.target_ref)
+            note = note or target_ref_refusal(found)
+            if note is None and found is not None:
+                target_ref = found
+            error = note
         delivered_fp = entry.delivered_fingerprint if entry else None
         if status == "delivered":
             delivered_fp = send.fingerprint  # None after a delete: the target no longer holds the record
@@ -552,17 +811,19 @@ class IntegrationDelivery:
                 version=send.version,
                 idempotency_key=send.idempotency_key,
                 attempts=previous_attempts + requests,
+                batch_key=batch_key,
                 last_error=error,
                 http_status=http_status,
                 target_ref=target_ref,
                 delivered_at=finished if status == "delivered" else None,
             )
         )
+        in_doubt = status in ("in_flight", "pending")
         attempts.append(
             AttemptRow(
                 record_key=send.key,
                 operation=send.operation,
-                outcome=status,
+                outcome="in_doubt" if in_doubt else status,
                 idempotency_key=send.idempotency_key,
                 http_status=http_status,
                 requests=requests,
@@ -575,7 +836,20 @@ class IntegrationDelivery:
         )
         report.counts["requests"] += requests
         report.counts[send.operation] += 1
+        if in_doubt:
+            report.counts["in_doubt"] += 1
+            status = "failed"  # not delivered by this run; the ledger keeps it in doubt
         self._count(report, send.key, send.operation, status, http_status, error, send.idempotency_key, target_ref)
+
+    def _in_doubt_reason(self, operation: str, reason: str | None) -> str:
+        rule = self.recovery.get(operation)
+        mode = rule.mode if rule is not None else "resend"
+        then = {
+            "resend": "the next run sends it again under the same Idempotency-Key",
+            "probe": "the next run asks the target (the lookup request) before sending it again",
+            "hold": "the next run holds it for review",
+        }[mode]
+        return f"outcome unknown ({reason or 'no answer'}): the target may have applied it; {then}"
 
     def _fail_locally(self, key, operation, entry, error, updates, attempts, report, now) -> None:
         """A record that failed before any request (mapping): failed alone, with its reason."""
@@ -589,7 +863,10 @@ class IntegrationDelivery:
         self._count(report, key, operation, "skipped", None, reason, None, entry.target_ref if entry else None)
 
     def _hold(self, key, operation, entry, updates, attempts, report, now, reason: str) -> None:
-        """A record in doubt (in flight when a run died) held for review, under its old key and version."""
+        """A record in doubt (it may have landed without an answer) held for review, under its old key and version."""
+        rule = self.recovery.get(operation)
+        if reason == HELD_IN_DOUBT and rule is not None and rule.mode == "hold" and self.spec.recovery == "auto":
+            reason = f"{reason} (recovery: {rule.why})"
         update = self._local_update(key, operation, entry, "pending", entry.fingerprint, reason)
         update.idempotency_key = entry.idempotency_key
         update.version = entry.version
@@ -634,18 +911,21 @@ class IntegrationDelivery:
             report.failures.append(row)
 
     def _write_later(self, loop, updates: list[RecordUpdate], attempts: list[AttemptRow]) -> None:
-        """Outcomes are committed on the worker thread, in order, while the next chunk is sent."""
-        self._pending_writes.append(loop.run_in_executor(self._worker, self._commit_outcomes, updates, attempts))
+        """Outcomes are committed on the worker thread, in order, while the next chunk is sent. The write-back
+        follows the ledger commit: it copies what the ledger holds (an outbox, so a crash in between loses nothing)."""
+        committed = loop.run_in_executor(self._worker, self._commit_outcomes, updates, attempts)
+        self._pending_writes.append(committed)
         if self.write_back is not None and attempts:
-            self._pending_writes.append(loop.run_in_executor(self._write_back_worker, self._write_back, attempts))
+            self._pending_writes.append(asyncio.ensure_future(self._write_back_after(loop, committed)))
+
+    async def _write_back_after(self, loop, committed: asyncio.Future) -> None:
+        await committed
+        await loop.run_in_executor(self._write_back_worker, self.write_back.drain)
 
     def _commit_outcomes(self, updates: list[RecordUpdate], attempts: list[AttemptRow]) -> None:
         self.ledger.write(self.name, self.configuration.name, self.run_id, updates, attempts)
         if self.audit is not None and attempts:
             self.audit.append(self._outcome_rows(attempts), [a.requests for a in attempts])
-
-    def _write_back(self, attempts: list[AttemptRow]) -> None:
-        self.write_back.append(self._outcome_rows(attempts))
 
     def _outcome_rows(self, attempts: list[AttemptRow]) -> list[dict]:
         """Outcomes as the audit file and the write-back table take them."""
@@ -667,6 +947,21 @@ class IntegrationDelivery:
         ]
 
 
+def _whole_batches(sends: list[_Send], size: int) -> Iterator[list[_Send]]:
+    """`sends` in chunks of about `size`, the records of one batch (one batch key) always in the same chunk."""
+    by_batch: dict[str | None, list[_Send]] = {}
+    for send in sends:
+        by_batch.setdefault(send.batch_key, []).append(send)
+    chunk: list[_Send] = []
+    for group in by_batch.values():
+        if chunk and len(chunk) + len(group) > size:
+            yield chunk
+            chunk = []
+        chunk += group
+    if chunk:
+        yield chunk
+
+
 def _in_flight(send: _Send) -> RecordUpdate:
     entry = send.entry
     return RecordUpdate(
@@ -681,6 +976,19 @@ def _in_flight(send: _Send) -> RecordUpdate:
         batch_key=send.batch_key,
         target_ref=entry.target_ref if entry else None,
     )
+
+
+def planned_row(key: str, decision: Any) -> dict:
+    """One record's line in `plan --output`: its Decision, and the request once the plan has built it."""
+    return {
+        "record_key": key,
+        "action": decision.action,
+        "operation": decision.operation,
+        "reason": decision.reason,
+        "method": None,
+        "path": None,
+        "body": None,
+    }
 
 
 def _describe_request(key: str, operation: str, record: Mapping | None, request: HttpRequest) -> dict:

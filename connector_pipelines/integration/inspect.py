@@ -15,6 +15,7 @@ import pyarrow as pa
 from connector_pipelines.errors import ConnectorConfigError
 from connector_pipelines.integration.data_set import DataSetReader, column_problems
 from connector_pipelines.integration.delivery import DeliveryReport, DeliveryScope, IntegrationDelivery
+from connector_pipelines.integration.plan_output import PlanFile
 from connector_pipelines.integration.run import open_delivery
 from connector_pipelines.spec.integration import Configuration, IntegrationConnector
 from connector_pipelines.spec.loader import LoadedConnector, Project
@@ -96,15 +97,25 @@ def preview(project: Project, loaded: LoadedConnector, configuration: str | None
 
 
 def plan(
-    project: Project, loaded: LoadedConnector, configuration: str | None, full: bool = False
+    project: Project,
+    loaded: LoadedConnector,
+    configuration: str | None,
+    full: bool = False,
+    output: PlanFile | None = None,
 ) -> dict[str, DeliveryReport]:
-    """A dry run per configuration: counts per operation and sample requests; nothing is sent or recorded."""
+    """A dry run per configuration: counts per operation and sample requests; nothing is sent or recorded.
+
+    With `output`, every record's planned row goes to that file as the plan reads it (the caller closes it).
+    """
     connector = integration_of(loaded)
     out = {}
     with _reader(project, connector) as reader, _ledger(project) as ledger:
         for config in configuration_of(connector, configuration):
             delivery = _delivery(project, connector, config, reader, ledger)
-            out[config.name] = delivery.plan(reader.read(), DeliveryScope(full=full))
+            # What the target connection declares decides the recovery rules the plan shows and applies.
+            delivery.use_connection(project.connections.get(connector.integration.target.connection))
+            sink = (lambda rows, name=config.name: output.write(name, rows)) if output is not None else None
+            out[config.name] = delivery.plan(reader.read(), DeliveryScope(full=full), sink=sink)
     return out
 
 

@@ -168,7 +168,8 @@ def open_delivery(
     """The delivery of one configuration, its lookups and role filter read first, as every caller needs it.
 
     `open_source(connection)` opens a lookup's own connection (closed again here); a lookup without one reads the
-    data set's database. Without a `client_factory` the delivery can preview and plan but not send.
+    data set's database. Without a `client_factory` the delivery can preview and plan but not send. With
+    `write_back` (and a `write_back` table in the spec), outcomes still in the write-back outbox are written first.
     """
     spec = connector.integration
     lookups = {}
@@ -182,6 +183,16 @@ def open_delivery(
         else:
             lookups[name] = reader.lookup_table(lookup)
     allowed = reader.owners_with_roles(spec.roles) if spec.roles else None
+    writer = None
+    if write_back and spec.write_back:
+        writer = WriteBack(reader.source, spec.write_back.table, ledger, connector.name, configuration.name)
+        # The outbox first: outcomes an earlier run committed to the ledger but died before writing back.
+        replayed = writer.drain()
+        if replayed:
+            logger.info(
+                f"{configuration.name}: wrote back {replayed:,} outcome(s) of an earlier run that stopped before "
+                f"writing them to {spec.write_back.table}"
+            )
     return IntegrationDelivery(
         connector,
         configuration,
@@ -191,6 +202,6 @@ def open_delivery(
         allowed_owners=allowed,
         client_factory=client_factory,
         audit=AuditFile(audit_path) if audit_path is not None else None,
-        write_back=WriteBack(reader.source, spec.write_back.table) if write_back and spec.write_back else None,
+        write_back=writer,
         logger=logger,
     )

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from connector_pipelines.spec.integration import SuccessCriterion
+from connector_pipelines.transports.bounded_json import UnreadableJson, parse_json
 from connector_pipelines.transports.http_auth import dotted_get
 
 STATUS_CLASS = re.compile(r"^([1-5])xx$", re.IGNORECASE)
@@ -155,15 +156,24 @@ def extract_target_ref(body: str, path: str | None) -> str | None:
     None when there is no path, the body is not JSON, or the value is absent, null, empty or not a scalar.
     Numbers come back as their JSON text (`42`), booleans as `true`/`false`.
     """
+    return read_target_ref(body, path)[0]
+
+
+def read_target_ref(body: str, path: str | None) -> tuple[str | None, str | None]:
+    """`extract_target_ref`'s id, and why the body was not read when the client refused to parse it (nested
+    deeper than `bounded_json.MAX_JSON_DEPTH`); a body that is simply not JSON has no reason: many targets answer
+    text."""
     if not path or not body:
-        return None
+        return None, None
     try:
-        document = json.loads(body)
+        document = parse_json(body)
+    except UnreadableJson as exc:
+        return None, f"the target's id was not read from its answer: {exc}"
     except ValueError:
-        return None
+        return None, None
     value = dotted_get(document, path)
     if value is None or isinstance(value, dict | list):
-        return None
+        return None, None
     if isinstance(value, str):
-        return value or None
-    return json.dumps(value)
+        return value or None, None
+    return json.dumps(value), None

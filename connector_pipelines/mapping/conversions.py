@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Callable
 from datetime import date, datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 from connector_pipelines.mapping.suggest import did_you_mean
 
@@ -37,6 +37,15 @@ _STRPTIME_DIRECTIVES = set("aAbBcdfGHIjmMpSuUVwWxXyYzZ%")
 _TRUE_WORDS = frozenset({"true", "yes", "y", "1"})
 _FALSE_WORDS = frozenset({"false", "no", "n", "0"})
 _CENT = Decimal("0.01")
+
+# Bounds on what one value may cost. A number is short text: past these, parsing turns a few bytes into seconds of
+# CPU ('1e1000000' as an integer is a million-digit int) or quadratic regex work, so such values are refused.
+MAX_NUMBER_CHARS = 1_000  # text read as a number (digits, separators, sign, exponent, currency marker)
+MAX_EXPONENT = 1_000  # a number's magnitude: at most 10**1000 and at least 10**-1000 (floats stop at 1.8e308)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # the integer type's range (Arrow int64, SQL BIGINT)
+# currency is NUMERIC(38, 2) in the target (Arrow decimal128(38, 2)): 36 digits before the decimal point.
+CURRENCY_MAX_DIGITS = 36
+_CURRENCY_CONTEXT = Context(prec=CURRENCY_MAX_DIGITS + 4)  # quantize to cents needs every digit of the amount
 
 # Plain-number grammars. Grouping must be regular (1,234,567) so a stray comma is an error, not a silent join.
 _NUMBER_EN = re.compile(r"([+-]?)(\d{1,3}(?:,\d{3})+|\d*)(?:\.(\d+))?(?:[eE]([+-]?\d+))?")
@@ -75,6 +84,7 @@ def as_text(value: object) -> str | None:
 
 def _number_from_text(text: str, european: bool) -> Decimal:
     """Read '1,234.56' (or '1.234,56' when european) as a Decimal; raise ValueError for anything else."""
+    _check_number_length(text)
     match = (_NUMBER_EU if european else _NUMBER_EN).fullmatch(text.strip())
     if match is None or not (match.group(2) or match.group(3)):
         example = "1.234,56" if european else "1,234.56"
@@ -83,7 +93,25 @@ def _number_from_text(text: str, european: bool) -> Decimal:
     digits = f"{sign}{whole.translate(_GROUP_SEPARATORS) or '0'}.{fraction or '0'}"
     if exponent:
         digits += f"e{exponent}"
-    return Decimal(digits)
+    return _bounded(Decimal(digits), text)
+
+
+def _check_number_length(text: str) -> None:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise ValueError(
+            f"{describe_value(text)} is too long to be a number ({len(text):,} characters; "
+            f"at most {MAX_NUMBER_CHARS:,})"
+        )
+
+
+def _bounded(number: Decimal, original: object) -> Decimal:
+    """`number` when its magnitude is within 10**±MAX_EXPONENT (zero always is); ValueError otherwise."""
+    if number and not -MAX_EXPONENT <= number.adjusted() <= MAX_EXPONENT:
+        raise ValueError(
+            f"{describe_value(original)} is out of range: numbers are read between 1e-{MAX_EXPONENT} "
+            f"and 1e{MAX_EXPONENT}"
+        )
+    return number
 
 
 def to_decimal(value: object, european: bool = False) -> Decimal | None:
@@ -95,7 +123,7 @@ def to_decimal(value: object, european: bool = False) -> Decimal | None:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a number")
     if isinstance(value, int):
-        return Decimal(value)
+        return _bounded(Decimal(value), value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{value!r} is not a finite number")
@@ -103,25 +131,43 @@ def to_decimal(value: object, european: bool = False) -> Decimal | None:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"{value!r} is not a finite number")
-        return value
+        return _bounded(value, value)
     if isinstance(value, str):
         return _number_from_text(value, european)
     raise ValueError(f"{describe_value(value)} is not a number")
 
 
 def _integral(number: Decimal, original: object) -> int:
-    """An integral Decimal as int; refuse 12.5 instead of silently truncating it."""
+    """An integral Decimal as int; refuse 12.5 instead of silently truncating it, and values beyond 64 bits."""
+    if (
+        number and number.adjusted() > 18
+    ):  # 10**19 and more: beyond 64 bits, refused before an int of that size is built
+        raise _beyond_int64(original)
     if number != number.to_integral_value():
         raise ValueError(f"{describe_value(original)} is not a whole number")
-    return int(number)
+    return _int64(int(number), original)
+
+
+def _int64(number: int, original: object) -> int:
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise _beyond_int64(original)
+    return number
+
+
+def _beyond_int64(original: object) -> ValueError:
+    return ValueError(
+        f"{describe_value(original)} is beyond the 64-bit integer range "
+        f"({INT64_MIN:,} to {INT64_MAX:,}); map it as number or text"
+    )
 
 
 def to_integer(value: object) -> int | None:
-    """A whole number as int: accepts ints, integral floats/Decimals and text such as '1,234'; refuses 1.5."""
+    """A whole number as int: accepts ints, integral floats/Decimals and text such as '1,234'; refuses 1.5 and
+    anything beyond the 64-bit range (the target's integer type)."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return _int64(value, value)
     if isinstance(value, str) and not value.strip():
         return None
     return _integral(to_decimal(value), value)
@@ -183,11 +229,19 @@ def to_currency(value: object) -> Decimal | None:
     if isinstance(value, str):
         if not value.strip():
             return None
-        return parse_currency(value, european=False).quantize(_CENT, ROUND_HALF_UP)
+        amount = parse_currency(value, european=False)
+    else:
+        amount = to_decimal(value)
     try:
-        return to_decimal(value).quantize(_CENT, ROUND_HALF_UP)
+        rounded = amount.quantize(_CENT, ROUND_HALF_UP, context=_CURRENCY_CONTEXT)
     except InvalidOperation:
-        raise ValueError(f"{describe_value(value)} is too large for a currency amount") from None
+        rounded = None  # more digits than the context holds: far too large
+    if rounded is None or (rounded and rounded.adjusted() >= CURRENCY_MAX_DIGITS):
+        raise ValueError(
+            f"{describe_value(value)} is too large for a currency amount "
+            f"(at most {CURRENCY_MAX_DIGITS} digits before the decimal point)"
+        )
+    return rounded
 
 
 def to_number(value: object) -> float | None:
@@ -208,8 +262,14 @@ def to_number(value: object) -> float | None:
                 return number
         if not value.strip():
             return None
-        return float(_number_from_text(value, False))
-    return float(to_decimal(value))
+        return _finite(float(_number_from_text(value, False)), value)
+    return _finite(float(to_decimal(value)), value)
+
+
+def _finite(number: float, original: object) -> float:
+    if number - number != 0.0:
+        raise ValueError(f"{describe_value(original)} is too large for a number (at most about 1.8e308)")
+    return number
 
 
 def to_text(value: object) -> str | None:
@@ -247,6 +307,7 @@ def to_target_type(type_name: str) -> Callable[[object], object]:
 
 def parse_currency(text: str, european: bool = False) -> Decimal:
     """Read an amount such as '$1,234.56', 'USD 1,234.56', '(12.50)', '-12.50' or '1.234,56 €' as a Decimal."""
+    _check_number_length(text)
     stripped = text.strip()
     negative = False
     if stripped.startswith("(") and stripped.endswith(")"):

@@ -94,15 +94,32 @@ def _check_flag(value: object) -> None:
 
 # --- text ------------------------------------------------------------------------------------------------
 
+# The longest text a function may make. Only concat and replace make text longer than their values; a row of a
+# megabyte times a long replacement (or a column joined to itself a thousand times) would otherwise be
+# gigabytes from a few bytes of input.
+MAX_RESULT_CHARS = 1_000_000
+
+
+def _too_long(function: str, size: int) -> ValueError:
+    return ValueError(f"{function} would make a text of {size:,} characters; at most {MAX_RESULT_CHARS:,} are allowed")
+
 
 def concat(*values: object) -> str:
     """Join values as text; None counts as ''."""
     if None not in values:
         try:
-            return "".join(values)  # all text: the common case, and the fastest
+            size = sum(map(len, values))
         except TypeError:
-            pass
-    return "".join([value if value.__class__ is str else as_text(value) or "" for value in values])
+            size = -1  # not all text: measured below, once converted
+        if size >= 0 and all(value.__class__ is str for value in values):
+            if size > MAX_RESULT_CHARS:
+                raise _too_long("concat", size)
+            return "".join(values)  # all text: the common case, and the fastest
+    texts = [value if value.__class__ is str else as_text(value) or "" for value in values]
+    size = sum(map(len, texts))
+    if size > MAX_RESULT_CHARS:
+        raise _too_long("concat", size)
+    return "".join(texts)
 
 
 def upper(value: object) -> str | None:
@@ -142,7 +159,14 @@ def replace(value: object, old: object, new: object) -> str | None:
     """Text with every `old` replaced by `new`."""
     if value is None:
         return None
-    return as_text(value).replace(_text_arg(old, "replace's old text", False), _text_arg(new, "replace's new text"))
+    text = as_text(value)
+    old = _text_arg(old, "replace's old text", False)
+    new = _text_arg(new, "replace's new text")
+    if len(new) > len(old):
+        size = len(text) + text.count(old) * (len(new) - len(old))
+        if size > MAX_RESULT_CHARS:
+            raise _too_long("replace", size)
+    return text.replace(old, new)
 
 
 def left(value: object, count: object) -> str | None:

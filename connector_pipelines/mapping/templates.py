@@ -90,11 +90,26 @@ def compile_body(template: object) -> Renderer:
     return lambda record: template
 
 
+# A segment the target reads as "this folder" or "the parent folder" (RFC 3986 5.2.4), not as a name.
+DOT_SEGMENTS = frozenset({".", ".."})
+
+
 def compile_path(template: str) -> Callable[[Mapping[str, Any]], str]:
-    """A function from a record to the request path, each value percent-encoded so it stays one segment."""
+    """A function from a record to the request path, each value percent-encoded so it stays one segment.
+
+    Encoding keeps `/`, `?`, `#` and `%` of a value from changing the path's structure, but `.` and `..` are
+    left as they are by every encoder, and a target (or a client library) reads them as moves up the path: a
+    `DELETE /contacts/{{target_ref}}` with the id `..` would become `DELETE /`. So a segment that a value turns
+    into a dot segment is refused for that record (a `TemplateError`), never sent. Literal dot segments written
+    in the template itself are the configuration's own choice and are sent as written.
+    """
     parts = PLACEHOLDER.split(template)
     if len(parts) == 1:
         return lambda record: template
+    # The segments (of the path, before any query) that hold a placeholder: values contain no `/` once encoded,
+    # so the rendered path has the same segments at the same positions.
+    segments = template.partition("?")[0].split("/")
+    checked = [(i, PLACEHOLDER.findall(segment)) for i, segment in enumerate(segments) if PLACEHOLDER.search(segment)]
 
     def render(record: Mapping[str, Any]) -> str:
         out = []
@@ -106,9 +121,24 @@ def compile_path(template: str) -> Callable[[Mapping[str, Any]], str]:
             if value is None or value == "":
                 raise TemplateError(f"the path needs {{{{{part}}}}}, which is empty for this record")
             out.append(quote(_text(value), safe=""))
-        return "".join(out)
+        path = "".join(out)
+        if "." in path:
+            rendered = path.partition("?")[0].split("/")
+            for index, names in checked:
+                if rendered[index] in DOT_SEGMENTS:
+                    raise TemplateError(_dot_segment_reason(names, rendered[index]))
+        return path
 
     return render
+
+
+def _dot_segment_reason(names: list[str], segment: str) -> str:
+    fields = " ".join(f"{{{{{name}}}}}" for name in names)
+    return (
+        f"the path segment {fields} is '{segment}' for this record, which the target would read as a move up the "
+        "path, not as a name: the request would reach another resource, so the record is not sent; fix the value "
+        "at its source (the data set, or the id the target answered for {{target_ref}})"
+    )
 
 
 def compile_headers(headers: Mapping[str, str]) -> Callable[[Mapping[str, Any]], dict[str, str]]:

@@ -271,6 +271,11 @@ class HttpConnection(StrictModel):
     retry: RetryPolicy = RetryPolicy()
     verify_tls: bool = True
     ca_file: str | None = None
+    honours_idempotency_key: bool = Field(
+        False,
+        description="The target applies a request once per Idempotency-Key (it answers a repeat with the stored "
+        "response): records in doubt are then resent, whatever the method",
+    )
     description: str = ""
 
     @field_validator("base_url")

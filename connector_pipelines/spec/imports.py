@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -26,6 +27,31 @@ FILE_FORMATS = ("csv", "tsv", "parquet", "jsonl")
 EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 
 
+DEFAULT_LOOKBACK = "5 minutes"
+_LOOKBACK = re.compile(r"^(\d{1,6})\s*(second|minute|hour|day)s?\Z")
+_LOOKBACK_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+MAX_LOOKBACK = dt.timedelta(days=366)
+
+
+def parse_lookback(value: object) -> dt.timedelta:
+    """'15 minutes', '2 hours', '1 day', '90 seconds', 0 or '0' (no overlap) as a duration; ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"lookback must be a duration such as '10 minutes', got {value!r}")
+    text = str(value).strip().lower()
+    if text == "0":
+        return dt.timedelta(0)
+    match = _LOOKBACK.match(text)
+    if match is None:
+        raise ValueError(
+            f"lookback {quoted(str(value))} is not a duration; write 'N seconds', 'N minutes', 'N hours' or "
+            "'N days' (or 0 for no overlap)"
+        )
+    delta = dt.timedelta(seconds=int(match.group(1)) * _LOOKBACK_UNITS[match.group(2)])
+    if delta > MAX_LOOKBACK:
+        raise ValueError(f"lookback {quoted(str(value))} is longer than 366 days; use a full sync instead")
+    return delta
+
+
 class WarehouseSource(StrictModel):
     """Rows from a SQL query on a `sql` connection; incremental by an `updated_at` watermark."""
 
@@ -34,6 +60,22 @@ class WarehouseSource(StrictModel):
     updated_at: str | None = Field(
         None, description="Column of the query's result holding each row's change time (incremental runs)"
     )
+    lookback: str = Field(
+        DEFAULT_LOOKBACK,
+        description="How far before the watermark an incremental run reads again, for rows committed late with an "
+        "earlier updated_at: 'N seconds|minutes|hours|days' or '0'; default 5 minutes",
+    )
+
+    @field_validator("lookback", mode="before")
+    @classmethod
+    def _lookback(cls, value: object) -> str:
+        parse_lookback(value)
+        return value if isinstance(value, str) else str(value)
+
+    @property
+    def lookback_delta(self) -> dt.timedelta:
+        """The lookback as a duration."""
+        return parse_lookback(self.lookback)
 
     @field_validator("query")
     @classmethod
@@ -49,6 +91,28 @@ class WarehouseSource(StrictModel):
         return query
 
 
+class FileLimits(StrictModel):
+    """What one delivered file may cost to read. A file past a limit is quarantined with the limit in its reason;
+    the defaults fit real deliveries and stop a few bytes from buying minutes of CPU or gigabytes of memory."""
+
+    max_row_bytes: int = Field(
+        1 << 20,
+        ge=1 << 10,
+        le=16 << 20,
+        description="Longest CSV/TSV row or JSON Lines line, in bytes (decompressed); default 1 MiB",
+    )
+    max_decompressed_bytes: int = Field(
+        10 << 30, ge=1 << 10, description="Most bytes a gzip-compressed file may unpack to; default 10 GiB"
+    )
+    max_rows_per_file: int = Field(100_000_000, ge=1, description="Most data rows in one file; default 100 million")
+    max_failed_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Failed runs after which the file sensor stops asking for an unchanged file; default 3",
+    )
+
+
 class FileSourceSpec(StrictModel):
     """Files that arrive in a folder of a connection (sftp, ftp, s3, folder), picked up by a wildcard pattern."""
 
@@ -60,6 +124,7 @@ class FileSourceSpec(StrictModel):
     archive_folder: str = Field("archive", description="Where processed files are moved")
     quarantine_folder: str = Field("quarantine", description="Where rejected files go, with a report beside them")
     poll_interval_seconds: int = Field(60, ge=5, le=86400, description="How often the file sensor looks")
+    limits: FileLimits = FileLimits()
 
     @field_validator("pattern")
     @classmethod
@@ -87,6 +152,7 @@ class EmailSourceSpec(StrictModel):
     pattern: str = Field(description="Attachment names to keep: * is any run of characters, ? one character")
     format: Literal["csv", "tsv", "parquet", "jsonl"] | None = None
     csv: CsvOptions = CsvOptions()
+    limits: FileLimits = FileLimits()
 
     @field_validator("address")
     @classmethod
@@ -161,7 +227,8 @@ class ImportTarget(StrictModel):
 
 
 class ExpectationSpec(StrictModel):
-    """A data-quality rule, run with Great Expectations as a blocking asset check; row-level rules reject rows."""
+    """A data-quality rule, run with Great Expectations as an asset check (blocking unless `severity: warn`);
+    row-level rules reject rows."""
 
     expect: Literal["not_null", "unique", "in_set", "regex", "between"]
     column: str
@@ -170,6 +237,15 @@ class ExpectationSpec(StrictModel):
     min: float | str | None = None
     max: float | str | None = None
     mostly: float = Field(1.0, gt=0, le=1)
+    severity: Literal["error", "warn"] = Field(
+        "error",
+        description="error: a blocking check, nothing is merged when it fails; warn: reported, the rows still merge",
+    )
+
+    @property
+    def blocking(self) -> bool:
+        """Whether a failure stops the data from being merged (or delivered)."""
+        return self.severity == "error"
 
     @model_validator(mode="after")
     def _arguments(self) -> ExpectationSpec:
@@ -229,8 +305,13 @@ class ImportConnector(ConnectorBase):
         source = self.import_.source
         connection_name = (source.warehouse or source.files).connection if source.kind != "email" else None
         connection = connections.get(connection_name) if connection_name else None
+        # Limits say what a file may cost, not where it comes from: changing them needs no new preview.
+        # So is the lookback (how much an incremental run reads again).
+        tested = source.model_dump(
+            mode="json", exclude={"files": {"limits"}, "email": {"limits"}, "warehouse": {"lookback"}}
+        )
         normalized = json.dumps(
-            [source.model_dump(mode="json"), connection.model_dump(mode="json") if connection else None],
+            [tested, connection.model_dump(mode="json") if connection else None],
             sort_keys=True,
         )
         return hashlib.sha256(normalized.encode()).hexdigest()[:16]

@@ -19,6 +19,7 @@ from connector_pipelines.spec.common import (
     quoted,
 )
 from connector_pipelines.spec.connections import CREDENTIAL_HEADER, api_key_auth_example
+from connector_pipelines.spec.imports import ExpectationSpec
 
 # What may stand around {{field}} placeholders in a credential header: an authentication scheme, nothing else.
 _AUTH_SCHEME = re.compile(r"\s*(bearer|basic|token|digest)?\s*", re.IGNORECASE)
@@ -180,6 +181,28 @@ class SuccessCriterion(StrictModel):
         return self
 
 
+class LookupRequestSpec(StrictModel):
+    """A read that asks the target whether a record is there: how `recovery` tells, for a record whose delivery
+    may or may not have landed (no answer came), whether to send it again.
+
+    The record is there when every `success` criterion holds (default: the status is 2xx); it is not when they do
+    not hold and the target answered 2xx or 404; any other answer (5xx, 429, no answer) tells nothing, and the
+    record stays in doubt for the next run.
+    """
+
+    method: Literal["GET"] = "GET"
+    path: str = Field(description="e.g. /contacts?external_id={{external_id}}; {{field}}, {{key}}, {{target_ref}}")
+    headers: dict[str, str] = Field(default_factory=dict)
+    success: list[SuccessCriterion] | None = Field(
+        None, min_length=1, description="What an answer that says the record is there looks like; default: 2xx"
+    )
+    target_ref: str | None = Field(
+        None, description="Dotted path of the record's id in the lookup's answer (e.g. records.0.id), kept"
+    )
+
+    _headers_hold_no_secret = field_validator("headers")(_no_literal_credentials)
+
+
 class Configuration(StrictModel):
     """One mapping of the data set to the target, delivered as its own Dagster asset."""
 
@@ -196,11 +219,22 @@ class Configuration(StrictModel):
     )
     success: list[SuccessCriterion] | None = Field(None, min_length=1, description="Default: the status is 2xx")
     sync_mode: Literal["upsert", "insert", "update", "mirror"] = "upsert"
+    lookup: LookupRequestSpec | None = Field(
+        None,
+        description="A read that tells whether a record whose delivery is in doubt landed (used by recovery)",
+    )
 
 
 class IntegrationChecks(StrictModel):
     max_rejected_rate: float = Field(
         0.05, ge=0, le=1, description="Fail the check above this share of rejected records"
+    )
+    max_mapping_failure_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Send nothing when more than this share of a configuration's records fail to map (checked "
+        "before the first request); 1 turns the gate off",
     )
 
 
@@ -231,12 +265,19 @@ class IntegrationSpec(StrictModel):
     schedule: RunSchedule | None = None
     roles: Roles | None = None
     write_back: WriteBack | None = None
-    recovery: Literal["resend", "hold"] = Field(
-        "resend",
-        description="What to do with records a dead run left in flight: resend with the same Idempotency-Key, "
-        "or hold them as failed for review",
+    recovery: Literal["auto", "resend", "probe", "hold"] = Field(
+        "auto",
+        description="What to do with a record that may have landed without an answer (a run died, the last try "
+        "timed out or dropped): resend under the same Idempotency-Key, probe with the configuration's `lookup` "
+        "first, or hold it for review; auto: resend for PUT/DELETE or a connection with "
+        "honours_idempotency_key, else probe when there is a lookup, else hold",
     )
     checks: IntegrationChecks = IntegrationChecks()
+    expectations: list[ExpectationSpec] = Field(
+        default_factory=list,
+        description="Data-quality rules on the data set's columns (Great Expectations, as for imports), checks on "
+        "the data set asset: when one fails (severity error, the default), no configuration is delivered",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> IntegrationSpec:
@@ -257,6 +298,13 @@ class IntegrationSpec(StrictModel):
         ):
             raise ValueError("on_create/on_update sensors need data_set.updated_at or data_set.change_log to watch")
         for index, configuration in enumerate(self.configurations):
+            if self.recovery == "probe" and configuration.lookup is None:
+                raise error_at(
+                    ("recovery",),
+                    f"recovery: probe needs a `lookup:` request in every configuration, and '{configuration.name}' "
+                    "has none; add one (e.g. `lookup: {path: /contacts?external_id={{external_id}}}`), or use "
+                    "auto, resend or hold",
+                )
             if configuration.sync_mode == "mirror" and configuration.delete is None:
                 raise error_at(
                     ("configurations", index, "sync_mode"),

@@ -26,6 +26,10 @@ from connector_pipelines.state.database import state_engine
 
 EXCERPT_CHARS = 500
 _CHUNK = 2000
+# The longest target id (`target_ref`) the ledger keeps: the width of its columns here and in the write-back
+# table. PostgreSQL refuses a longer value (and with it the whole chunk's transaction), so a longer id is refused
+# per record before it is written (`target_ref_refusal`), never truncated: a cut id would name another record.
+TARGET_REF_MAX_CHARS = 256
 
 STATUSES = ("pending", "in_flight", "delivered", "failed", "skipped")
 
@@ -46,7 +50,7 @@ records_table = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("last_error", sa.Text),
     sa.Column("http_status", sa.Integer),
-    sa.Column("target_ref", sa.String(256)),
+    sa.Column("target_ref", sa.String(TARGET_REF_MAX_CHARS)),
     sa.Column("run_id", sa.String(64)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("delivered_at", sa.DateTime(timezone=True)),
@@ -66,10 +70,20 @@ attempts_table = sa.Table(
     sa.Column("requests", sa.Integer, nullable=False),
     sa.Column("response_excerpt", sa.Text),
     sa.Column("error", sa.Text),
-    sa.Column("target_ref", sa.String(256)),
+    sa.Column("target_ref", sa.String(TARGET_REF_MAX_CHARS)),
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_cp_attempts_record", "connector", "configuration", "record_key"),
+)
+# The write-back outbox (state/outbox.py): per configuration, the last attempt whose outcome is in the source
+# database's write-back table. Attempts after it are still to be written back, by this run or the next one.
+write_back_cursor_table = sa.Table(
+    "cp_write_back_cursor",
+    metadata,
+    sa.Column("connector", sa.String(64), primary_key=True),
+    sa.Column("configuration", sa.String(64), primary_key=True),
+    sa.Column("attempt_id", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 
@@ -85,6 +99,21 @@ def idempotency_key(connector: str, configuration: str, record_key: str, fingerp
 
 def batch_idempotency_key(member_keys: Iterable[str]) -> str:
     return hashlib.blake2b("\0".join(member_keys).encode(), digest_size=16).hexdigest()
+
+
+def target_ref_refusal(target_ref: str | None) -> str | None:
+    """Why the ledger cannot keep this target id (longer than TARGET_REF_MAX_CHARS), or None when it can.
+
+    The id comes from the target's answer to a request it applied, so the caller records the delivery all the
+    same (sending it again would apply it twice) and keeps the record's previous id, with this reason.
+    """
+    if target_ref is None or len(target_ref) <= TARGET_REF_MAX_CHARS:
+        return None
+    return (
+        f"delivered, but the target's id for the record is {len(target_ref):,} characters, longer than the "
+        f"{TARGET_REF_MAX_CHARS} the ledger keeps: it was not recorded, and a request that needs {{{{target_ref}}}} "
+        "uses the record's previous id, if it has one"
+    )
 
 
 def utc_now() -> dt.datetime:

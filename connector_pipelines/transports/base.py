@@ -66,8 +66,12 @@ class FileSource(Protocol):
         """Stream the file into `local_path` atomically (temporary name, then rename); nothing is left on failure."""
         ...
 
-    def move(self, folder: str, name: str, to_folder: str, new_name: str | None = None) -> None:
-        """Rename the file on the server into `to_folder` (created when missing), replacing a file of that name."""
+    def move(self, folder: str, name: str, to_folder: str, new_name: str | None = None) -> str | None:
+        """Rename the file on the server into `to_folder` (created when missing).
+
+        Folder and SFTP never replace a file: a taken name becomes `name (2).ext`, ... and the name the file got
+        is returned. S3 and FTP replace a file of that name and return None (the file kept the name asked for).
+        """
         ...
 
     def write_text(self, folder: str, name: str, text: str) -> None:

@@ -10,14 +10,22 @@ decision; `send` runs the tries, keeps the counters and sleeps.
 
 Every request of one record carries the same `Idempotency-Key` on every attempt, so a target that honours it
 applies a retried request once.
+
+What comes from a target is read within bounds: at most `RESPONSE_BODY_LIMIT` bytes of an answer, counted after
+decompression (a small gzip body may inflate a thousandfold); `bounded_json.parse_json` refuses a document
+nested deeper than `MAX_JSON_DEPTH` instead of recursing into it. What goes to a target is sent as built: the
+URL is not normalised, so a `..` that reached a path (templates refuse those) could not silently move the request
+elsewhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 import ssl
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,9 +34,11 @@ from importlib import metadata
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from multidict import CIMultiDict
+from yarl import URL
 
 from connector_pipelines.errors import TransportError
 from connector_pipelines.spec.connections import HttpConnection
@@ -41,8 +51,19 @@ from connector_pipelines.transports.retry_policy import (
 )
 
 # The response text kept in an outcome (and so in the ledger): enough for any error message, bounded per record.
+# For a compressed answer it bounds the decompressed bytes.
 RESPONSE_BODY_LIMIT = 64 * 1024
+# The encodings the client decodes itself (bounded), and so the only ones it asks for.
+ACCEPT_ENCODING = "gzip, deflate"
+# How much compressed input is read at a time, and at most in all: deflate never makes data much more than a
+# little larger, so more input than twice the cap can only mean an answer past the cap (or a crafted stream).
+_COMPRESSED_CHUNK = 16 * 1024
+_COMPRESSED_LIMIT = 2 * RESPONSE_BODY_LIMIT
 EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
+# Answers from a gateway whose backend may have applied the request before it failed or went silent.
+IN_DOUBT_STATUSES = frozenset({502, 504})
+# The 4xx answers that are about the request itself (and so about its key), unlike 408 and 429.
+SETTLING = frozenset(range(400, 500)) - {408, 429}
 
 
 def _package_version() -> str:
@@ -64,6 +85,10 @@ class HttpRequest:
     body: bytes | None = None
     headers: Mapping[str, str] = field(default_factory=lambda: EMPTY_HEADERS)
     idempotency_key: str | None = None  # sent as the Idempotency-Key header, the same on every attempt
+    # Whether to try again after a try that may have been applied without an answer (timed out, dropped after the
+    # request went out, 502/504). False for a target that may apply a repeat twice: the outcome is then in doubt,
+    # and the delivery's recovery rule (probe or hold) decides, not a blind retry.
+    retry_in_doubt: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +109,14 @@ class HttpOutcome:
     elapsed_seconds: float
     started_at: datetime  # aware UTC
     finished_at: datetime
+    # The target may have applied the request, but no answer about its key says so or not: a try got no answer
+    # after the request went out (timed out, the connection dropped, a gateway's 502/504, an unreadable 2xx) and
+    # no later try under the same key was answered 2xx or 4xx (a target that honours the key replays what it
+    # applied). A 5xx, 429 or 408 after it settles nothing: it may come from in front of the key check.
+    in_doubt: bool = False
+    # Some try may have been applied without an answer, settled since or not: a 2xx whose body then fails the
+    # success criteria does not prove the earlier try was not applied (the caller keeps the record in doubt).
+    doubted: bool = False
 
     @property
     def responded(self) -> bool:
@@ -167,7 +200,11 @@ class HttpDeliveryClient:
         self._rate = _RateLimiter(connection.rate_limit_per_second) if connection.rate_limit_per_second else None
         # A 429 with Retry-After pauses every caller, not only the one that was told: the others would be too.
         self._resume_at = 0.0
-        self._base_headers = {"User-Agent": USER_AGENT, **connection.headers}
+        # The origin and path of base_url in their encoded form, normalised once: each request's path is appended
+        # to it as it is (see `request_url`).
+        self._base_url = str(URL(self.base_url))
+        # Accept-Encoding: the codings `_read_body` decodes; a connection may ask for another (identity, say).
+        self._base_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING, **connection.headers}
         self._headers_generation = -1
         self._auth_headers: dict[str, str] = {}
         self._merged: dict[str, str] = {}
@@ -281,12 +318,8 @@ class HttpDeliveryClient:
 
     # Sending -------------------------------------------------------------------------------------------------
 
-    def _url(self, path: str) -> str:
-        if path.startswith(("http://", "https://")):
-            return path
-        if path and not path.startswith("/"):
-            path = "/" + path
-        return self.base_url + path
+    def _url(self, path: str) -> URL:
+        return request_url(self._base_url, path)
 
     def _headers_for(self, request: HttpRequest) -> Mapping[str, str]:
         extra = request.headers
@@ -329,10 +362,13 @@ class HttpDeliveryClient:
         text = ""
         response_headers: Mapping[str, str] = EMPTY_HEADERS
         error: str | None = None
+        in_doubt = False  # whether a try since the last answer may have been applied (see HttpOutcome.in_doubt)
+        doubted = False  # whether any try may have been applied without an answer
 
         while True:
             tries += 1
             failure: AttemptOutcome | None = None  # why this try got no response
+            doubtful = False  # this try may have been applied without an answer
             # Wait out a pause a 429 imposed on every caller.
             pause = self._resume_at - time.monotonic()
             if pause > 0:
@@ -353,15 +389,27 @@ class HttpDeliveryClient:
                     attempts += 1
                     self.requests_sent += 1
                     try:
+                        # Decompression is `_read_body`'s, bounded: aiohttp's would inflate a whole body first.
                         async with session.request(
-                            method, url, data=body, headers=headers, allow_redirects=False
+                            method, url, data=body, headers=headers, allow_redirects=False, auto_decompress=False
                         ) as response:
                             status = response.status
                             response_headers = response.headers
-                            text = await self._read_text(response)
+                            received, refused = await _read_body(response)
+                            text = _decode_text(response, received)
                         if self._redact_bodies and text:
                             # A target that echoes a credential must not get it into the ledger.
                             text = self.redact(text)
+                        doubtful = status in IN_DOUBT_STATUSES
+                        if status in SETTLING or 200 <= status < 300:
+                            # An answer about this key settles what earlier tries under it left in doubt; a 5xx,
+                            # 429 or 408 may come from in front of the target's key check, and settles nothing.
+                            in_doubt = False
+                        if refused is not None:
+                            # The target answered, but not an answer this client accepts: the same next time. Its
+                            # status says it applied the request, its body cannot be read to judge it: in doubt.
+                            failure = AttemptOutcome(error=refused, retryable=False)
+                            doubtful = doubtful or status < 300
                     except aiohttp.ClientConnectorCertificateError as exc:
                         # The certificate will not change between attempts: a configuration problem.
                         message = self.redact(
@@ -371,13 +419,22 @@ class HttpDeliveryClient:
                         failure = AttemptOutcome(error=message, retryable=False)
                     except TimeoutError:
                         self.timeouts += 1
+                        doubtful = True  # the request may have reached the target, which may be applying it
                         failure = AttemptOutcome(error=f"timed out after {self._timeout_text}", retryable=True)
                     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
                         self.connection_errors += 1
+                        # Refused or unreachable: nothing left; anything else broke after the request went out.
+                        doubtful = not isinstance(exc, aiohttp.ClientConnectorError)
                         failure = AttemptOutcome(error=self.redact(_connection_error(exc)), retryable=True)
                     except Exception as exc:  # an invalid URL, a malformed response: retrying will not help
                         message = self.redact(f"request failed ({type(exc).__name__}: {exc})")
                         failure = AttemptOutcome(error=message, retryable=False)
+            if doubtful:
+                in_doubt = doubted = True
+                if not request.retry_in_doubt:
+                    why = failure.error if failure is not None else str(status)
+                    error = f"{why}; not retried: the target may have applied it, and a repeat could apply it twice"
+                    break
             if failure is not None:
                 outcome = failure
             else:
@@ -417,30 +474,9 @@ class HttpDeliveryClient:
             elapsed_seconds=elapsed,
             started_at=started_at,
             finished_at=started_at + timedelta(seconds=elapsed),
+            in_doubt=in_doubt,
+            doubted=doubted,
         )
-
-    @staticmethod
-    async def _read_text(response: aiohttp.ClientResponse) -> str:
-        length = response.content_length
-        if length is not None and length <= RESPONSE_BODY_LIMIT:
-            data = await response.read()
-        else:
-            # Unknown or large: keep the first RESPONSE_BODY_LIMIT bytes; the connection is dropped, not drained.
-            chunks: list[bytes] = []
-            kept = 0
-            content = response.content
-            while kept < RESPONSE_BODY_LIMIT:
-                chunk = await content.read(RESPONSE_BODY_LIMIT - kept)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                kept += len(chunk)
-            data = b"".join(chunks)
-        if not data:
-            return ""
-        # Parsing the content type for its charset costs time on every response; most declare none.
-        charset = response.charset if "charset" in response.headers.get("Content-Type", "") else None
-        return data.decode(charset or "utf-8", errors="replace")
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -456,6 +492,130 @@ class HttpDeliveryClient:
             "waited_seconds": round(self.waited_seconds, 3),
             "rate_limited_seconds": round(self.rate_limited_seconds, 3),
         }
+
+
+# Characters a URL may hold as they are (RFC 3986: unreserved, reserved, and `%` of an escape); anything else in a
+# path (a space, a non-ASCII letter, a lone `%`) is percent-encoded, as a browser would before sending it.
+_NOT_IN_URL = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]|%(?![0-9A-Fa-f]{2})")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return quote(match.group(), safe="")
+
+
+def request_url(base_url: str, path: str) -> URL:
+    """The URL a request goes to: `path` appended to `base_url` (already in encoded form), or `path` itself when
+    it is an absolute http(s) URL.
+
+    Built with `encoded=True`, so nothing decodes an escape or normalises a dot segment: what the templates
+    encoded (`%2F` in one segment) is what the target receives, and `/contacts/..` is sent as written, never
+    turned into `/` (yarl's default for text URLs). Characters a URL may not hold are escaped, nothing else.
+    """
+    if path.startswith(("http://", "https://")):
+        parts = urlsplit(path)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        base_url, path = str(URL(origin)).rstrip("/"), path[len(origin) :]
+    if path and not path.startswith(("/", "?")):
+        path = "/" + path
+    if _NOT_IN_URL.search(path):
+        path = _NOT_IN_URL.sub(_escape, path)
+    return URL(base_url + path, encoded=True)
+
+
+async def _read_body(response: aiohttp.ClientResponse) -> tuple[bytes, str | None]:
+    """At most RESPONSE_BODY_LIMIT bytes of the answer, decoded from its Content-Encoding, and why it is refused
+    (None when it is not).
+
+    A plain answer over the cap keeps its first RESPONSE_BODY_LIMIT bytes and is judged on them. A compressed
+    one is inflated a chunk at a time, never past the cap: past it the answer is refused (a target that sends a
+    small body inflating to gigabytes is not answering a delivery), and so is one in an encoding the client did
+    not ask for. Either way the connection is dropped, not drained.
+    """
+    coding = response.headers.get("Content-Encoding", "").strip().lower()
+    content = response.content
+    if not coding or coding == "identity":
+        length = response.content_length
+        if length is not None and length <= RESPONSE_BODY_LIMIT:
+            return await response.read(), None
+        chunks: list[bytes] = []
+        kept = 0
+        while kept < RESPONSE_BODY_LIMIT:
+            chunk = await content.read(RESPONSE_BODY_LIMIT - kept)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            kept += len(chunk)
+        return b"".join(chunks), None
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        return b"", (
+            f"the target answered in Content-Encoding '{coding[:40]}', which the client does not decode "
+            f"(it asks for {ACCEPT_ENCODING}); the answer is not accepted"
+        )
+    inflater = _Inflater(coding)
+    out: list[bytes] = []
+    kept = 0
+    read = 0
+    try:
+        while True:
+            chunk = await content.read(_COMPRESSED_CHUNK)
+            if not chunk:
+                break
+            read += len(chunk)
+            piece = inflater.feed(chunk, RESPONSE_BODY_LIMIT + 1 - kept)
+            out.append(piece)
+            kept += len(piece)
+            if kept > RESPONSE_BODY_LIMIT or read > _COMPRESSED_LIMIT:
+                data = b"".join(out)[:RESPONSE_BODY_LIMIT]
+                return data, (
+                    f"the target's {coding} answer is larger than {RESPONSE_BODY_LIMIT // 1024} KiB once "
+                    "decompressed, more than the client reads of an answer; it was not decompressed further and "
+                    "is not accepted"
+                )
+    except zlib.error as exc:
+        return b"".join(out), f"the target's {coding} answer is not valid {coding} data ({exc}); it is not accepted"
+    return b"".join(out), None
+
+
+class _Inflater:
+    """Decompresses gzip or deflate input a chunk at a time, never returning more than asked (zlib's
+    `max_length`), across the members of a multi-member gzip stream."""
+
+    __slots__ = ("_coding", "_object")
+
+    def __init__(self, coding: str):
+        self._coding = coding
+        self._object: Any = None
+
+    def _new(self, first: bytes) -> Any:
+        if self._coding == "deflate" and first[0] & 0x0F != 8:
+            return zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, without the zlib header some servers omit
+        return zlib.decompressobj(zlib.MAX_WBITS | (16 if self._coding != "deflate" else 0))
+
+    def feed(self, data: bytes, max_length: int) -> bytes:
+        """At most `max_length` bytes from `data`; input that would give more stays unread (the caller stops)."""
+        pieces: list[bytes] = []
+        while data and max_length > 0:
+            if self._object is None:
+                self._object = self._new(data)
+            piece = self._object.decompress(data, max_length)
+            pieces.append(piece)
+            max_length -= len(piece)
+            if self._object.eof:  # a gzip member ended: what follows is the next member (or trailing bytes)
+                data = self._object.unused_data
+                self._object = None
+                if self._coding == "deflate":
+                    break  # a deflate stream has one member; bytes after it are ignored, as aiohttp does
+            else:
+                data = self._object.unconsumed_tail
+        return b"".join(pieces)
+
+
+def _decode_text(response: aiohttp.ClientResponse, data: bytes) -> str:
+    if not data:
+        return ""
+    # Parsing the content type for its charset costs time on every response; most declare none.
+    charset = response.charset if "charset" in response.headers.get("Content-Type", "") else None
+    return data.decode(charset or "utf-8", errors="replace")
 
 
 def _connection_error(exc: BaseException) -> str:

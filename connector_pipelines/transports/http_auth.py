@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +22,7 @@ from urllib.parse import quote
 from connector_pipelines.errors import TransportError, redact
 from connector_pipelines.spec.common import ENV_REFERENCE
 from connector_pipelines.spec.connections import SECRET_FIELDS
+from connector_pipelines.transports.bounded_json import UnreadableJson, parse_json
 
 if TYPE_CHECKING:
     import aiohttp
@@ -279,7 +279,9 @@ class _FetchedTokenAuth(AuthProvider):
                 retryable=status == 429 or status >= 500,
             )
         try:
-            document = json.loads(text)
+            document = parse_json(text)  # never recurses into a nesting the parser cannot take
+        except UnreadableJson as exc:
+            raise TokenRequestError(f"{where} answered {status} with a body it does not parse: {exc}") from None
         except ValueError:
             # The body of a successful token response may hold the token itself: it is not quoted.
             raise TokenRequestError(f"{where} answered {status} with a body that is not JSON") from None

@@ -290,6 +290,7 @@ class HttpResource(dg.ConfigurableResource):
     retry: HttpRetry = Field(default_factory=HttpRetry)
     verify_tls: bool = True
     ca_file: str | None = None
+    honours_idempotency_key: bool = Field(False, description="The target applies one request per Idempotency-Key")
 
     def get_client(self) -> HttpDeliveryClient:
         """A new client for one run (an async context manager); its credentials are the resolved secrets."""

@@ -1,5 +1,15 @@
 """Deliver an extract file to an SFTP server, with the server's host key checked against the configured one; and
-read the files a partner delivered there."""
+read the files a partner delivered there.
+
+Read side, where names and entries come from the partner:
+- symlinks are never followed: listing skips them (logged, with the reason); a download or a move checks the
+  entry itself (lstat) and refuses anything but a regular file; a download then compares the attributes of the
+  file it opened (fstat) with that entry, and checks the entry again, so a symlink swapped in between is refused;
+- a move never replaces a file: it takes the first free name (`a.csv`, `a (2).csv`, ...) and uses the plain SFTP
+  rename, which the protocol defines as failing when the target exists (OpenSSH does it with link()+unlink(),
+  atomically); a name taken meanwhile makes it try the next one. posix-rename@openssh.com, which replaces, is
+  kept for what is meant to replace: an upload, and a report written beside a quarantined file.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,7 @@ import base64
 import binascii
 import errno
 import io
+import logging
 import socket
 import stat
 import uuid
@@ -21,13 +32,18 @@ from connector_pipelines.errors import TransportError
 from connector_pipelines.spec.extract import FileDestination
 from connector_pipelines.transports.base import RemoteFile, UploadReceipt
 from connector_pipelines.transports.folder import (
+    MAX_COPIES,
+    SYMLINK_SKIPPED,
     atomic_local_file,
     check_remote_name,
     check_source_name,
     folder_parts,
+    numbered_names,
     redact,
     temporary_name,
 )
+
+log = logging.getLogger(__name__)
 
 # The signature algorithms to ask for, per host key type: naming them makes the server present the key we
 # can check (a server with several host keys would otherwise pick one we have no line for).
@@ -36,10 +52,24 @@ _SFTP_ERRORS = (OSError, EOFError, paramiko.SSHException, paramiko.sftp.SFTPErro
 # Read requests in flight during a download: enough to keep a long link busy, few enough that what arrives
 # ahead of the local write stays a few MB (paramiko otherwise requests the whole file at once).
 _PREFETCH_REQUESTS = 64
+_READ_CHUNK = 32 * 1024
 
 
 def _join(folder: str, name: str) -> str:
     return f"{folder}/{name}" if folder else name
+
+
+def _same_attributes(found: paramiko.SFTPAttributes, expected: paramiko.SFTPAttributes) -> bool:
+    """Whether two attribute sets describe the same regular file (SFTP v3 has no inode number: type, size,
+    modification time and owner stand in for it)."""
+    if found.st_mode is not None and not stat.S_ISREG(found.st_mode):
+        return False
+    for name in ("st_mode", "st_size", "st_mtime", "st_uid", "st_gid"):
+        # A server may leave an attribute out of one answer; only what both report is compared.
+        mine, theirs = getattr(found, name), getattr(expected, name)
+        if mine is not None and theirs is not None and mine != theirs:
+            return False
+    return True
 
 
 def parse_host_key(line: str) -> paramiko.PKey:
@@ -118,6 +148,7 @@ class SftpClient:
         self._private_key = private_key
         self._transport: paramiko.Transport | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self.skipped: list[tuple[str, str]] = []
 
     @property
     def system(self) -> str:
@@ -202,8 +233,13 @@ class SftpClient:
         except _SFTP_ERRORS as exc:
             raise TransportError(f"{self.system}: cannot list the folder {folder!r}: {self._describe(exc)}") from None
         files: list[RemoteFile] = []
+        self.skipped = []
         for entry in entries:
             # Servers report the entry itself (lstat), so symlinks and folders are both left out here.
+            if entry.st_mode is not None and stat.S_ISLNK(entry.st_mode):
+                self.skipped.append((entry.filename, SYMLINK_SKIPPED))
+                log.warning("%s: skipped %r in the folder %r: %s", self.system, entry.filename, folder, SYMLINK_SKIPPED)
+                continue
             if entry.st_mode is None or not stat.S_ISREG(entry.st_mode):
                 continue
             modified = datetime.fromtimestamp(entry.st_mtime or 0, UTC)
@@ -214,35 +250,66 @@ class SftpClient:
         check_source_name(name, self.system)
         remote = _join("/".join(folder_parts(folder, self.system)), name)
         sftp = self._connect()
-        size = self._regular_file_size(sftp, remote)
+        entry = self._regular_entry(sftp, remote)
+        size = entry.st_size or 0
         try:
-            with atomic_local_file(local_path) as sink:
-                written = sftp.getfo(remote, sink, max_concurrent_prefetch_requests=_PREFETCH_REQUESTS)
-                if written != size:
+            with sftp.open(remote, "rb") as reader:
+                # SFTP has no O_NOFOLLOW: what was opened must be the entry that was checked, and the entry must
+                # still be a regular file, else a symlink was swapped in between and the open followed it.
+                opened = reader.stat()
+                again = self._regular_entry(sftp, remote)
+                if not (_same_attributes(opened, entry) and _same_attributes(again, entry)):
                     raise TransportError(
-                        f"{self.system}: download of {remote!r} was cut short: {written} of {size} bytes"
+                        f"{self.system}: {remote!r} changed while it was being opened (it is no longer the regular "
+                        "file that was checked); nothing was downloaded"
                     )
+                reader.prefetch(size, _PREFETCH_REQUESTS)
+                with atomic_local_file(local_path) as sink:
+                    written = 0
+                    while chunk := reader.read(_READ_CHUNK):
+                        sink.write(chunk)
+                        written += len(chunk)
+                    if written != size:
+                        raise TransportError(
+                            f"{self.system}: download of {remote!r} was cut short: {written} of {size} bytes"
+                        )
         except _SFTP_ERRORS as exc:
             raise TransportError(f"{self.system}: download of {remote!r} failed: {self._describe(exc)}") from None
 
-    def move(self, folder: str, name: str, to_folder: str, new_name: str | None = None) -> None:
+    def move(self, folder: str, name: str, to_folder: str, new_name: str | None = None) -> str:
+        """Move the file into `to_folder` under `new_name` (default: its name), or the first free numbered name
+        (`a (2).csv`, ...) when that is taken: a move never replaces a file. Returns the name it got."""
         target_name = name if new_name is None else new_name
         check_source_name(name, self.system)
         check_source_name(target_name, self.system)
         source = _join("/".join(folder_parts(folder, self.system)), name)
         to_parts = folder_parts(to_folder, self.system)
         sftp = self._connect()
-        # Checked first: on a server without posix-rename, replacing removes the target before renaming, which
-        # must not happen for a source that is not there.
-        self._regular_file_size(sftp, source)
+        self._regular_entry(sftp, source)
         try:
-            target = _join(self._make_folders(sftp, to_parts), target_name)
-            if target != source:
-                self._rename_over(sftp, source, target)
+            to_path = self._make_folders(sftp, to_parts)
+            for candidate in numbered_names(target_name):
+                target = _join(to_path, candidate)
+                if target == source:
+                    return candidate  # onto itself: nothing to do
+                if self._entry(sftp, target) is not None:
+                    continue
+                try:
+                    # The plain SFTP rename refuses an existing target: a name taken since the check stays as it is.
+                    sftp.rename(source, target)
+                except OSError:
+                    if self._entry(sftp, target) is not None:
+                        continue  # taken meanwhile: try the next name
+                    raise
+                return candidate
         except _SFTP_ERRORS as exc:
             raise TransportError(
                 f"{self.system}: could not move {source!r} to the folder {to_folder!r}: {self._describe(exc)}"
             ) from None
+        raise TransportError(
+            f"{self.system}: could not move {source!r} to the folder {to_folder!r}: {MAX_COPIES} files named like "
+            f"{target_name!r} are there already"
+        )
 
     def write_text(self, folder: str, name: str, text: str) -> None:
         check_source_name(name, self.system)
@@ -262,17 +329,26 @@ class SftpClient:
             self._remove_quietly(sftp, temporary)
             raise TransportError(f"{self.system}: could not write {final!r}: {self._describe(exc)}") from None
 
-    def _regular_file_size(self, sftp: paramiko.SFTPClient, path: str) -> int:
-        """The size of the regular file at `path`; TransportError when it is missing or not a regular file."""
+    def _entry(self, sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes | None:
+        """The entry itself (lstat: a symlink is not followed), or None when there is none."""
         try:
-            attributes = sftp.stat(path)
+            return sftp.lstat(path)
         except FileNotFoundError:
-            raise TransportError(f"{self.system}: there is no file {path!r}") from None
+            return None
+
+    def _regular_entry(self, sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes:
+        """The attributes of the entry at `path`; TransportError when it is missing or not a regular file (a
+        symlink is refused, not followed)."""
+        try:
+            attributes = self._entry(sftp, path)
         except _SFTP_ERRORS as exc:
             raise TransportError(f"{self.system}: cannot read {path!r}: {self._describe(exc)}") from None
+        if attributes is None:
+            raise TransportError(f"{self.system}: there is no file {path!r}")
         if attributes.st_mode is not None and not stat.S_ISREG(attributes.st_mode):
-            raise TransportError(f"{self.system}: {path!r} is not a regular file")
-        return attributes.st_size or 0
+            why = " (it is a symbolic link, which is never followed)" if stat.S_ISLNK(attributes.st_mode) else ""
+            raise TransportError(f"{self.system}: {path!r} is not a regular file{why}")
+        return attributes
 
     # ------------------------------------------------------------------------------------------------
     # Connection

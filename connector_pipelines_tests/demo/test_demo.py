@@ -42,11 +42,14 @@ def test_demo_runs_every_connector_and_writes_files(tmp_path, monkeypatch):
     assert any("2 create, 3 update, 1 delete, 6 delivered" in line for line in lines), "\n".join(lines)
     assert any("400 unchanged" in line for line in lines)  # the second run of crm_accounts sends nothing
     assert any("records applied twice: 0" in line for line in lines)
-    # Imports: new columns, an incremental rerun reading nothing, partner files each handled once.
+    # Imports: new columns, an incremental rerun reading only the rows at the watermark again (changing nothing),
+    # partner files each handled once.
     assert any(
         "columns added to customers: country, customer_since, last_seen, plan, usage_events" in line for line in lines
     )
-    assert any("warehouse_customers: 0 rows read" in line for line in lines)
+    assert any(
+        "warehouse_customers: 2 rows read, 0 inserted, 0 updated, 2 unchanged or older" in line for line in lines
+    )
     assert any("Conversions_2026_w1.csv: imported, 400 rows" in line for line in lines)
     assert any(
         "Conversions_2026_w1_resent.csv: duplicate (same content as 'Conversions_2026_w1.csv'" in line for line in lines

@@ -1,4 +1,5 @@
-"""The `not_empty` asset check: it fails on an empty window and passes otherwise."""
+"""The `not_empty` asset check: it fails on an empty window (judged before the upload, so the empty file goes
+nowhere) and passes otherwise."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import datetime as dt
 import dagster as dg
 import pytest
 
-from connector_pipelines_tests.fixtures.extract import TICKS_QUERY, create_ticks_table, files_under, read_extract_file
+from connector_pipelines_tests.fixtures.extract import TICKS_QUERY, create_ticks_table, failure_text, files_under
 
 DAILY = {"cadence": "daily", "inception_date": "2024-01-01"}
 KEY = dg.AssetKey(["extract", "ticks", "file"])
@@ -39,11 +40,13 @@ def test_not_empty_fails_on_an_empty_window_and_passes_otherwise(request, projec
     assert evaluation.passed is False
     assert evaluation.metadata["rows"].value == 0
     assert evaluation.description == "the window holds no rows"
+    assert not empty.success
+    assert "was not uploaded, a blocking check failed (not_empty: the window holds no rows)" in failure_text(empty)
+    assert empty.get_asset_materialization_events() == []
 
-    # The empty window's file still exists, with just its header: a consumer can tell "no rows" from "no file".
-    empty_file = outbox / "ticks_20240103T0000_20240104T0000.csv"
-    assert sorted(files_under(outbox)) == ["ticks_20240102T0000_20240103T0000.csv", empty_file.name]
-    assert read_extract_file(empty_file.read_bytes(), "csv", ["id", "at"]) == []
+    # The check ran on the staged file: the empty window's file never reached the destination, and staging is clean.
+    assert files_under(outbox) == ["ticks_20240102T0000_20240103T0000.csv"]
+    assert project.staging_files() == []
 
 
 def test_no_check_unless_asked(project, pg_database):

@@ -1,6 +1,6 @@
 """`connector-pipelines ui --read-only`: the webserver a viewer gets (README, Security). Started for real over a
-project with an extract on a schedule (switched off: `enabled: false`); every mutation a viewer could send through GraphQL is refused, and what a
-viewer is there for (the jobs, the schedule's state) is answered."""
+project with an extract on a schedule (switched off: `enabled: false`); every mutation a viewer could send through
+GraphQL is refused, and what a viewer is there for (the jobs, the schedule's state) is answered."""
 
 from __future__ import annotations
 

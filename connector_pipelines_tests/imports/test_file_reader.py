@@ -231,7 +231,8 @@ def test_a_malformed_row_deep_in_the_file_rejects_during_iteration(write, small_
 def test_an_unclosed_quote_in_a_large_file(write, small_blocks):
     path = write("orders.csv", b'id,name\n1,a\n2,"never closed\n' + b"3,c\n" * 40_000)
     assert rejection(path) == (
-        "malformed CSV: a quoted value that is never closed, or a row longer than 64 KB, after row 2"
+        "malformed CSV: a quoted value that is never closed, or a row longer than 64 KB (limits.max_row_bytes), "
+        "after row 2"
     )
 
 

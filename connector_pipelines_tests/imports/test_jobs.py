@@ -88,13 +88,15 @@ def test_warehouse_import_loads_converts_and_is_incremental(import_project, inst
     snapshot = pq.read_table(first.metadata["snapshot_path"])
     assert snapshot.num_rows == 3 and "mrr_text" in snapshot.column_names
 
-    # Incremental: only rows past the watermark are read.
+    # Incremental: rows from the watermark less the lookback are read (here the rows at the watermark again, which
+    # stay unchanged, and the changed one).
     database.execute(
         "UPDATE src_accounts SET plan = 'enterprise', updated_at = :t WHERE account_id = 2",
         {"t": T0 + dt.timedelta(hours=1)},
     )
     second = import_project.run_import("accounts_sync", instance)
-    assert (second.metadata["rows_read"], second.metadata["updated"], second.metadata["inserted"]) == (1, 1, 0)
+    assert (second.metadata["rows_read"], second.metadata["updated"], second.metadata["inserted"]) == (3, 1, 0)
+    assert second.metadata["unchanged_or_older"] == 1
     assert database.query("SELECT plan FROM accounts WHERE account_id = 2")[0]["plan"] == "enterprise"
     # --full reads everything again; unchanged rows count as updated or unchanged, nothing is duplicated.
     full = import_project.run_import("accounts_sync", instance, full=True)
@@ -128,12 +130,24 @@ def test_expectations_are_blocking_checks_and_row_rules_reject_rows(import_proje
     run = import_project.run_import("accounts_sync", instance)
     assert run.checks == {"expect_in_set_plan_1": False, "expect_not_null_mrr_2": True}
     assert not run.success  # a failed blocking check fails the run (downstream assets would not run)
-    # Rows breaking a row-level rule are rejected with their reason (`mostly` only decides whether the check
-    # passes); the rest load.
+    # The gate: nothing was merged, so nothing was materialized; the failure names the expectation.
+    assert run.metadata == {}
+    assert "nothing was merged" in run.failure() and "'platinum'" in run.failure()
+    assert pg_database.query("SELECT account_id FROM accounts ORDER BY 1") == []
+    state = import_project.state()
+    try:
+        assert state.watermark("accounts_sync") is None
+    finally:
+        state.dispose()
+    # Fixed at the source, the next run loads; rows breaking a row-level rule are rejected with their reason
+    # (`mostly` only decides whether the check passes), the rest load.
+    pg_database.execute("UPDATE src_accounts SET plan = 'team' WHERE account_id = 2")
+    fixed = import_project.run_import("accounts_sync", instance)
+    assert fixed.success, fixed.failure()
     ids = [r["account_id"] for r in pg_database.query("SELECT account_id FROM accounts ORDER BY 1")]
-    assert ids == [1]
-    reasons = {r["key"]: r["reason"] for r in pq.read_table(run.metadata["rejections_path"]).to_pylist()}
-    assert set(reasons) == {"2", "3"} and "platinum" in reasons["2"] and "mrr" in reasons["3"]
+    assert ids == [1, 2]
+    reasons = {r["key"]: r["reason"] for r in pq.read_table(fixed.metadata["rejections_path"]).to_pylist()}
+    assert set(reasons) == {"3"} and "mrr" in reasons["3"]
 
 
 def test_mapping_that_does_not_fit_the_table_fails_the_run_and_names_the_cause(import_project, instance, pg_database):
@@ -159,7 +173,8 @@ def test_rebuild_forgets_the_watermark_and_reads_everything(import_project, inst
     warehouse_import(import_project, pg_database)
     add_rows(pg_database, [(1, "Acme", "team", "1,00", "01/01/2025", T0)])
     assert import_project.run_import("accounts_sync", instance).metadata["rows_read"] == 1
-    assert import_project.run_import("accounts_sync", instance).metadata["rows_read"] == 0
+    again = import_project.run_import("accounts_sync", instance)
+    assert (again.metadata["rows_read"], again.metadata["unchanged_or_older"]) == (1, 1)  # the row at the watermark
     pg_database.execute("DELETE FROM accounts")
     rebuilt = import_project.run_import("accounts_sync", instance, rebuild=True)
     assert (rebuilt.metadata["rows_read"], rebuilt.metadata["inserted"]) == (1, 1)

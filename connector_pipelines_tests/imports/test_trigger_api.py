@@ -299,17 +299,16 @@ def test_script_exits_1_and_the_events_name_the_failed_blocking_check(api: Api) 
     assert checks == [{"checkName": "expect_between_amount_1", "success": False}]
     failures = [e["error"]["message"] for e in events if e["__typename"] == "ExecutionStepFailureEvent"]
     assert len(failures) == 1
-    assert "DagsterAssetCheckFailedError: 1 blocking asset check failed with ERROR severity" in failures[0]
-    assert "import/orders_checked/checked_orders: expect_between_amount_1" in failures[0]
+    assert "nothing was merged (the target table is as it was, the watermark did not move)" in failures[0]
+    assert "blocking check expect_between_amount_1 failed: amount is at least 5 (between)" in failures[0]
 
-    # As the doc warns: the row breaking the rule is rejected, the others are loaded and the watermark moved.
-    passing = [row for row in source_rows(api) if row[2] >= CHECK_MIN_AMOUNT]
-    counts = metadata_of(details)
-    assert counts["rows_rejected"] == len(source_rows(api)) - len(passing)
-    assert target_rows(api, "checked_orders") == passing
+    # The gate: a failed blocking expectation merges nothing, so no materialization, an untouched table and the
+    # watermark where it was; the rejected rows and their reasons are still in the run's folder.
+    assert details["runOrError"]["assetMaterializations"] == []
+    assert target_rows(api, "checked_orders") == []
     state = ImportState(default_state_url(Storage.for_project(api.root).root))
     try:
-        assert state.watermark("orders_checked") is not None
+        assert state.watermark("orders_checked") is None
     finally:
         state.dispose()
 

@@ -271,14 +271,19 @@ def test_move_to_archive_and_quarantine_creates_the_folders(side):
     assert side.client.list_files(side.folder("in")) == []
 
 
-def test_move_replaces_a_file_of_the_same_name(side):
+def test_move_onto_a_taken_name_numbers_it_on_folder_and_sftp_and_replaces_it_on_s3_and_ftp(side):
     side.put(join(side.folder("archive"), "a.csv"), b"processed yesterday\n")
     side.put(join(side.folder("in"), "a.csv"), b"delivered again today\n")
 
     side.client.move(side.folder("in"), "a.csv", side.folder("archive"))
 
-    assert side.read(join(side.folder("archive"), "a.csv")) == b"delivered again today\n"
-    assert side.entries(side.folder("archive")) == ["a.csv"]
+    if side.kind in ("folder", "sftp"):  # never replaced (test_move_no_replace.py tries the races)
+        assert side.read(join(side.folder("archive"), "a.csv")) == b"processed yesterday\n"
+        assert side.read(join(side.folder("archive"), "a (2).csv")) == b"delivered again today\n"
+        assert side.entries(side.folder("archive")) == ["a (2).csv", "a.csv"]
+    else:
+        assert side.read(join(side.folder("archive"), "a.csv")) == b"delivered again today\n"
+        assert side.entries(side.folder("archive")) == ["a.csv"]
     assert side.read(join(side.folder("in"), "a.csv")) is None
 
 
@@ -423,24 +428,26 @@ def test_folder_a_file_in_place_of_the_folder_is_an_error_not_an_empty_list(shar
         FolderClient(share).list_files("in/a.csv")
 
 
-def test_sftp_move_replaces_on_a_server_without_posix_rename(sftp_server, unique_folder):
-    # In `legacy_folder` the server refuses posix-rename, and plain SFTP rename refuses an existing target.
+def test_sftp_move_into_a_taken_name_gets_a_number_and_a_missing_source_costs_nothing(sftp_server, unique_folder):
+    # In `legacy_folder` the server refuses posix-rename; moves never needed it: they never replace.
     legacy = sftp_server.root / sftp_server.legacy_folder
-    (legacy / f"{unique_folder}.csv").write_bytes(b"archived earlier\n")
+    name = f"{unique_folder}.csv"
+    (legacy / name).write_bytes(b"archived earlier\n")
     (sftp_server.root / unique_folder).mkdir()
-    (sftp_server.root / unique_folder / f"{unique_folder}.csv").write_bytes(b"delivered now\n")
+    (sftp_server.root / unique_folder / name).write_bytes(b"delivered now\n")
     client = SftpClient(**sftp_server.client_kwargs())
 
-    client.move(unique_folder, f"{unique_folder}.csv", sftp_server.legacy_folder)
+    assert client.move(unique_folder, name, sftp_server.legacy_folder) == f"{unique_folder} (2).csv"
 
-    assert (legacy / f"{unique_folder}.csv").read_bytes() == b"delivered now\n"
+    assert (legacy / name).read_bytes() == b"archived earlier\n"
+    assert (legacy / f"{unique_folder} (2).csv").read_bytes() == b"delivered now\n"
     assert list((sftp_server.root / unique_folder).iterdir()) == []
-    # Replacing there means removing the target first: a source that is gone must not cost the archived file.
     with pytest.raises(TransportError, match="there is no file"):
-        client.move(unique_folder, f"{unique_folder}.csv", sftp_server.legacy_folder)
-    assert (legacy / f"{unique_folder}.csv").read_bytes() == b"delivered now\n"
+        client.move(unique_folder, name, sftp_server.legacy_folder)
+    assert (legacy / name).read_bytes() == b"archived earlier\n"
     client.close()
-    (legacy / f"{unique_folder}.csv").unlink()
+    (legacy / name).unlink()
+    (legacy / f"{unique_folder} (2).csv").unlink()
 
 
 def test_sftp_listing_skips_symlinks(sftp_server, unique_folder):
