@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo ui test lint bench-extract bench-integration bench-import clean
+.PHONY: install demo ui test lint bench-extract bench-integration bench-import bench-hostile clean
 
 $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ bench-import: install
 ## bench-integration: 200,000 records to a loopback HTTP target (ROWS=... to scale), beside a plain requests.post loop
 bench-integration: install
 	$(BIN)/python bench/integration.py
+
+## bench-hostile: what a 200 KB gzip file with one 200 MB line and to_integer('1e1000000') cost to refuse, beside a naive reader
+bench-hostile: install
+	$(BIN)/python bench/hostile_input.py
 
 clean:
 	rm -rf var .pytest_cache
