@@ -12,6 +12,7 @@ import datetime as dt
 import decimal
 import json
 import re
+import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -42,17 +43,36 @@ def placeholders(template: object) -> set[str]:
     return found
 
 
+# A decimal of at most this many significant digits survives a float exactly (IEEE double: 15 decimal digits).
+_FLOAT_SAFE_DIGITS = 15
+# The json module writes a number only from an int or a float, so a longer decimal goes through the encoder as a
+# marked string, unmarked afterwards. The marker holds a per-process random part, so no text from a source can
+# pass for one: only the encoder's own marks become numbers.
+_EXACT_MARK = f"\x00{secrets.token_hex(8)}"
+_EXACT_NUMBER = re.compile(r'"\\u0000' + _EXACT_MARK[1:] + r'([-+0-9.Ee]+)\\u0000"')
+
+
 def json_default(value: object) -> object:
-    """What JSON has no type for: dates as ISO 8601, decimals as numbers."""
+    """What JSON has no type for: dates as ISO 8601, decimals as numbers, with every digit (a NUMERIC(20,2)
+    amount has more than a float keeps)."""
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
-        return float(value)
+        if not value.is_finite() or len(value.as_tuple().digits) <= _FLOAT_SAFE_DIGITS:
+            return float(value)
+        return f"{_EXACT_MARK}{value}\x00"
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=json_default)
-encode_json = _encoder.encode
+
+
+def encode_json(value: object) -> str:
+    """`value` as compact JSON; decimals keep every digit."""
+    text = _encoder.encode(value)
+    if "\\u0000" in text:  # only when a string held NUL or a long decimal was marked
+        text = _EXACT_NUMBER.sub(r"\1", text)
+    return text
 
 
 def _text(value: object) -> str:
