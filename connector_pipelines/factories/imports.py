@@ -49,7 +49,13 @@ from connector_pipelines.factories.translator import (
 )
 from connector_pipelines.imports.arrivals import decide_arrivals, given_up_message
 from connector_pipelines.imports.expectations import ExpectationResult
-from connector_pipelines.imports.orchestrate import ImportScope, folder_and_pattern, matching_files, run_import
+from connector_pipelines.imports.orchestrate import (
+    FilesFailed,
+    ImportScope,
+    folder_and_pattern,
+    matching_files,
+    run_import,
+)
 from connector_pipelines.imports.run import FileOutcome, ImportReport
 from connector_pipelines.imports.upsert import UpsertConfigError, UpsertError
 from connector_pipelines.mapping import MappingError
@@ -171,6 +177,9 @@ def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec:
         except (UpsertConfigError, MappingError, TransportError) as exc:
             # The spec, the target table or a connection is wrong: nothing in the files or rows. Said plainly.
             raise dg.Failure(description=f"import '{connector.name}': {exc}", allow_retries=False) from None
+        except FilesFailed as exc:
+            # The files named were left in the folder (not their fault, perhaps); the others were handled.
+            raise dg.Failure(description=f"import '{connector.name}': {exc}") from None
         except UpsertError as exc:
             raise dg.Failure(
                 description=f"import '{connector.name}': {exc}; batches before the failing one stay committed, "
