@@ -301,7 +301,8 @@ def plan(
 
     \b
     Exit codes:
-      0  every record would go out (or is unchanged, skipped or held)
+      0  every record would go out (or is unchanged, skipped, held, waiting for
+         its retry time or a dead letter)
       1  some records would fail before any request: they do not map, their key
          is in the data set twice, or their request cannot be built; or the data
          set cannot be read
@@ -334,7 +335,7 @@ def plan(
         click.echo(
             f"== {config_name}: {c['create']:,} create, {c['update']:,} update, {c['delete']:,} delete, "
             f"{c['unchanged']:,} unchanged, {c['skipped']:,} skipped, {c['failed']:,} failing to map, "
-            f"{c['held']:,} held"
+            f"{c['held']:,} held, {c['backoff']:,} waiting for their retry time, {c['dead_letter']:,} dead letter"
         )
         for operation, rule in report.recovery.items():  # what becomes of a record whose delivery is in doubt
             click.echo(f"  recovery of {operation} ({rule.method}): {rule.mode}: {rule.why}")
@@ -345,6 +346,9 @@ def plan(
                 )
         for failure in report.failures[:10]:
             click.echo(f"  fails: key {failure['key']}: {failure['error']}")
+        for status, label in (("backoff", "waits"), ("dead_letter", "dead letter")):  # refused in earlier runs
+            for row in [r for r in report.rows if r["status"] == status][:10]:
+                click.echo(f"  {label}: key {row['key']}: {row['error']}")
     if written is not None:
         click.echo(f"wrote {written:,} planned record(s) to {output}")
     if failed:
@@ -359,13 +363,21 @@ def plan(
 )
 @resources_option
 def push(name: str, keys: tuple[str, ...], resources: Path | None) -> None:
-    """Push chosen records now, changed or not. Refused when the integration is off or roles do not allow it."""
+    """Push chosen records now, changed or not. Refused when the integration is off or roles do not allow it.
+
+    A dead letter, or a record waiting for its retry time, is sent now and counted from attempt 1 again; a record
+    in doubt goes out under the Idempotency-Key it was in flight with.
+    """
     project = _load(resources)
     loaded = _connector(project, name, "integration")
     if not loaded.spec.enabled:
         click.echo(f"integration '{name}' is off (enabled: false): manual pushes are refused", err=True)
         sys.exit(EXIT_USAGE)
+    from connector_pipelines.integration import inspect as inspection
     from connector_pipelines.runs import launch_integration
+
+    for line in _engine_call(inspection.revivals, project, loaded, keys):
+        click.echo(line)
 
     outcome = launch_integration(project, loaded, keys=list(keys), echo=click.echo)
     ok = outcome.success
@@ -389,11 +401,14 @@ def push(name: str, keys: tuple[str, ...], resources: Path | None) -> None:
 @configuration_option
 @resources_option
 def trace(name: str, key: str, configuration: str | None, resources: Path | None) -> None:
-    """Every attempt for one record: when, operation, outcome, HTTP status, idempotency key, error."""
+    """Every attempt for one record: when, operation, outcome, HTTP status, idempotency key, error; first, what the
+    ledger holds for it now (for a record the target refused: when it is retried, or that it is a dead letter)."""
     from connector_pipelines.integration import inspect as inspection
 
     project = _load(resources)
-    _connector(project, name, "integration")
+    loaded = _connector(project, name, "integration")
+    for config_name, state in _engine_call(inspection.record_states, project, loaded, key, configuration):
+        click.echo(f"{config_name}: {state}")
     ledger = inspection.ledger_for(project)
     try:
         attempts = ledger.trace(name, key, configuration)

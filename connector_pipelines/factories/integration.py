@@ -345,13 +345,21 @@ def delivery_metadata(report: DeliveryReport) -> dict[str, dg.MetadataValue]:
     metadata["requests"] = dg.MetadataValue.int(report.counts["requests"])
     # Records whose outcome is unknown (counted in failed too): kept in flight under their key for the next run.
     metadata["in_doubt"] = dg.MetadataValue.int(report.counts.get("in_doubt", 0))
+    # Retries across runs: records this run did not send because their retry time had not come, the records it
+    # made dead letters, and every dead letter of the configuration after the run (the ledger's count, so the
+    # plot is the same whatever a run read).
+    metadata["backoff"] = dg.MetadataValue.int(report.counts["backoff"])
+    metadata["new_dead_letter"] = dg.MetadataValue.int(report.counts["new_dead_letter"])
+    ledger_counts = report.ledger_counts
+    dead_letters = ledger_counts.get("dead_letter", 0) if ledger_counts is not None else report.counts["dead_letter"]
+    metadata["dead_letter"] = dg.MetadataValue.int(dead_letters)
     if report.recovery:
         metadata["recovery"] = dg.MetadataValue.json({op: rule.mode for op, rule in report.recovery.items()})
     metadata["rejected_rate"] = dg.MetadataValue.float(round(report.rejected_rate, 4))
     for name in ("retries", "throttled_429", "timeouts", "connection_errors"):
         if name in report.client_stats:
             metadata[f"http_{name}"] = dg.MetadataValue.int(int(report.client_stats[name]))
-    touched = report.counts["delivered"] + report.counts["failed"] + report.counts["skipped"] + report.counts["held"]
+    touched = sum(report.counts[name] for name in ("delivered", "failed", "skipped", "held", "backoff", "dead_letter"))
     if report.audit_path:
         metadata["audit_path"] = dg.MetadataValue.path(report.audit_path)
     columns = ["key", "operation", "status", "http_status", "error"]

@@ -8,7 +8,9 @@ and sends as the `Decision` says. The order of the checks is the delivery semant
 2. a record that failed to map fails alone, with its reason;
 3. the skip reasons are found (the owner holds none of the roles; insert mode and a record delivered before);
 4. unless the run is forced (`--full`, or a push of chosen keys): unchanged since delivered (or since skipped,
-   when it is still skipped) is left alone, and a record held for review waits for a push;
+   when it is still skipped) is left alone, a record held for review waits for a push, and a record the target
+   refused with this same payload waits for its retry time (`backoff`) or, after `retry_across_runs.max_attempts`
+   failed runs, is not sent at all (`dead_letter`; `integration.retries`);
 5. an operation the run's triggers did not ask for is left alone;
 6. a skipped record is recorded as skipped;
 7. unless forced, a record in doubt (`in_flight`: a run died while it was in flight, or its last try got no
@@ -21,10 +23,17 @@ and sends as the `Decision` says. The order of the checks is the delivery semant
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from connector_pipelines.integration.retries import (
+    DEAD_LETTER,
+    RetrySchedule,
+    dead_letter_reason,
+    waiting_reason,
+)
 from connector_pipelines.state.ledger import LedgerEntry
 
 Action = Literal[
@@ -32,6 +41,8 @@ Action = Literal[
     "fail",  # failed before any request (the record did not map); `reason` says why
     "unchanged",  # the target holds this payload already (or it is still skipped): nothing to do
     "held",  # held for review after a crash: only a push or a full run sends it
+    "backoff",  # the target refused this payload in an earlier run, and its retry time has not come; `reason`
+    "dead_letter",  # refused in retry_across_runs.max_attempts runs: no run sends it again; `reason` says so
     "not_in_scope",  # the run's triggers did not ask for this operation
     "skip",  # not sent, recorded as skipped; `reason` says why
     "hold_in_doubt",  # in flight when a run died and may have landed: held for review; `reason` says why
@@ -64,7 +75,7 @@ class Decision:
 
     action: Action
     operation: str  # "create", "update" or "delete"
-    reason: str | None = None  # for "duplicate", "fail", "skip" and "hold_in_doubt"
+    reason: str | None = None  # for "duplicate", "fail", "skip", "hold_in_doubt", "backoff" and "dead_letter"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +90,8 @@ class DecisionRules:
     # Per operation, what becomes of a record in doubt: "resend", "probe" or "hold" (`integration.recovery`);
     # an operation not named here is resent (or held, with recovery_hold).
     recovery: Mapping[str, str] = field(default_factory=dict)
+    retry: RetrySchedule = RetrySchedule()  # retry_across_runs: backoff and dead letters
+    now: dt.datetime | None = None  # the run's time, against a record's retry_after (None: no record waits)
     # A full run or a push sends a record even when unchanged, held or in doubt: someone asked for it.
     forced: bool = field(init=False)
 
@@ -103,6 +116,7 @@ _RESEND = _without_reason("resend")
 _PROBE = _without_reason("probe")
 _ABSENT = Decision("absent", "delete")
 _DUPLICATE = Decision("duplicate", "create", DUPLICATE_KEY)
+_REFUSED = ("failed", DEAD_LETTER)
 
 
 def owner_refusal(owner: object, allowed_owners: Collection[str], roles: Iterable[str]) -> str | None:
@@ -148,6 +162,10 @@ def decide(
             return _UNCHANGED[operation]
         if status == "pending":
             return _HELD[operation]
+        if status in _REFUSED and entry.fingerprint == fingerprint:
+            waiting = _waiting(entry, rules, operation)
+            if waiting is not None:
+                return waiting
     if operation not in rules.operations:
         return _NOT_IN_SCOPE[operation]
     if skip is not None:
@@ -169,8 +187,26 @@ def decide(
     return _SEND[operation]
 
 
+def _waiting(entry: LedgerEntry, rules: DecisionRules, operation: str) -> Decision | None:
+    """Why a record the target refused is not sent by this run (dead letter, or its retry time has not come)."""
+    limit = rules.retry.max_attempts
+    # A dead letter stays one when max_attempts is raised (only a push or new data sends it); lowering it makes
+    # dead letters of records that already failed that often.
+    if entry.status == DEAD_LETTER or entry.failed_runs >= limit:
+        return Decision("dead_letter", operation, dead_letter_reason(entry.failed_runs, limit))
+    retry_after = entry.retry_after
+    if retry_after is not None and rules.now is not None and rules.now < retry_after:
+        return Decision("backoff", operation, waiting_reason(entry.failed_runs, limit, retry_after))
+    return None
+
+
 def decide_delete(
-    entry: LedgerEntry | None, *, in_scope: bool = True, roles_apply: bool = False, recovery: str = "resend"
+    entry: LedgerEntry | None,
+    *,
+    in_scope: bool = True,
+    roles_apply: bool = False,
+    recovery: str = "resend",
+    rules: DecisionRules | None = None,
 ) -> Decision:
     """The decision for a record to delete (gone from the data set, or deleted in the change log).
 
@@ -178,7 +214,8 @@ def decide_delete(
     its last try got no answer) goes out again under its first idempotency key, or is probed first or held, as
     `recovery` (the delete's recovery mode) says. `roles_apply` says the integration checks owners' roles: a record gone
     from the data set has no owner to judge any more, so a record whose last reading was refused (skipped) keeps
-    that refusal and its delete is not sent either (fail closed).
+    that refusal and its delete is not sent either (fail closed). With `rules` (the run's), a delete the target
+    refused in earlier runs waits for its retry time, or is a dead letter, as `decide` says for other operations.
     """
     if entry is None or entry.delivered_fingerprint is None:
         return _ABSENT
@@ -186,6 +223,11 @@ def decide_delete(
         return _NOT_IN_SCOPE["delete"]
     if roles_apply and entry.status == "skipped":
         return Decision("skip", "delete", DELETE_REFUSED_BY_ROLES)
+    # A refused delete's ledger row has no fingerprint (the version it is about is "the record is gone").
+    if rules is not None and not rules.forced and entry.status in _REFUSED and entry.fingerprint is None:
+        waiting = _waiting(entry, rules, "delete")
+        if waiting is not None:
+            return waiting
     if entry.status == "in_flight" and entry.fingerprint is None:
         if recovery == "hold":
             return Decision("hold_in_doubt", "delete", HELD_IN_DOUBT)

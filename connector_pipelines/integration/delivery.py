@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime as dt
 import gc
 import hashlib
 import logging
@@ -36,6 +37,7 @@ from connector_pipelines.integration.decide import (
     owner_refusal,
 )
 from connector_pipelines.integration.recovery import RecoveryRule, recovery_rules
+from connector_pipelines.integration.retries import DEAD_LETTER, RetrySchedule, failed_runs_before
 from connector_pipelines.integration.success import SuccessCheck, read_target_ref
 from connector_pipelines.integration.write_back import WriteBack
 from connector_pipelines.mapping import CompiledMapping, FieldRule, TargetField
@@ -60,6 +62,12 @@ from connector_pipelines.state.ledger import (
     utc_now,
 )
 from connector_pipelines.transports.http import SETTLING, HttpDeliveryClient, HttpOutcome, HttpRequest
+
+# A failure that counts as a failed run (retry_across_runs): the target answered about the record itself, a 4xx
+# but 408 and 429, or a 2xx whose body fails the success criteria. A 5xx, 429, 408 or no answer says nothing
+# about the record (the target is down or busy): such a record is tried again by the next run, uncounted, so an
+# outage does not turn every record it touched into a dead letter.
+REFUSING = SETTLING | frozenset(range(200, 300))
 
 OPERATIONS = ("create", "update", "delete")
 BATCH_NOT_WHOLE = (
@@ -139,6 +147,9 @@ class DeliveryReport:
                 "delete",
                 "requests",
                 "in_doubt",
+                "backoff",  # refused in an earlier run, waiting for its retry time: not sent
+                "dead_letter",  # dead letters this run read (not sent) or made (counted in failed too)
+                "new_dead_letter",  # records this run made dead letters
             ),
             0,
         )
@@ -150,6 +161,8 @@ class DeliveryReport:
     client_stats: dict[str, Any] = field(default_factory=dict)
     # Per operation, what becomes of a record in doubt (`integration.recovery`), for `plan` and the metadata.
     recovery: dict[str, RecoveryRule] = field(default_factory=dict)
+    # The configuration's records per ledger status once the run's outcomes are committed (None for a plan).
+    ledger_counts: dict[str, int] | None = None
 
     @property
     def rejected_rate(self) -> float:
@@ -168,6 +181,7 @@ class _Send:
     entry: LedgerEntry | None
     batch_key: str | None = None
     probe: bool = False  # in doubt: ask the target (the lookup request) whether it landed before sending again
+    failed_runs: int = 0  # the runs this version failed in before (retry_across_runs); 0 for a forced send
 
 
 def build_mapping(
@@ -230,9 +244,11 @@ class IntegrationDelivery:
         write_back: WriteBack | None = None,
         logger: logging.Logger | Any = log,
         target_connection: HttpConnection | None = None,
+        clock: Callable[[], dt.datetime] = utc_now,
     ):
         """`target_connection` says whether the target honours Idempotency-Key (for the recovery rules); a run
-        without it reads the connection of the client it sends with."""
+        without it reads the connection of the client it sends with. `clock` is the time the run judges retry
+        times by (aware UTC)."""
         self.connector = connector
         self.spec = connector.integration
         self.configuration = configuration
@@ -245,6 +261,9 @@ class IntegrationDelivery:
         self.write_back = write_back
         self.log = logger
         self.success = SuccessCheck(configuration.success)
+        self.clock = clock
+        retry = self.spec.retry_across_runs
+        self.retry = RetrySchedule(retry.max_attempts, retry.initial_backoff_delta, retry.max_backoff_delta)
         self.create_request = _Request(configuration.request)
         self.update_request = _Request(configuration.update or configuration.request)
         self.delete_request = _Request(configuration.delete) if configuration.delete else None
@@ -264,6 +283,7 @@ class IntegrationDelivery:
         self.use_connection(target_connection)
         self.target_connection_unknown = target_connection is None
         self._forced = False  # the run sends records even when unchanged, held or in doubt (set by `_decide`)
+        self._rules: DecisionRules | None = None  # the run's (set by `_decide`)
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ledger")
         # Write-back goes to another database, on its own thread: it need not wait for the ledger, nor hold it up.
         self._write_back_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="write-back")
@@ -379,8 +399,11 @@ class IntegrationDelivery:
             pushed=scope.keys is not None,
             operations=scope.operations,
             recovery={operation: rule.mode for operation, rule in self.recovery.items()},
+            retry=self.retry,
+            now=self.clock(),
         )
         self._forced = rules.forced
+        self._rules = rules
         owner_column = spec.data_set.owner if self.allowed_owners is not None else None
         track_seen = scope.complete and (mode == "mirror" or scope.detect_deletes)
         seen: set[str] = set()
@@ -439,6 +462,8 @@ class IntegrationDelivery:
                     self._skip(key, operation, entry, fp, decision.reason, updates, attempts, report, now)
                 elif action == "hold_in_doubt":
                     self._hold(key, operation, entry, updates, attempts, report, now, decision.reason)
+                elif action in ("backoff", "dead_letter"):
+                    self._not_retried(report, key, operation, entry, action, decision.reason)
                 elif action in ("send", "resend", "probe"):
                     record = dict(zip(targets, [column[i] for column in target_columns]))
                     if action != "send":
@@ -459,6 +484,10 @@ class IntegrationDelivery:
                         version = (entry.version if entry else 0) + 1
                         ikey = idempotency_key(self.name, configuration.name, key, fp, version)
                         send = _Send(key, operation, record, fp, version, ikey, entry)
+                    if entry is not None:
+                        send.failed_runs = failed_runs_before(
+                            entry.status, entry.fingerprint, entry.failed_runs, fp, rules.forced
+                        )
                     sends.append(send)
                 # "not_in_scope": the triggers did not ask for this operation; nothing is recorded.
             yield sends, updates, attempts
@@ -481,6 +510,7 @@ class IntegrationDelivery:
                 in_scope=scope.keys is None or key in scope.keys,
                 roles_apply=self.allowed_owners is not None,
                 recovery=self.recovery["delete"].mode if not self._forced else "resend",
+                rules=self._rules,
             )
             if self._observe is not None:
                 self._observe(key, decision)
@@ -489,23 +519,21 @@ class IntegrationDelivery:
                 self._skip(key, "delete", entry, entry.fingerprint, decision.reason, updates, attempts, report, now)
             elif action == "hold_in_doubt":
                 self._hold(key, "delete", entry, updates, attempts, report, now, decision.reason)
-            elif action in ("resend", "probe"):  # in doubt: again under its first key (a probe asks first)
-                sends.append(
-                    _Send(
-                        key,
-                        "delete",
-                        None,
-                        None,
-                        entry.version,
-                        entry.idempotency_key,
-                        entry,
-                        probe=action == "probe",
+            elif action in ("backoff", "dead_letter"):
+                self._not_retried(report, key, "delete", entry, action, decision.reason)
+            elif action in ("resend", "probe", "send"):
+                if action == "send":
+                    version = entry.version + 1
+                    ikey = idempotency_key(self.name, self.configuration.name, key, "delete", version)
+                    send = _Send(key, "delete", None, None, version, ikey, entry)
+                else:  # in doubt: again under its first key (a probe asks first)
+                    send = _Send(
+                        key, "delete", None, None, entry.version, entry.idempotency_key, entry, probe=action == "probe"
                     )
+                send.failed_runs = failed_runs_before(
+                    entry.status, entry.fingerprint, entry.failed_runs, None, self._forced
                 )
-            elif action == "send":
-                version = entry.version + 1
-                ikey = idempotency_key(self.name, self.configuration.name, key, "delete", version)
-                sends.append(_Send(key, "delete", None, None, version, ikey, entry))
+                sends.append(send)
             # "absent" (nothing to delete at the target) and "not_in_scope" (a push of other keys): nothing to do.
         if sends or updates:
             yield sends, updates, attempts
@@ -535,6 +563,9 @@ class IntegrationDelivery:
             report.client_stats = dict(client.stats)
         for future in self._pending_writes:
             await future  # surfaces a failed write
+        report.ledger_counts = await loop.run_in_executor(
+            self._worker, self.ledger.counts, self.name, self.configuration.name
+        )
 
     async def _send_chunk(self, loop, client: HttpDeliveryClient, sends: list[_Send], report: DeliveryReport) -> None:
         batched = self.batch_request is not None
@@ -670,6 +701,7 @@ class IntegrationDelivery:
                 http_status=http_status,
                 target_ref=target_ref,
                 delivered_at=now if landed else None,
+                failed_runs=0 if landed else send.failed_runs,
             )
         )
         outcome_name = "delivered" if landed else "in_doubt"
@@ -789,6 +821,15 @@ class IntegrationDelivery:
                 status, error = "skipped", "sync_mode insert: the record is already at the target"
             else:
                 status, error = "failed", reason
+        failed_runs, retry_after = send.failed_runs, None
+        if status == "failed" and http_status in REFUSING:
+            # The target refused this version: one more failed run, then a wait or, at the limit, a dead letter.
+            failed_runs += 1
+            status, retry_after = self.retry.after_failure(failed_runs, self.clock())
+            if status == DEAD_LETTER:
+                error = f"{error}; dead letter after {failed_runs} failed run(s): no run sends it again"
+        elif status in ("delivered", "skipped"):
+            failed_runs = 0
         target_ref = entry.target_ref if entry else None
         if status == "delivered" and send.operation != "delete" and body and self.configuration.target_ref:
             # The target applied it: whatever stops its id being kept, the delivery stands (sending it again would
@@ -816,6 +857,8 @@ class IntegrationDelivery:
                 http_status=http_status,
                 target_ref=target_ref,
                 delivered_at=finished if status == "delivered" else None,
+                failed_runs=failed_runs,
+                retry_after=retry_after,
             )
         )
         in_doubt = status in ("in_flight", "pending")
@@ -839,6 +882,22 @@ class IntegrationDelivery:
         if in_doubt:
             report.counts["in_doubt"] += 1
             status = "failed"  # not delivered by this run; the ledger keeps it in doubt
+        if status == DEAD_LETTER:  # failed in this run, and its last try: counted as both
+            report.counts["failed"] += 1
+            report.counts[DEAD_LETTER] += 1
+            report.counts["new_dead_letter"] += 1
+            self._remember(
+                report,
+                send.key,
+                send.operation,
+                status,
+                http_status,
+                error,
+                send.idempotency_key,
+                target_ref,
+                failure=True,
+            )
+            return
         self._count(report, send.key, send.operation, status, http_status, error, send.idempotency_key, target_ref)
 
     def _in_doubt_reason(self, operation: str, reason: str | None) -> str:
@@ -858,7 +917,9 @@ class IntegrationDelivery:
         self._count(report, key, operation, "failed", None, error, None, entry.target_ref if entry else None)
 
     def _skip(self, key, operation, entry, fp, reason, updates, attempts, report, now) -> None:
-        updates.append(self._local_update(key, operation, entry, "skipped", fp, reason))
+        update = self._local_update(key, operation, entry, "skipped", fp, reason)
+        update.failed_runs, update.retry_after = 0, None
+        updates.append(update)
         attempts.append(AttemptRow(key, operation, "skipped", None, None, 0, None, reason, None, now, now))
         self._count(report, key, operation, "skipped", None, reason, None, entry.target_ref if entry else None)
 
@@ -870,6 +931,7 @@ class IntegrationDelivery:
         update = self._local_update(key, operation, entry, "pending", entry.fingerprint, reason)
         update.idempotency_key = entry.idempotency_key
         update.version = entry.version
+        update.retry_after = None  # held for a person, not for a time
         updates.append(update)
         attempts.append(
             AttemptRow(key, operation, "held", entry.idempotency_key, None, 0, None, reason, None, now, now)
@@ -889,13 +951,24 @@ class IntegrationDelivery:
             attempts=entry.attempts if entry else 0,
             last_error=error,
             target_ref=entry.target_ref if entry else None,
+            # A record that fails before any request keeps its count and retry time: nothing reached the target.
+            failed_runs=entry.failed_runs if entry else 0,
+            retry_after=entry.retry_after if entry else None,
         )
+
+    def _not_retried(self, report, key, operation, entry: LedgerEntry, action: str, reason: str) -> None:
+        """A record the target refused before that this run does not send (its retry time has not come, or it is a
+        dead letter): counted and shown, the ledger left as it is."""
+        report.counts[action] += 1
+        self._remember(report, key, operation, action, None, reason, entry.idempotency_key, entry.target_ref)
 
     def _count(self, report, key, operation, status, http_status, error, ikey, target_ref) -> None:
         report.counts[status] += 1
         self._remember(report, key, operation, status, http_status, error, ikey, target_ref)
 
-    def _remember(self, report, key, operation, status, http_status, error, ikey, target_ref) -> None:
+    def _remember(
+        self, report, key, operation, status, http_status, error, ikey, target_ref, failure: bool | None = None
+    ) -> None:
         row = {
             "key": key,
             "operation": operation,
@@ -907,7 +980,7 @@ class IntegrationDelivery:
         }
         if len(report.rows) < SAMPLE_ROWS:
             report.rows.append(row)
-        if status == "failed" and len(report.failures) < 20:
+        if (status == "failed" if failure is None else failure) and len(report.failures) < 20:
             report.failures.append(row)
 
     def _write_later(self, loop, updates: list[RecordUpdate], attempts: list[AttemptRow]) -> None:
@@ -975,6 +1048,7 @@ def _in_flight(send: _Send) -> RecordUpdate:
         attempts=entry.attempts if entry else 0,
         batch_key=send.batch_key,
         target_ref=entry.target_ref if entry else None,
+        failed_runs=send.failed_runs,
     )
 
 

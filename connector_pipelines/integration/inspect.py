@@ -1,4 +1,4 @@
-"""What the CLI reads without starting a run: fields, preview, plan, trace, reset.
+"""What the CLI reads without starting a run: fields, preview, plan, trace (and a record's ledger state), reset.
 
 These open the data set and the ledger directly (no Dagster run), send nothing and record nothing, except
 `reset`, which forgets ledger state on purpose.
@@ -6,7 +6,8 @@ These open the data set and the ledger directly (no Dagster run), send nothing a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import datetime as dt
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -16,11 +17,12 @@ from connector_pipelines.errors import ConnectorConfigError
 from connector_pipelines.integration.data_set import DataSetReader, column_problems
 from connector_pipelines.integration.delivery import DeliveryReport, DeliveryScope, IntegrationDelivery
 from connector_pipelines.integration.plan_output import PlanFile
+from connector_pipelines.integration.retries import DEAD_LETTER, dead_letter_reason, describe_time, waiting_reason
 from connector_pipelines.integration.run import open_delivery
 from connector_pipelines.spec.integration import Configuration, IntegrationConnector
 from connector_pipelines.spec.loader import LoadedConnector, Project
 from connector_pipelines.state.database import default_state_url
-from connector_pipelines.state.ledger import DeliveryLedger
+from connector_pipelines.state.ledger import DeliveryLedger, utc_now
 from connector_pipelines.storage import Storage
 from connector_pipelines.transports.registry import client_for
 from connector_pipelines.transports.sql import SqlSource
@@ -117,6 +119,72 @@ def plan(
             sink = (lambda rows, name=config.name: output.write(name, rows)) if output is not None else None
             out[config.name] = delivery.plan(reader.read(), DeliveryScope(full=full), sink=sink)
     return out
+
+
+def record_states(
+    project: Project, loaded: LoadedConnector, key: str, configuration: str | None = None
+) -> list[tuple[str, str]]:
+    """(configuration, what the ledger says of the record now) for each configuration that knows the key."""
+    connector = integration_of(loaded)
+    limit = connector.integration.retry_across_runs.max_attempts
+    out = []
+    with _ledger(project) as ledger:
+        for config in configuration_of(connector, configuration):
+            record = ledger.record(connector.name, config.name, key)
+            if record is not None:
+                out.append((config.name, describe_record(record, limit, utc_now())))
+    return out
+
+
+def revivals(project: Project, loaded: LoadedConnector, keys: Sequence[str]) -> list[str]:
+    """What a push of `keys` revives: the dead letters and the records waiting for their retry time among them."""
+    connector = integration_of(loaded)
+    limit = connector.integration.retry_across_runs.max_attempts
+    lines = []
+    with _ledger(project) as ledger:
+        for config in connector.integration.configurations:
+            for key in keys:
+                record = ledger.record(connector.name, config.name, key)
+                if record is None or record["status"] not in ("failed", DEAD_LETTER):
+                    continue
+                failed_runs = record.get("failed_runs") or 0
+                retry_after = _retry_after(record)
+                if record["status"] == DEAD_LETTER or failed_runs >= limit:
+                    was = f"a dead letter after {failed_runs} failed run(s)"
+                elif retry_after is not None and retry_after > utc_now():
+                    was = f"waiting until {describe_time(retry_after)} after {failed_runs} failed run(s)"
+                else:
+                    continue
+                lines.append(f"key {key} ({config.name}) was {was}: sent now, and counted from attempt 1 again")
+    return lines
+
+
+def describe_record(record: dict, max_attempts: int, now: dt.datetime) -> str:
+    """One line on a record's ledger row: its status and, for a refused record, when (or whether) it is retried."""
+    status = record["status"]
+    failed_runs = record.get("failed_runs") or 0
+    retry_after = _retry_after(record)
+    if status == DEAD_LETTER or (status == "failed" and failed_runs >= max_attempts):
+        text = dead_letter_reason(failed_runs, max_attempts)
+    elif status == "failed" and retry_after is not None and retry_after > now:
+        text = waiting_reason(failed_runs, max_attempts, retry_after)
+    elif status == "failed" and failed_runs:
+        text = f"failed {failed_runs} of at most {max_attempts} runs: the next run sends it again"
+    elif status == "failed":
+        text = "failed: the next run tries it again"
+    else:
+        text = status
+    if status in ("failed", DEAD_LETTER, "pending", "in_flight") and record.get("last_error"):
+        http = f" (HTTP {record['http_status']})" if record.get("http_status") else ""
+        text += f"; last error{http}: {record['last_error']}"
+    return text
+
+
+def _retry_after(record: dict) -> dt.datetime | None:
+    value = record.get("retry_after")
+    if value is None:
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)  # SQLite keeps naive UTC
 
 
 def check_mapping_columns(project: Project, loaded: LoadedConnector) -> list[str]:

@@ -21,11 +21,11 @@ PLAN_SCHEMA = pa.schema(
     [
         ("configuration", pa.string()),
         ("record_key", pa.string()),
-        # The decision (integration/decide.py): send, resend, unchanged, skip, fail, duplicate, held,
-        # hold_in_doubt, not_in_scope, absent, ...
+        # The decision (integration/decide.py): send, resend, probe, unchanged, skip, fail, duplicate, held,
+        # hold_in_doubt, backoff (refused before, waiting for its retry time), dead_letter, not_in_scope, absent
         ("action", pa.string()),
         ("operation", pa.string()),  # create, update or delete
-        ("reason", pa.string()),  # why a record fails, is skipped or held
+        ("reason", pa.string()),  # why a record fails, is skipped, held, waiting (until when) or a dead letter
         ("method", pa.string()),  # the request a send would make
         ("path", pa.string()),
         ("body", pa.string()),

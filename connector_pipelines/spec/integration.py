@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from connector_pipelines.spec.common import (
     BIND_PARAMETER,
@@ -238,6 +239,76 @@ class IntegrationChecks(StrictModel):
     )
 
 
+_DURATION = re.compile(r"^(\d{1,6})\s*(second|minute|hour|day)s?\Z")
+_DURATION_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+MAX_RETRY_BACKOFF = dt.timedelta(days=366)
+
+
+def parse_duration(value: object, what: str) -> dt.timedelta:
+    """'90 seconds', '5 minutes', '2 hours', '1 day', or 0 / '0', as a duration (the grammar of imports'
+    `lookback`); ValueError naming `what` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{what} must be a duration such as '5 minutes', got {value!r}")
+    text = str(value).strip().lower()
+    if text == "0":
+        return dt.timedelta(0)
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(
+            f"{what} {quoted(str(value))} is not a duration; write 'N seconds', 'N minutes', 'N hours' or 'N days' "
+            "(or 0)"
+        )
+    delta = dt.timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+    if delta > MAX_RETRY_BACKOFF:
+        raise ValueError(f"{what} {quoted(str(value))} is longer than 366 days")
+    return delta
+
+
+class RetryAcrossRuns(StrictModel):
+    """How often later runs send a record the target refused, and when they stop (the record is a dead letter).
+
+    A record that failed its n-th run in a row waits `initial_backoff * 2^(n-1)` (at most `max_backoff`) before a
+    run sends it again; after `max_attempts` failed runs no run or sensor sends it again until its data changes or
+    `push --key` sends it. Only refusals count (a 4xx other than 408/429, or a 2xx failing the success criteria):
+    not a 5xx, 429, 408 or no answer (the target is down or busy: retried by the next run), nor a record that
+    fails to map, nor one in doubt (it keeps its Idempotency-Key until the target settles it).
+    """
+
+    max_attempts: int = Field(
+        10, ge=1, le=1000, description="Failed runs after which a record is a dead letter (not sent by any run)"
+    )
+    initial_backoff: str = Field(
+        "5 minutes",
+        description="Wait after the first failed run, doubled after each further one: 'N seconds|minutes|hours|"
+        "days', or 0 to retry on the next run",
+    )
+    max_backoff: str = Field("1 day", description="The longest wait between two failed runs")
+
+    @field_validator("initial_backoff", "max_backoff", mode="before")
+    @classmethod
+    def _duration(cls, value: object, info: ValidationInfo) -> str:
+        parse_duration(value, info.field_name)
+        return value if isinstance(value, str) else str(value)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetryAcrossRuns:
+        if self.max_backoff_delta < self.initial_backoff_delta:
+            raise error_at(
+                ("max_backoff",),
+                f"max_backoff {quoted(self.max_backoff)} is shorter than initial_backoff "
+                f"{quoted(self.initial_backoff)}; make it at least as long",
+            )
+        return self
+
+    @property
+    def initial_backoff_delta(self) -> dt.timedelta:
+        return parse_duration(self.initial_backoff, "initial_backoff")
+
+    @property
+    def max_backoff_delta(self) -> dt.timedelta:
+        return parse_duration(self.max_backoff, "max_backoff")
+
+
 class Roles(StrictModel):
     """Only records whose owner holds one of `allowed` (through a users/roles table) are pushed."""
 
@@ -271,6 +342,10 @@ class IntegrationSpec(StrictModel):
         "timed out or dropped): resend under the same Idempotency-Key, probe with the configuration's `lookup` "
         "first, or hold it for review; auto: resend for PUT/DELETE or a connection with "
         "honours_idempotency_key, else probe when there is a lookup, else hold",
+    )
+    retry_across_runs: RetryAcrossRuns = Field(
+        default_factory=RetryAcrossRuns,
+        description="Backoff between runs for records the target refused, and the dead-letter limit",
     )
     checks: IntegrationChecks = IntegrationChecks()
     expectations: list[ExpectationSpec] = Field(

@@ -3,7 +3,12 @@
 Two tables, through SQLAlchemy Core, so the ledger lives in SQLite by default and in PostgreSQL in production:
 - `cp_delivery_records`: one row per (connector, configuration, record key): the fingerprint last delivered, the
   status, the current version and its idempotency key, the target's reference for the record.
-- `cp_delivery_attempts`: append-only, one row per outcome (delivered, failed, skipped): the audit trail.
+- `cp_delivery_attempts`: append-only, one row per outcome (delivered, failed, dead_letter, skipped, held,
+  in_doubt): the audit trail.
+
+A record the target refused carries `failed_runs` (how many runs in a row it failed, for its current version) and
+`retry_after` (when a run may send it again); after `retry_across_runs.max_attempts` failed runs its status is
+`dead_letter` (`integration.retries`). A ledger made before those columns existed gets them when it is opened.
 
 Writes are batched, one transaction per chunk of records (a commit per record is three times slower here).
 The order is what makes delivery exactly-once: records are marked `in_flight` with their idempotency key and
@@ -31,7 +36,7 @@ _CHUNK = 2000
 # per record before it is written (`target_ref_refusal`), never truncated: a cut id would name another record.
 TARGET_REF_MAX_CHARS = 256
 
-STATUSES = ("pending", "in_flight", "delivered", "failed", "skipped")
+STATUSES = ("pending", "in_flight", "delivered", "failed", "dead_letter", "skipped")
 
 metadata = sa.MetaData()
 records_table = sa.Table(
@@ -54,6 +59,9 @@ records_table = sa.Table(
     sa.Column("run_id", sa.String(64)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("delivered_at", sa.DateTime(timezone=True)),
+    # Retries across runs (integration/retries.py); added to older ledgers by `_add_missing_columns`.
+    sa.Column("failed_runs", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("retry_after", sa.DateTime(timezone=True)),
 )
 attempts_table = sa.Table(
     "cp_delivery_attempts",
@@ -132,6 +140,8 @@ class LedgerEntry(NamedTuple):
     batch_key: str | None
     target_ref: str | None
     attempts: int
+    failed_runs: int = 0  # runs in a row the target refused this version in (integration/retries.py)
+    retry_after: dt.datetime | None = None  # a failed record is not sent before this (UTC)
 
 
 @dataclass(slots=True)
@@ -151,6 +161,8 @@ class RecordUpdate:
     http_status: int | None = None
     target_ref: str | None = None
     delivered_at: dt.datetime | None = None
+    failed_runs: int = 0
+    retry_after: dt.datetime | None = None
 
 
 @dataclass(slots=True)
@@ -177,6 +189,7 @@ class DeliveryLedger:
         self.url = url
         self.engine = state_engine(url)
         metadata.create_all(self.engine, checkfirst=True)
+        _add_missing_columns(self.engine)
         self._dialect = self.engine.dialect.name
         self._stamp = sqlite_timestamp if self._dialect == "sqlite" else (lambda value: value)
 
@@ -198,6 +211,8 @@ class DeliveryLedger:
             t.c.batch_key,
             t.c.target_ref,
             t.c.attempts,
+            t.c.failed_runs,
+            t.c.retry_after,
         ).where(t.c.connector == connector, t.c.configuration == configuration)
         with self.engine.connect() as conn:
             # The raw cursor: SQLAlchemy's row objects cost more than the query for 200,000 records.
@@ -211,7 +226,10 @@ class DeliveryLedger:
                     cursor.execute(str(compiled), params)
                 rows = cursor.fetchall()
                 make = LedgerEntry._make
-                return {row[0]: make(row[1:]) for row in rows}
+                if self._dialect != "sqlite":
+                    return {row[0]: make(row[1:]) for row in rows}
+                # SQLite's driver hands the timestamp back as text; only failed records have one.
+                return {row[0]: make(row[1:] if row[-1] is None else _read_retry_after(row[1:])) for row in rows}
             finally:
                 cursor.close()
 
@@ -306,6 +324,8 @@ class DeliveryLedger:
                     run_id,
                     now,
                     stamp(u.delivered_at),
+                    u.failed_runs,
+                    stamp(u.retry_after),
                 )
                 for u in updates[start : start + _CHUNK]
             ]
@@ -369,6 +389,37 @@ _UPSERT_RECORDS = (
 )
 _ATTEMPT_COLUMNS = [c.name for c in attempts_table.columns if c.name != "id"]
 _INSERT_ATTEMPTS = f"INSERT INTO cp_delivery_attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES (?)"
+
+
+def _read_retry_after(values: tuple) -> tuple:
+    text = values[-1]
+    moment = text if isinstance(text, dt.datetime) else dt.datetime.fromisoformat(text)
+    return (*values[:-1], moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment)
+
+
+# Columns added to cp_delivery_records after its first release: a ledger created before gets them on open.
+_ADDED_COLUMNS = {"failed_runs": "INTEGER NOT NULL DEFAULT 0", "retry_after": None}
+
+
+def _add_missing_columns(engine: sa.Engine) -> None:
+    """Give a ledger made by an earlier version the columns this one writes (a look at the table's columns each
+    time a ledger is opened: a millisecond, against a run's seconds)."""
+    table = records_table
+    present = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+    missing = [name for name in _ADDED_COLUMNS if name not in present]
+    for name in missing:
+        kind = _ADDED_COLUMNS[name] or table.c[name].type.compile(dialect=engine.dialect)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}")
+        except sa.exc.DBAPIError:
+            # Another process added it at the same moment; anything else shows on the check below.
+            pass
+    if missing:
+        present = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+        absent = [name for name in missing if name not in present]
+        if absent:
+            raise RuntimeError(f"the delivery ledger's table {table.name} lacks column(s) {', '.join(absent)}")
 
 
 def sqlite_timestamp(value: dt.datetime | None) -> str | None:

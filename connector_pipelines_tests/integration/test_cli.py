@@ -110,7 +110,8 @@ def test_run_full_and_trace_and_reset(integration_project, source_db, http_targe
 
     trace = cli("trace", "sync", "2")
     assert trace.exit_code == 0
-    assert trace.output.count("delivered") == 2 and "create" in trace.output and "update" in trace.output
+    assert trace.output.splitlines()[0] == "customers: delivered"  # the record's state now, then its attempts
+    assert trace.output.count("delivered") == 3 and "create" in trace.output and "update" in trace.output
     assert cli("trace", "sync", "99").exit_code == 1
 
     reset = cli("reset", "sync", "--yes")

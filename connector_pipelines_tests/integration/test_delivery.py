@@ -89,7 +89,8 @@ def test_a_record_that_fails_to_map_fails_alone_with_its_reason(integration_proj
 def test_rejected_records_fail_alone_and_are_retried_next_run(integration_project, source_db, http_target):
     source_db.add_customers(10)
     http_target.reject_field = ("email", "c3@example.test")
-    project = integration_project(BASIC_SYNC)
+    # No wait between runs (the default waits 5 minutes after a refusal: test_retries_across_runs.py).
+    project = integration_project(BASIC_SYNC + "  retry_across_runs: {initial_backoff: 0}\n")
 
     first = project.run()
     assert first.metadata["customers"]["failed"] == 1 and first.metadata["customers"]["delivered"] == 9

@@ -306,7 +306,10 @@ def test_write_back_lands_in_the_source_with_each_records_status(dialect_project
     db = source_database
     _seed(db)
     http_target.reject_field = ("name", "Bob")  # C-002 is refused by the target with 422
-    project = dialect_project(_spec(key="code") + "  write_back: {table: {audit}}\n")
+    # No wait between runs for the refused record (the default waits 5 minutes: test_retries_across_runs.py).
+    project = dialect_project(
+        _spec(key="code") + "  write_back: {table: {audit}}\n  retry_across_runs: {initial_backoff: 0}\n"
+    )
     before = dt.datetime.now(UTC)
 
     first = project.run()
