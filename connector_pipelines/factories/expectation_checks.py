@@ -13,7 +13,8 @@ def check_name(expectation: ExpectationSpec, index: int) -> str:
     return expectation_check_name(expectation.expect, expectation.column, index)
 
 
-def describe(expectation: ExpectationSpec) -> str:
+def rule_text(expectation: ExpectationSpec) -> str:
+    """The rule in words, for a check's description: "Great Expectations: email is never empty"."""
     what = {
         "not_null": "is never empty",
         "unique": "holds no value twice",
@@ -22,8 +23,12 @@ def describe(expectation: ExpectationSpec) -> str:
         "between": f"is between {expectation.min} and {expectation.max}",
     }[expectation.expect]
     share = "" if expectation.mostly == 1 else f" (in at least {expectation.mostly:.0%} of rows)"
+    return f"Great Expectations: {expectation.column} {what}{share}"
+
+
+def describe(expectation: ExpectationSpec) -> str:
     warning = "" if expectation.blocking else "; severity warn: reported, does not stop delivery"
-    return f"Great Expectations: {expectation.column} {what}{share}{warning}"
+    return rule_text(expectation) + warning
 
 
 def check_specs(asset_key: dg.AssetKey, expectations: list[ExpectationSpec]) -> list[dg.AssetCheckSpec]:

@@ -23,6 +23,7 @@ from pathlib import Path
 import dagster as dg
 
 from connector_pipelines.errors import TransportError
+from connector_pipelines.factories.expectation_checks import rule_text
 from connector_pipelines.factories.naming import (
     IMPORT_STATE_RESOURCE,
     RUN_KEY_TAG,
@@ -284,16 +285,8 @@ def import_metadata(
 
 
 def _describe(expectation: ExpectationSpec) -> str:
-    what = {
-        "not_null": "is never empty",
-        "unique": "holds no value twice",
-        "in_set": f"is one of {', '.join(str(v) for v in expectation.values)}",
-        "regex": f"matches {expectation.pattern!r}",
-        "between": f"is between {expectation.min} and {expectation.max}",
-    }[expectation.expect]
-    share = "" if expectation.mostly == 1 else f" (in at least {expectation.mostly:.0%} of rows)"
     gate = "; nothing is merged when it fails" if expectation.blocking else "; a warning, the rows merge anyway"
-    return f"Great Expectations: {expectation.column} {what}{share}{gate}"
+    return rule_text(expectation) + gate
 
 
 def _check_result(

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from click.testing import CliRunner
 
-from connector_pipelines.cli.main import main
 from connector_pipelines.factories.naming import CUSTOM_FILE, DATA_SET
 from connector_pipelines.spec.loader import RESOURCES_ENV
 from connector_pipelines.spec.yaml_source import display_path
@@ -48,18 +46,6 @@ def schedule_tick(defs: dg.Definitions, name: str, instance, when: dt.datetime, 
     schedule = defs.resolve_schedule_def(name)
     with dg.build_schedule_context(instance=instance, scheduled_execution_time=when, resources=resources) as context:
         return schedule, schedule.evaluate_tick(context)
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(main, [*args, "--resources", str(tmp_path / "resources")], catch_exceptions=False)
-
-    return invoke
 
 
 # ---- extract --------------------------------------------------------------------------------------------------

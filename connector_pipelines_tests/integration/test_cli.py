@@ -3,22 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from click.testing import CliRunner
 
-from connector_pipelines.cli import main
 from connector_pipelines_tests.fixtures.integration import BASIC_SYNC, ROLES_SPEC
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(main, [*args, "--resources", str(tmp_path / "resources")], catch_exceptions=False)
-
-    return invoke
 
 
 def test_fields_lists_both_sides_and_the_mapping(integration_project, source_db, cli):

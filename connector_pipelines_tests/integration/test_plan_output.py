@@ -6,28 +6,13 @@ import json
 
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-import pytest
-from click.testing import CliRunner
 
-from connector_pipelines.cli import main
 from connector_pipelines.integration import plan_output
 from connector_pipelines_tests.fixtures.integration import BASIC_SYNC
 
 MIRROR = BASIC_SYNC + (
     "      sync_mode: mirror\n      delete:\n        method: DELETE\n        path: /customers/{{target_ref}}\n"
 )
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(main, [*args, "--resources", str(tmp_path / "resources")], catch_exceptions=False)
-
-    return invoke
 
 
 def test_plan_exits_1_when_a_record_fails_to_map_and_0_when_none_does(integration_project, source_db, http_target, cli):

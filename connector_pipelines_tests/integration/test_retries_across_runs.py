@@ -12,11 +12,8 @@ import datetime as dt
 import uuid
 
 import pyarrow.csv as pacsv
-import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 
-from connector_pipelines.cli import main
 from connector_pipelines.integration.data_set import DataSetReader
 from connector_pipelines.integration.delivery import DeliveryReport, IntegrationDelivery
 from connector_pipelines.integration.inspect import sql_source
@@ -157,18 +154,6 @@ def test_an_unreachable_target_is_not_counted_as_a_failed_run(integration_projec
 # ---- through Dagster and the CLI ------------------------------------------------------------------------------
 
 NO_WAIT = BASIC_SYNC + "  retry_across_runs: {max_attempts: 2, initial_backoff: 0}\n"
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.delenv("DAGSTER_PG_URL", raising=False)
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(main, [*args, "--resources", str(tmp_path / "resources")], catch_exceptions=False)
-
-    return invoke
 
 
 def test_a_dead_letter_shows_in_metadata_trace_and_plan_and_a_push_revives_it(
