@@ -82,6 +82,9 @@ attempts_table = sa.Table(
     sa.Column("started_at", sa.DateTime(timezone=True)),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_cp_attempts_record", "connector", "configuration", "record_key"),
+    # The write-back outbox reads a configuration's attempts after its cursor, in id order: without this index
+    # each read sorted every attempt the configuration ever had, so write-back slowed as history grew.
+    sa.Index("ix_cp_attempts_outbox", "connector", "configuration", "id"),
 )
 # The write-back outbox (state/outbox.py): per configuration, the last attempt whose outcome is in the source
 # database's write-back table. Attempts after it are still to be written back, by this run or the next one.
@@ -190,6 +193,7 @@ class DeliveryLedger:
         self.engine = state_engine(url)
         metadata.create_all(self.engine, checkfirst=True)
         _add_missing_columns(self.engine)
+        _add_missing_indexes(self.engine)
         self._dialect = self.engine.dialect.name
         self._stamp = sqlite_timestamp if self._dialect == "sqlite" else (lambda value: value)
 
@@ -395,6 +399,19 @@ def _read_retry_after(values: tuple) -> tuple:
     text = values[-1]
     moment = text if isinstance(text, dt.datetime) else dt.datetime.fromisoformat(text)
     return (*values[:-1], moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment)
+
+
+def _add_missing_indexes(engine: sa.Engine) -> None:
+    """Give a ledger made by an earlier version the indexes this one reads through (create_all makes them only
+    with a new table)."""
+    for table in (records_table, attempts_table):
+        present = {index["name"] for index in sa.inspect(engine).get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in present:
+                try:
+                    index.create(engine)
+                except sa.exc.DBAPIError:
+                    pass  # another process created it at the same moment
 
 
 # Columns added to cp_delivery_records after its first release: a ledger created before gets them on open.
