@@ -66,6 +66,8 @@ import pandas as pd
 if TYPE_CHECKING:
     from great_expectations.core.batch_definition import BatchDefinition
 
+    from connector_pipelines.spec.imports import ExpectationSpec
+
 KINDS = ("not_null", "unique", "in_set", "regex", "between")
 ROW_LEVEL_KINDS = frozenset({"not_null", "in_set", "regex", "between"})
 SAMPLE_SIZE = 10
@@ -494,6 +496,23 @@ def _gx_error(exception_info: dict | None) -> str | None:
         if isinstance(info, dict) and info.get("raised_exception")
     ]
     return "; ".join(dict.fromkeys(messages)) or None
+
+
+def expectations_from_specs(specs: Sequence[ExpectationSpec]) -> list[Expectation]:
+    """The `expectations:` of a spec (an import's or an integration's) as the engine's Expectation values."""
+    return [
+        Expectation(
+            kind=item.expect,
+            column=item.column,
+            values=tuple(item.values),
+            pattern=item.pattern,
+            min=item.min,
+            max=item.max,
+            mostly=item.mostly,
+            blocking=item.blocking,
+        )
+        for item in specs
+    ]
 
 
 def run_expectations(frame: pd.DataFrame, expectations: Sequence[Expectation]) -> list[ExpectationResult]:

@@ -56,11 +56,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from connector_pipelines.imports.expectations import (
-    Expectation,
     ExpectationResult,
     blocking_failures,
     combine_results,
     describe_failure,
+    expectations_from_specs,
     row_rejections,
     run_expectations,
 )
@@ -161,22 +161,6 @@ def build_upsert(spec: ImportSpec, target_url: str) -> tuple[CompiledMapping, Ta
     return CompiledMapping(rules, fields), TableUpsert(target_url, settings, columns)
 
 
-def _expectations(spec: ImportSpec) -> list[Expectation]:
-    return [
-        Expectation(
-            kind=item.expect,
-            column=item.column,
-            values=tuple(item.values),
-            pattern=item.pattern,
-            min=item.min,
-            max=item.max,
-            mostly=item.mostly,
-            blocking=item.blocking,
-        )
-        for item in spec.expectations
-    ]
-
-
 # --------------------------------------------------------------------------------------------------
 # The shared pipeline: snapshot, map, check, collect rejections
 
@@ -220,7 +204,7 @@ class _Pipeline:
 
     def __init__(self, spec: ImportSpec, mapping: CompiledMapping, upsert: TableUpsert, source_time: str | None = None):
         self.mapper = ArrowMapper(mapping, upsert.columns)
-        self.expectations = _expectations(spec)
+        self.expectations = expectations_from_specs(spec.expectations)
         self.source_time = source_time  # the source's updated_at column: staged beside the rows (one per key)
         self.key = list(spec.target.key)
         # Source columns copied into key fields: the key of a row that fails to map is read from them.

@@ -11,23 +11,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from connector_pipelines.imports.expectations import Expectation, ExpectationResult, run_expectations
+from connector_pipelines.imports.expectations import ExpectationResult, expectations_from_specs, run_expectations
 from connector_pipelines.spec.imports import ExpectationSpec
-
-
-def expectations_of(specs: list[ExpectationSpec]) -> list[Expectation]:
-    return [
-        Expectation(
-            kind=item.expect,
-            column=item.column,
-            values=tuple(item.values),
-            pattern=item.pattern,
-            min=item.min,
-            max=item.max,
-            mostly=item.mostly,
-        )
-        for item in specs
-    ]
 
 
 def check_snapshot(path: Path, specs: list[ExpectationSpec]) -> list[ExpectationResult]:
@@ -37,7 +22,7 @@ def check_snapshot(path: Path, specs: list[ExpectationSpec]) -> list[Expectation
     column"), so a renamed source column cannot slip through."""
     if not specs:
         return []
-    expectations = expectations_of(specs)
+    expectations = expectations_from_specs(specs)
     present = set(pq.read_schema(path).names)
     columns = list(dict.fromkeys(e.column for e in expectations if e.column in present))
     frame = pq.read_table(path, columns=columns).to_pandas()
