@@ -21,6 +21,7 @@ from connector_pipelines.spec.common import (
 )
 from connector_pipelines.spec.connections import CREDENTIAL_HEADER, api_key_auth_example
 from connector_pipelines.spec.imports import ExpectationSpec
+from connector_pipelines.spec.retention import Retention
 
 # What may stand around {{field}} placeholders in a credential header: an authentication scheme, nothing else.
 _AUTH_SCHEME = re.compile(r"\s*(bearer|basic|token|digest)?\s*", re.IGNORECASE)
@@ -49,6 +50,11 @@ class DataSet(StrictModel):
     updated_at: Identifier | None = Field(None, description="Column with the record's last change time")
     change_log: ChangeLog | None = None
     owner: Identifier | None = Field(None, description="Column with the user id that owns the record (for roles)")
+    overlap: str = Field(
+        "5 minutes",
+        description="How far before its cursor a scheduled run reads again (rows committed late with an earlier "
+        "updated_at): 'N seconds|minutes|hours|days', or 0",
+    )
 
     @field_validator("key", mode="before")
     @classmethod
@@ -68,6 +74,16 @@ class DataSet(StrictModel):
                     "the integration filters by key and updated_at itself"
                 )
         return query
+
+    @field_validator("overlap", mode="before")
+    @classmethod
+    def _overlap(cls, value: object) -> str:
+        parse_duration(value, "overlap")
+        return value if isinstance(value, str) else str(value)
+
+    @property
+    def overlap_delta(self) -> dt.timedelta:
+        return parse_duration(self.overlap, "overlap")
 
     @model_validator(mode="after")
     def _query_or_table(self) -> DataSet:
@@ -347,12 +363,33 @@ class IntegrationSpec(StrictModel):
         default_factory=RetryAcrossRuns,
         description="Backoff between runs for records the target refused, and the dead-letter limit",
     )
+    full_diff_every: str = Field(
+        "1 day",
+        description="With data_set.updated_at, a scheduled run reads only rows updated since the last run; every "
+        "this often ('N hours|days') it reads the whole data set instead (deletes, rows whose updated_at did not "
+        "move); 0: every run reads the whole data set",
+    )
+    retention: Retention = Field(
+        default_factory=Retention,
+        description="How long data set snapshots, audit files and attempt history are kept (applied after each run, "
+        "and by `connector-pipelines prune`)",
+    )
     checks: IntegrationChecks = IntegrationChecks()
     expectations: list[ExpectationSpec] = Field(
         default_factory=list,
         description="Data-quality rules on the data set's columns (Great Expectations, as for imports), checks on "
         "the data set asset: when one fails (severity error, the default), no configuration is delivered",
     )
+
+    @field_validator("full_diff_every", mode="before")
+    @classmethod
+    def _full_diff_every(cls, value: object) -> str:
+        parse_duration(value, "full_diff_every")
+        return value if isinstance(value, str) else str(value)
+
+    @property
+    def full_diff_every_delta(self) -> dt.timedelta:
+        return parse_duration(self.full_diff_every, "full_diff_every")
 
     @model_validator(mode="after")
     def _consistent(self) -> IntegrationSpec:
