@@ -156,13 +156,15 @@ def launch_integration(
     loaded: LoadedConnector,
     *,
     full: bool = False,
+    full_diff: bool = False,
     keys: list[str] | None = None,
     echo: Callable[[str], None] = print,
     instance: dg.DagsterInstance | None = None,
 ) -> RunOutcome:
-    """Run an integration's job now: every configuration, only what changed (or all with `full`, or `keys`)."""
+    """Run an integration's job now: every configuration, only what changed (or all with `full`, or `keys`; the
+    whole data set compared with `full_diff`)."""
     names = _names(project, loaded)
-    run_config = names.run_config(full=full, keys=list(keys or []))
+    run_config = names.run_config(full=full, full_diff=full_diff, keys=list(keys or []))
     run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
     result = _execute(project, names.job, run_config, launch_tags(), instance, echo)
     if result is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from connector_pipelines.cli import prune as prune_cli
 from connector_pipelines.cli.common import EXIT_FAILED, EXIT_USAGE, _connector, _load, _table, resources_option
 from connector_pipelines.errors import ConnectorConfigError, ExtractError
 from connector_pipelines.spec.loader import RESOURCES_ENV, default_resources_dir, load_project
@@ -158,12 +159,22 @@ def schema(output: Path | None) -> None:
     help="Integrations: resend every record, whatever the ledger says. Imports: read everything, not only what "
     "is past the watermark.",
 )
+@click.option(
+    "--full-diff",
+    is_flag=True,
+    help="Integrations: read and compare the whole data set (finds deletes and rows whose updated_at did not "
+    "move), sending only what changed; a scheduled run reads only what was updated since the last run.",
+)
 @resources_option
-def run(name: str, window: str | None, partition: str | None, full: bool, resources: Path | None) -> None:
+def run(
+    name: str, window: str | None, partition: str | None, full: bool, full_diff: bool, resources: Path | None
+) -> None:
     """Run one connector now, through Dagster (the run shows in the UI).
 
     A partitioned extract runs its latest complete window unless --partition or --window says otherwise.
-    An integration delivers what changed since the ledger last saw it (everything with --full).
+    An integration delivers what changed since the ledger last saw it (everything with --full); with an
+    updated_at column it reads only the rows updated since its last run, and the whole data set every
+    full_diff_every or with --full-diff.
     An import loads what is new: rows past its watermark (everything with --full), or the files that arrived.
     A disabled connector (enabled: false) is refused, whatever the options.
     """
@@ -182,11 +193,15 @@ def run(name: str, window: str | None, partition: str | None, full: bool, resour
             raise click.UsageError(f"--window and --partition are for extracts; an {loaded.kind} takes --full")
         from connector_pipelines.runs import launch_import, launch_integration
 
-        launch = launch_integration if loaded.kind == "integration" else launch_import
-        outcome = launch(project, loaded, full=full, echo=click.echo)
+        if full_diff and loaded.kind != "integration":
+            raise click.UsageError("--full-diff is for integrations")
+        if loaded.kind == "integration":
+            outcome = launch_integration(project, loaded, full=full, full_diff=full_diff, echo=click.echo)
+        else:
+            outcome = launch_import(project, loaded, full=full, echo=click.echo)
         sys.exit(0 if outcome.success else EXIT_FAILED)
-    if full:
-        raise click.UsageError("--full is for integrations and imports")
+    if full or full_diff:
+        raise click.UsageError("--full is for integrations and imports, --full-diff for integrations")
     from connector_pipelines.runs import launch_extract
 
     try:
@@ -523,6 +538,7 @@ def _add_import_commands() -> None:
 
 
 _add_import_commands()
+main.add_command(prune_cli.prune)
 
 if __name__ == "__main__":
     main()

@@ -14,12 +14,14 @@ schedule and sensor skip saying why.
 (No `from __future__ import annotations` here: Dagster reads the run-config annotation at definition time.)
 """
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from pathlib import Path
 
 import dagster as dg
 import pyarrow.parquet as pq
+import sqlalchemy as sa
 
 from connector_pipelines.errors import TransportError
 from connector_pipelines.factories import expectation_checks
@@ -42,11 +44,22 @@ from connector_pipelines.integration.data_set import DataSetReader
 from connector_pipelines.integration.delivery import DeliveryReport
 from connector_pipelines.integration.expectations import check_snapshot
 from connector_pipelines.integration.gates import mapping_gate
-from connector_pipelines.integration.run import RunScope, RunScopeError, keys_to_retry, open_delivery, write_snapshot
+from connector_pipelines.integration.incremental import scheduled_read
+from connector_pipelines.integration.retention import apply_retention
+from connector_pipelines.integration.run import (
+    RunScope,
+    RunScopeError,
+    SnapshotRead,
+    keys_to_retry,
+    open_delivery,
+    write_snapshot,
+)
 from connector_pipelines.mapping import MappingError
 from connector_pipelines.spec.connections import Connection
 from connector_pipelines.spec.integration import IntegrationConnector
 from connector_pipelines.spec.loader import LoadedConnector
+from connector_pipelines.state.ledger import utc_now
+from connector_pipelines.state.read_cursor import read_cursors, save_read_cursor
 
 TABLE_ROWS_MAX = 200
 # Metadata of a data set materialization whose expectations failed: a delivery re-run alone refuses its snapshot.
@@ -64,6 +77,7 @@ class IntegrationRunConfig(dg.Config):
     changes_after: str | None = None  # only records in this range of change-log sequence ids
     changes_until: str | None = None
     detect_deletes: bool = False  # compare key sets to find deleted records (sensors without a change log)
+    full_diff: bool = False  # read the whole data set, where a scheduled run would read only what was updated
 
 
 def run_scope(config: IntegrationRunConfig) -> RunScope:
@@ -77,6 +91,7 @@ def run_scope(config: IntegrationRunConfig) -> RunScope:
             changes_after=config.changes_after,
             changes_until=config.changes_until,
             detect_deletes=config.detect_deletes,
+            full_diff=config.full_diff,
         )
     except RunScopeError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from None
@@ -158,7 +173,15 @@ def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asse
                 finally:
                     ledger.dispose()
 
-            result = write_snapshot(DataSetReader(source, spec.data_set), scope, path, retry_keys)
+            plan = None
+            if scope.scheduled:  # the read cursors decide: only what was updated, or a full diff
+                ledger = getattr(resources, LEDGER_RESOURCE).get_ledger()
+                try:
+                    cursors = read_cursors(ledger, connector.name, [c.name for c in spec.configurations])
+                finally:
+                    ledger.dispose()
+                plan = scheduled_read(spec.data_set, spec.full_diff_every_delta, cursors, utc_now(), scope.full_diff)
+            result = write_snapshot(DataSetReader(source, spec.data_set), scope, path, retry_keys, plan)
         except MappingError as exc:  # the key or owner names a column the data set does not return
             raise dg.Failure(f"integration '{connector.name}': {exc}", allow_retries=False) from None
         finally:
@@ -185,6 +208,7 @@ def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asse
                 "dagster/row_count": dg.MetadataValue.int(result.rows),
                 "rows": dg.MetadataValue.int(result.rows),
                 "scope": dg.MetadataValue.text(result.scope),
+                "full_diff": dg.MetadataValue.bool(result.read.complete),
                 "snapshot_path": dg.MetadataValue.path(str(path)),
                 "dagster/column_schema": dg.TableSchema(
                     columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in result.schema]
@@ -237,6 +261,7 @@ def _delivery_asset(
         storage = getattr(resources, STORAGE_RESOURCE).get_storage()
         run_id = context.run.run_id
         snapshot = _snapshot_for(context, storage.integration_dir(connector.name, DATA_SET), names, run_id)
+        read = SnapshotRead.of(snapshot)
         source = getattr(resources, source_key).get_source()
         reader = DataSetReader(source, spec.data_set)
         ledger = getattr(resources, LEDGER_RESOURCE).get_ledger()
@@ -255,7 +280,7 @@ def _delivery_asset(
                     write_back=True,
                     logger=context.log,
                 )
-                delivery_scope = scope.delivery_scope(deletes)
+                delivery_scope = scope.delivery_scope(deletes, complete=read.complete if read else None)
                 gate = mapping_gate(
                     delivery.mapping,
                     pq.ParquetFile(snapshot).iter_batches(batch_size=10_000),
@@ -281,7 +306,11 @@ def _delivery_asset(
                 raise dg.Failure(
                     description=f"integration '{connector.name}' / {configuration.name}: {exc}", allow_retries=False
                 ) from None
-            duplicates = ledger.duplicate_deliveries(connector.name, configuration.name)
+            duplicates = ledger.duplicate_deliveries(connector.name, configuration.name, report.attempts_before)
+            if read is not None and read.moves_cursor and snapshot.stem == run_id:
+                # Delivered (its failures are in the ledger, and retried by key): later runs read from here.
+                full_diff_at = dt.datetime.fromisoformat(read.read_at) if read.complete else None
+                save_read_cursor(ledger, connector.name, configuration.name, read.read_until, full_diff_at)
         finally:
             ledger.dispose()
             source.dispose()
@@ -312,6 +341,18 @@ def _delivery_asset(
         return dg.MaterializeResult(asset_key=asset_spec.key, metadata=delivery_metadata(report), check_results=checks)
 
     return deliver
+
+
+def _apply_retention(context, connector: IntegrationConnector, storage, ledger, keep: set) -> None:
+    """The integration's `retention:`, after each delivery; a failure is logged, never fails the delivery (the
+    next run, or `connector-pipelines prune`, tries again)."""
+    try:
+        pruned = apply_retention(connector, storage, ledger, now=utc_now(), keep={Path(p) for p in keep if p})
+    except (OSError, sa.exc.SQLAlchemyError) as exc:
+        context.log.warning(f"retention: {exc}")
+        return
+    if not pruned.nothing_removed:
+        context.log.info(f"retention: removed {pruned.files} file(s), {pruned.attempts_deleted} attempt(s)")
 
 
 def _snapshot_for(context: dg.AssetExecutionContext, folder, names: ConnectorNames, run_id: str):

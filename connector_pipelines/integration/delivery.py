@@ -36,6 +36,7 @@ from connector_pipelines.integration.decide import (
     decide_delete,
     owner_refusal,
 )
+from connector_pipelines.integration.key_set import KeySet
 from connector_pipelines.integration.recovery import RecoveryRule, recovery_rules
 from connector_pipelines.integration.retries import DEAD_LETTER, RetrySchedule, failed_runs_before
 from connector_pipelines.integration.success import SuccessCheck, read_target_ref
@@ -163,6 +164,8 @@ class DeliveryReport:
     recovery: dict[str, RecoveryRule] = field(default_factory=dict)
     # The configuration's records per ledger status once the run's outcomes are committed (None for a plan).
     ledger_counts: dict[str, int] | None = None
+    # The configuration's latest attempt id before the run: the attempts after it are the run's own.
+    attempts_before: int = 0
 
     @property
     def rejected_rate(self) -> float:
@@ -334,12 +337,13 @@ class IntegrationDelivery:
         caller can stream them to a file without holding them all.
         """
         report = DeliveryReport(self.configuration.name, recovery=dict(self.recovery))
-        state = self.ledger.state(self.name, self.configuration.name)
+        # What the next run would do first: a dead run's in-flight markers become in-flight records.
+        self.ledger.recover_in_flight(self.name, self.configuration.name)
         planned: list[dict] = []
         if sink is not None:
             self._observe = lambda key, decision: planned.append(planned_row(key, decision))
         try:
-            for sends, _updates, _attempts in self._decide(batches, scope, state, report):
+            for sends, _updates, _attempts in self._decide(batches, scope, report):
                 rows: dict[str, dict] = {}
                 for row in planned:  # a key read twice: its first row is the one sent
                     rows.setdefault(row["record_key"], row)
@@ -385,11 +389,13 @@ class IntegrationDelivery:
     # ---- deciding -------------------------------------------------------------------------------------------
 
     def _decide(
-        self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope, state: dict[str, LedgerEntry], report
+        self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope, report
     ) -> Iterator[tuple[list[_Send], list[RecordUpdate], list[AttemptRow]]]:
         """Per source batch: the records to send, and the ledger rows for those that fail or are skipped here.
 
         What happens to each record is `decide`'s answer; this loop maps, fingerprints, counts and builds the rows.
+        It holds one batch at a time: the ledger's entries for the batch's keys (read as the batch comes; a key is
+        in one batch only, or it is a duplicate), and the keys read so far as 8-byte hashes (`KeySet`).
         """
         spec, configuration = self.spec, self.configuration
         mode = configuration.sync_mode
@@ -406,9 +412,9 @@ class IntegrationDelivery:
         self._rules = rules
         owner_column = spec.data_set.owner if self.allowed_owners is not None else None
         track_seen = scope.complete and (mode == "mirror" or scope.detect_deletes)
-        seen: set[str] = set()
-        # A key twice in one read would be sent twice under one idempotency key (or race two versions).
-        read_keys: set[str] = set()
+        # The keys read so far: a key twice in one read would be sent twice under one idempotency key (or race two
+        # versions); and, after a complete read, the ledger's keys missing from it are the vanished records.
+        read_keys = KeySet()
         counts = report.counts
         for batch in batches:
             if batch.num_rows == 0:
@@ -417,6 +423,11 @@ class IntegrationDelivery:
             wanted = None if scope.keys is None else [k in scope.keys for k in keys]
             if wanted is not None and not any(wanted):
                 continue
+            if wanted is not None:
+                batch = batch.filter(pa.array(wanted, type=pa.bool_()))
+                keys = [k for k, w in zip(keys, wanted) if w]
+            repeated = read_keys.add(keys).tolist()
+            state = self.ledger.entries(self.name, configuration.name, keys)
             mapped = self.mapping.map_batch(batch)
             errors = mapped.errors
             targets = list(mapped.columns)
@@ -428,18 +439,14 @@ class IntegrationDelivery:
             attempts: list[AttemptRow] = []
             now = utc_now()
             for i, key in enumerate(keys):
-                if wanted is not None and not wanted[i]:
-                    continue
                 counts["read"] += 1
-                if track_seen:
-                    seen.add(key)
                 entry = state.get(key)
                 fp = row_fingerprints[i]
                 refused = (
                     owner_refusal(owners[i], self.allowed_owners, spec.roles.allowed) if owners is not None else None
                 )
                 decision = decide(
-                    entry, fp, rules, duplicate=key in read_keys, mapping_error=errors[i], owner_refused=refused
+                    entry, fp, rules, duplicate=repeated[i], mapping_error=errors[i], owner_refused=refused
                 )
                 if self._observe is not None:
                     self._observe(key, decision)
@@ -449,7 +456,6 @@ class IntegrationDelivery:
                     attempts.append(AttemptRow(key, operation, "failed", None, None, 0, None, error, None, now, now))
                     self._count(report, key, operation, "failed", None, error, None, None)
                     continue
-                read_keys.add(key)
                 if action == "fail":
                     self._fail_locally(key, operation, entry, decision.reason, updates, attempts, report, now)
                     continue
@@ -491,20 +497,34 @@ class IntegrationDelivery:
                     sends.append(send)
                 # "not_in_scope": the triggers did not ask for this operation; nothing is recorded.
             yield sends, updates, attempts
-        yield from self._deletes(scope, state, seen if track_seen else None, report)
+        yield from self._deletes(scope, read_keys if track_seen else None, report)
 
-    def _deletes(self, scope: DeliveryScope, state, seen: set[str] | None, report) -> Iterator[tuple]:
+    def _deletes(self, scope: DeliveryScope, seen: KeySet | None, report) -> Iterator[tuple]:
+        """Deletes: the change log's, then (after a complete read) the ledger's records the read did not see,
+        streamed from the ledger in key order a page at a time."""
         if self.delete_request is None or "delete" not in scope.operations:
             return
-        candidates: list[str] = []
+        # Every outcome of the read's own records committed first, so the pages show the ledger as it now is.
+        self._worker.submit(lambda: None).result()
+        name, configuration = self.name, self.configuration.name
         if scope.deletes:
-            candidates += [key for key, op in scope.deletes.items() if op == "delete"]
+            logged = [key for key, op in scope.deletes.items() if op == "delete"]
+            for start in range(0, len(logged), SEND_CHUNK):
+                chunk = logged[start : start + SEND_CHUNK]
+                entries = self.ledger.entries(name, configuration, chunk)
+                yield from self._delete_chunk([(key, entries.get(key)) for key in chunk], scope, report)
         if seen is not None:
-            candidates += [key for key in state if key not in seen]
+            logged_keys = set(scope.deletes or ())
+            for page in self.ledger.iter_entries(name, configuration, chunk=SEND_CHUNK):
+                present = seen.contains([key for key, _ in page]).tolist()
+                vanished = [pair for pair, there in zip(page, present) if not there and pair[0] not in logged_keys]
+                if vanished:
+                    yield from self._delete_chunk(vanished, scope, report)
+
+    def _delete_chunk(self, candidates: list[tuple[str, LedgerEntry | None]], scope: DeliveryScope, report):
         sends, updates, attempts = [], [], []
         now = utc_now()
-        for key in dict.fromkeys(candidates):
-            entry = state.get(key)
+        for key, entry in candidates:
             decision = decide_delete(
                 entry,
                 in_scope=scope.keys is None or key in scope.keys,
@@ -542,7 +562,12 @@ class IntegrationDelivery:
 
     async def _run(self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope, report: DeliveryReport) -> None:
         loop = asyncio.get_running_loop()
-        state = await loop.run_in_executor(self._worker, self.ledger.state, self.name, self.configuration.name)
+        name, configuration = self.name, self.configuration.name
+        # A run that died left its chunks' in-flight markers: their records become in-flight records first.
+        await loop.run_in_executor(self._worker, self.ledger.recover_in_flight, name, configuration)
+        report.attempts_before = await loop.run_in_executor(
+            self._worker, self.ledger.last_attempt_id, name, configuration
+        )
         async with self.client_factory() as client:
             if self.target_connection_unknown:
                 self.use_connection(getattr(client, "connection", None))
@@ -550,7 +575,7 @@ class IntegrationDelivery:
             # Records resent in the batch they were in doubt in: sent last, together, so that each batch is whole
             # again (same records, so the same key) whatever source batch or chunk its records were read in.
             regroup: list[_Send] = []
-            for sends, updates, attempts in self._decide(batches, scope, state, report):
+            for sends, updates, attempts in self._decide(batches, scope, report):
                 if updates:
                     self._write_later(loop, updates, attempts)
                 if self.batch_request is not None:
@@ -577,15 +602,20 @@ class IntegrationDelivery:
         if batched:
             sends = [s for group in groups for s in group] + [s for s in sends if s.operation == "delete"]
         in_flight = [_in_flight(s) for s in sends]
-        # Committed before any request leaves: the crash-safety of the whole design rests on this order.
-        await loop.run_in_executor(
-            self._worker, self.ledger.write, self.name, self.configuration.name, self.run_id, in_flight
-        )
+        # Committed before any request leaves: the crash-safety of the whole design rests on this order. One marker
+        # for the chunk; the outcomes' commit removes it.
+        markers = []
+        if in_flight:
+            markers.append(
+                await loop.run_in_executor(
+                    self._worker, self.ledger.mark_in_flight, self.name, self.configuration.name, self.run_id, in_flight
+                )
+            )
         report.counts["sent"] += len(sends)
         if batched:
             singles = [s for s in sends if s.operation == "delete"]
             results = await asyncio.gather(
-                *(self._send_batch(loop, client, group) for group in groups),
+                *(self._send_batch(loop, client, group, markers) for group in groups),
                 *(self._send_one(client, s) for s in singles),
             )
             outcomes = [pair for result in results for pair in (result if isinstance(result, list) else [result])]
@@ -593,7 +623,7 @@ class IntegrationDelivery:
             outcomes = await asyncio.gather(*(self._send_one(client, s) for s in sends))
         for send, outcome in outcomes:
             self._judge(send, outcome, updates, attempts, report)
-        self._write_later(loop, updates, attempts)
+        self._write_later(loop, updates, attempts, markers)
 
     def _batches(self, sends: list[_Send], updates, attempts, report) -> list[list[_Send]]:
         """Batches of `batch.size`; records resent after a crash or an unknown outcome go out in their original
@@ -738,7 +768,9 @@ class IntegrationDelivery:
             return send, str(exc)
         return send, await client.send(request)
 
-    async def _send_batch(self, loop, client: HttpDeliveryClient, group: list[_Send]) -> list[tuple[_Send, Any]]:
+    async def _send_batch(
+        self, loop, client: HttpDeliveryClient, group: list[_Send], markers: list[int]
+    ) -> list[tuple[_Send, Any]]:
         values = {RECORDS: [self._record_body(s) for s in group]}
         request = self.batch_request.build(values, group[0].batch_key, self._resends_blindly("create"))
         outcome = await client.send(request)
@@ -754,10 +786,12 @@ class IntegrationDelivery:
             for send in half:
                 send.batch_key = key
                 rewrites.append(_in_flight(send))
-        await loop.run_in_executor(
-            self._worker, self.ledger.write, self.name, self.configuration.name, self.run_id, rewrites
+        markers.append(
+            await loop.run_in_executor(
+                self._worker, self.ledger.mark_in_flight, self.name, self.configuration.name, self.run_id, rewrites
+            )
         )
-        results = await asyncio.gather(*(self._send_batch(loop, client, half) for half in halves))
+        results = await asyncio.gather(*(self._send_batch(loop, client, half, markers) for half in halves))
         return [pair for result in results for pair in result]
 
     def _request_for(self, send: _Send) -> HttpRequest:
@@ -983,10 +1017,12 @@ class IntegrationDelivery:
         if (status == "failed" if failure is None else failure) and len(report.failures) < 20:
             report.failures.append(row)
 
-    def _write_later(self, loop, updates: list[RecordUpdate], attempts: list[AttemptRow]) -> None:
+    def _write_later(
+        self, loop, updates: list[RecordUpdate], attempts: list[AttemptRow], settle: list[int] | None = None
+    ) -> None:
         """Outcomes are committed on the worker thread, in order, while the next chunk is sent. The write-back
         follows the ledger commit: it copies what the ledger holds (an outbox, so a crash in between loses nothing)."""
-        committed = loop.run_in_executor(self._worker, self._commit_outcomes, updates, attempts)
+        committed = loop.run_in_executor(self._worker, self._commit_outcomes, updates, attempts, settle or [])
         self._pending_writes.append(committed)
         if self.write_back is not None and attempts:
             self._pending_writes.append(asyncio.ensure_future(self._write_back_after(loop, committed)))
@@ -995,8 +1031,8 @@ class IntegrationDelivery:
         await committed
         await loop.run_in_executor(self._write_back_worker, self.write_back.drain)
 
-    def _commit_outcomes(self, updates: list[RecordUpdate], attempts: list[AttemptRow]) -> None:
-        self.ledger.write(self.name, self.configuration.name, self.run_id, updates, attempts)
+    def _commit_outcomes(self, updates: list[RecordUpdate], attempts: list[AttemptRow], settle: list[int]) -> None:
+        self.ledger.write(self.name, self.configuration.name, self.run_id, updates, attempts, settle)
         if self.audit is not None and attempts:
             self.audit.append(self._outcome_rows(attempts), [a.requests for a in attempts])
 

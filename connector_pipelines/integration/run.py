@@ -6,6 +6,9 @@ Plain Python: the Dagster layer turns its run config into a `RunScope` at the op
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -13,11 +16,20 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from connector_pipelines.imports.source_query import later_watermark
 from connector_pipelines.integration.audit import AuditFile
-from connector_pipelines.integration.data_set import DataSetReader, MissingColumn, column_problems, record_keys
+from connector_pipelines.integration.data_set import (
+    DataSetReader,
+    MissingColumn,
+    column_problems,
+    cursor_text,
+    record_keys,
+)
 from connector_pipelines.integration.delivery import OPERATIONS, DeliveryScope, IntegrationDelivery
+from connector_pipelines.integration.incremental import ReadPlan
 from connector_pipelines.integration.write_back import WriteBack
 from connector_pipelines.spec.integration import Configuration, IntegrationConnector
 from connector_pipelines.state.ledger import DeliveryLedger
@@ -42,6 +54,7 @@ class RunScope:
     changes_after: str | None = None  # only records in this range of change-log sequence ids
     changes_until: str | None = None
     detect_deletes: bool = False  # compare key sets to find deleted records (sensors without a change log)
+    full_diff: bool = False  # read the whole data set even where a scheduled run would read only what was updated
 
     def __post_init__(self) -> None:
         unknown = set(self.operations) - set(OPERATIONS)
@@ -59,14 +72,22 @@ class RunScope:
             self.updated_after is not None or self.reads_change_log
         )
 
-    def delivery_scope(self, deletes: Mapping[str, str] | None = None) -> DeliveryScope:
-        """The engine's view: `deletes` are the change log's deletes in the run's sequence range."""
+    @property
+    def scheduled(self) -> bool:
+        """Says nothing of what to read (a schedule, a manual run): the read cursor decides (`incremental.py`)."""
+        return not (self.full or self.keys or self.detect_deletes or self.incremental)
+
+    def delivery_scope(self, deletes: Mapping[str, str] | None = None, complete: bool | None = None) -> DeliveryScope:
+        """The engine's view: `deletes` are the change log's deletes in the run's sequence range; `complete` is
+        whether the snapshot holds the whole data set (as its read says; by default, as the scope implies)."""
+        if complete is None:
+            complete = not (self.updated_after is not None or self.reads_change_log) and not self.keys
         return DeliveryScope(
             full=self.full,
             keys=frozenset(self.keys) if self.keys else None,
             operations=frozenset(self.operations or OPERATIONS),
             deletes=deletes,
-            complete=not (self.updated_after is not None or self.reads_change_log) and not self.keys,
+            complete=complete,
             detect_deletes=self.detect_deletes,
         )
 
@@ -76,6 +97,30 @@ class SnapshotResult:
     rows: int
     schema: pa.Schema
     scope: str  # what the run read, in words
+    read: SnapshotRead
+
+
+@dataclass(frozen=True)
+class SnapshotRead:
+    """What a snapshot holds, kept beside it (`<run_id>.json`) for the deliveries that read it."""
+
+    complete: bool  # the whole data set: a key the ledger has and the snapshot lacks has vanished
+    moves_cursor: bool  # a scheduled read or a full one: its delivery saves the read cursor
+    read_until: str | None  # the cursor to save: the highest updated_at read (never below the old cursor)
+    read_at: str  # when the read started (ISO, UTC): a complete read's full_diff_at
+
+    def save(self, snapshot: Path) -> None:
+        sidecar(snapshot).write_text(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def of(cls, snapshot: Path) -> SnapshotRead | None:
+        """The read beside a snapshot; None for a snapshot written before reads were kept."""
+        path = sidecar(snapshot)
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def sidecar(snapshot: Path) -> Path:
+    return snapshot.with_suffix(".json")
 
 
 def write_snapshot(
@@ -83,65 +128,77 @@ def write_snapshot(
     scope: RunScope,
     path: Path,
     retry_keys: Callable[[], set[str]],
+    plan: ReadPlan | None = None,
 ) -> SnapshotResult:
-    """Write the rows this run covers to a Parquet file.
+    """Write the rows this run covers to a Parquet file, and what they are beside it (`SnapshotRead`).
 
-    An incremental run reads what changed, then also the records `retry_keys()` names (failed or in flight in
-    earlier runs), whatever the cursor says. A push reads only its keys; otherwise the whole data set.
+    A push reads only its keys (`WHERE key IN (...)`). An incremental read (a sensor's range, or `plan`'s for a
+    scheduled run) reads what changed, then also the records `retry_keys()` names (failed or in flight in earlier
+    runs), by key, whatever the cursor says. Otherwise (a full run, a full diff, a key-set check) the whole data set.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    read_at = dt.datetime.now(dt.UTC).isoformat()
     key = list(reader.data_set.key)
+    updated_at = reader.data_set.updated_at
     writer: pq.ParquetWriter | None = None
     rows = 0
+    highest: object = None
     seen: set[str] = set()
+    incremental = scope.incremental or (plan is not None and not plan.complete)
 
-    def write(batches: Iterable[pa.RecordBatch], keep: Callable[[str], bool] | None = None) -> None:
-        nonlocal writer, rows
+    def write(batches: Iterable[pa.RecordBatch]) -> None:
+        nonlocal writer, rows, highest
         for batch in batches:
             if writer is None:
                 problems = column_problems(reader.data_set, batch.schema.names)
                 if problems:  # before the first row is written, so a wrong key or owner stops the run here
                     raise MissingColumn(problems)
-            keys = record_keys(batch, key) if (keep is not None or scope.incremental) else None
-            if keep is not None:
-                mask = [keep(k) for k in keys]
-                batch = batch.filter(pa.array(mask, type=pa.bool_()))
-                keys = [k for k, m in zip(keys, mask) if m]
-            if scope.incremental and keys:
-                seen.update(keys)
+            if incremental and batch.num_rows:
+                seen.update(record_keys(batch, key))
+            if updated_at and batch.num_rows and updated_at in batch.schema.names:
+                top = pc.max(batch.column(updated_at)).as_py()
+                if top is not None and (highest is None or top > highest):
+                    highest = top
             if writer is None:
                 writer = pq.ParquetWriter(path, batch.schema)
             if batch.num_rows:
                 writer.write_batch(batch)
                 rows += batch.num_rows
 
-    if scope.incremental:
-        described = (
-            f"updated_at >= {scope.updated_after}"
-            if scope.updated_after is not None
-            else f"change log sequence in ({scope.changes_after}, {scope.changes_until}]"
-        )
-        write(
-            reader.read(
-                updated_after=scope.updated_after, changes_after=scope.changes_after, changes_until=scope.changes_until
+    complete = False
+    if scope.keys:
+        described = f"{len(set(scope.keys)):,} key(s) pushed by hand"
+        write(reader.read_keys(scope.keys))
+    elif incremental:
+        if scope.incremental:
+            described = (
+                f"updated_at >= {scope.updated_after}"
+                if scope.updated_after is not None
+                else f"change log sequence in ({scope.changes_after}, {scope.changes_until}]"
             )
-        )
+            updated_after = scope.updated_after
+        else:
+            described, updated_after = plan.why, plan.updated_after
+        changes = {"changes_after": scope.changes_after, "changes_until": scope.changes_until}
+        write(reader.read(updated_after=updated_after, **changes))
         retry = retry_keys() - seen
         if retry:
             described += f", plus {len(retry):,} record(s) to retry"
-            write(reader.read(), keep=retry.__contains__)
-    elif scope.keys:
-        wanted = set(scope.keys)
-        described = f"{len(wanted):,} key(s) pushed by hand"
-        write(reader.read(), keep=wanted.__contains__)
+            write(reader.read_keys(sorted(retry)))
     else:
-        described = "the whole data set"
+        complete = True
+        described = plan.why if plan is not None else "the whole data set"
         write(reader.read())
     if writer is None:
         writer = pq.ParquetWriter(path, pa.schema([pa.field(name, pa.string()) for name in reader.columns()]))
     schema = writer.schema
     writer.close()
-    return SnapshotResult(rows=rows, schema=schema, scope=described)
+    # Only a run that delivers every operation of what it read may move the cursor past it.
+    moves_cursor = (plan is not None or scope.full) and not scope.keys and not scope.operations
+    read_until = later_watermark(plan.cursor if plan is not None else None, cursor_text(highest))
+    read = SnapshotRead(complete=complete, moves_cursor=moves_cursor, read_until=read_until, read_at=read_at)
+    read.save(path)
+    return SnapshotResult(rows=rows, schema=schema, scope=described, read=read)
 
 
 def keys_to_retry(ledger: DeliveryLedger, connector: IntegrationConnector) -> set[str]:

@@ -143,6 +143,11 @@ class _Lookup(_Node):
             provided = ", ".join(lookups) or "none"
             raise ExpressionError(f"lookup '{self.name}' was not provided; provided lookups: {provided}")
         arg_values, errors = _evaluate_all([self.arg], columns, n_rows, lookups)
+        # A table read per batch (integration/lookups.py) is told the batch's values first, so that `get` below
+        # answers from memory: one statement per chunk of new values instead of one per row. A dict has no prefetch.
+        prefetch = getattr(table, "prefetch", None)
+        if prefetch is not None:
+            prefetch(arg_values[0])
         return _apply(functools.partial(lookup, table), "lookup", arg_values, errors, n_rows), errors
 
 

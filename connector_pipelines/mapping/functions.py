@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Protocol
 
 from connector_pipelines.mapping.conversions import (
     as_text,
@@ -460,8 +461,17 @@ def parse_datetime(value: object, fmt: object) -> object:
 # --- lookups and columns (resolved by the expression parser) ---------------------------------------------
 
 
-def lookup(table: Mapping[object, object], value: object) -> object:
-    """`table[value]`, None when missing; a non-text value is also tried as text (CSV keys are text)."""
+class SupportsGet(Protocol):
+    """A lookup table: `get(key)` as a dict answers it. It may also offer `prefetch(values: list) -> None`, which
+    the expression calls with a batch's values before looking each up."""
+
+    def get(self, key: object, /) -> object: ...
+
+
+def lookup(table: Mapping[object, object] | SupportsGet, value: object) -> object:
+    """`table[value]`, None when missing; a non-text value is also tried as text (CSV keys are text).
+
+    `table` is a dict, or anything with a dict's `get` (`integration.lookups.SqlLookup`, which answers the same)."""
     if value is None:
         return None
     found = table.get(value)

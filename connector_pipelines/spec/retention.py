@@ -36,6 +36,12 @@ def parse_keep_for(value: object, what: str) -> KeepFor:
     text = str(value).strip().lower()
     if text == "keep":
         return KeepFor()
+    if (
+        text.isascii() and text.isdigit() and int(text) > 0
+    ):  # `snapshots: 90`: days or runs? Guessing would remove the wrong files
+        raise ValueError(
+            f"{what} {quoted(str(value))} has no unit; write '{int(text)} days' or '{int(text)} runs', or keep"
+        )
     match = _KEEP_FOR.match(text)
     if match is None or int(match.group(1)) == 0:
         raise ValueError(

@@ -11,17 +11,23 @@ A record the target refused carries `failed_runs` (how many runs in a row it fai
 `dead_letter` (`integration.retries`). A ledger made before those columns existed gets them when it is opened.
 
 Writes are batched, one transaction per chunk of records (a commit per record is three times slower here).
-The order is what makes delivery exactly-once: records are marked `in_flight` with their idempotency key and
-committed *before* the request leaves, and their outcome is committed after. A run killed in between leaves
-`in_flight` rows; the next run resends those with the same idempotency key (the target answers a repeated key
-with its stored response instead of applying it twice) or, with `recovery: hold`, marks them failed for review.
+The order is what makes delivery exactly-once: a chunk's records are marked in flight with their idempotency keys
+and committed *before* its requests leave, and their outcomes are committed after. The mark is one row per chunk
+(`cp_in_flight_markers`, its members as JSON) rather than one update per record; the outcomes' transaction removes
+it. A run killed in between leaves the marker; the next run first turns its members into `in_flight` records
+(`recover_in_flight`), and resends those with the same idempotency key (the target answers a repeated key with its
+stored response instead of applying it twice), probes, or holds them, as their recovery says.
+
+A run reads the ledger a batch of keys at a time (`entries`), never the whole state: memory does not grow with
+the data set. Deletes of vanished records stream the ledger's keys in key order (`iter_entries`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -85,6 +91,32 @@ attempts_table = sa.Table(
     # The write-back outbox reads a configuration's attempts after its cursor, in id order: without this index
     # each read sorted every attempt the configuration ever had, so write-back slowed as history grew.
     sa.Index("ix_cp_attempts_outbox", "connector", "configuration", "id"),
+    # The duplicate-delivery check after every run looks up each idempotency key this run delivered.
+    sa.Index("ix_cp_attempts_idempotency", "connector", "configuration", "idempotency_key"),
+)
+# One row per chunk of records whose requests are about to leave (or went out with no outcome committed yet): their
+# in-flight states as JSON. Written before the requests, removed with the outcomes (`DeliveryLedger.write`).
+in_flight_markers_table = sa.Table(
+    "cp_in_flight_markers",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("connector", sa.String(64), nullable=False),
+    sa.Column("configuration", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("members", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_cp_in_flight_markers", "connector", "configuration", "id"),
+)
+# Per configuration: how far the scheduled runs have read the data set (the highest updated_at delivered), and when
+# the last complete read (a full diff) was delivered (integration/read_cursor.py).
+read_cursors_table = sa.Table(
+    "cp_read_cursors",
+    metadata,
+    sa.Column("connector", sa.String(64), primary_key=True),
+    sa.Column("configuration", sa.String(64), primary_key=True),
+    sa.Column("read_until", sa.String(64)),
+    sa.Column("full_diff_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 # The write-back outbox (state/outbox.py): per configuration, the last attempt whose outcome is in the source
 # database's write-back table. Attempts after it are still to be written back, by this run or the next one.
@@ -203,39 +235,111 @@ class DeliveryLedger:
     # ---- reads ----------------------------------------------------------------------------------------------
 
     def state(self, connector: str, configuration: str) -> dict[str, LedgerEntry]:
-        """Every record the ledger knows for this configuration. ~40 bytes of key + entry per record."""
-        t = records_table
-        query = sa.select(
-            t.c.record_key,
-            t.c.status,
-            t.c.fingerprint,
-            t.c.delivered_fingerprint,
-            t.c.version,
-            t.c.idempotency_key,
-            t.c.batch_key,
-            t.c.target_ref,
-            t.c.attempts,
-            t.c.failed_runs,
-            t.c.retry_after,
-        ).where(t.c.connector == connector, t.c.configuration == configuration)
+        """Every record the ledger knows for this configuration, records in open in-flight markers as in flight.
+
+        For inspection and tests: a run never holds the whole state (`entries`, `iter_entries`)."""
+        entries = dict(self._entry_rows(connector, configuration, "", ()))
+        entries.update(self._marker_entries(connector, configuration))
+        return entries
+
+    def entries(self, connector: str, configuration: str, keys: Sequence[str]) -> dict[str, LedgerEntry]:
+        """The ledger's entries for these record keys (keys it has no entry for are absent): one indexed query per
+        chunk of keys, so a run holds the entries of one batch of records at a time."""
+        found: dict[str, LedgerEntry] = {}
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            chunk = list(keys[start : start + _KEYS_PER_QUERY])
+            if self._dialect == "postgresql":
+                where, params = " AND record_key = ANY(%s)", (chunk,)
+            else:
+                where, params = f" AND record_key IN ({', '.join('?' * len(chunk))})", tuple(chunk)
+            found.update(self._entry_rows(connector, configuration, where, params))
+        return found
+
+    def iter_entries(
+        self, connector: str, configuration: str, chunk: int = 10_000
+    ) -> Iterator[list[tuple[str, LedgerEntry]]]:
+        """Every entry of a configuration in record-key order, `chunk` at a time (keyset pagination on the primary
+        key: each page is one index range scan, however large the ledger)."""
+        after: str | None = None
+        mark = "%s" if self._dialect == "postgresql" else "?"
+        while True:
+            where = f" AND record_key > {mark}" if after is not None else ""
+            params = (after,) if after is not None else ()
+            rows = self._entry_rows(connector, configuration, f"{where} ORDER BY record_key LIMIT {int(chunk)}", params)
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][0]
+
+    def _entry_rows(self, connector: str, configuration: str, where: str, params: tuple) -> list:
+        """(record_key, LedgerEntry) rows through the driver's own cursor: SQLAlchemy's row objects cost more than
+        the query for 200,000 records."""
+        mark = "%s" if self._dialect == "postgresql" else "?"
+        sql = (
+            f"SELECT {_ENTRY_COLUMNS} FROM cp_delivery_records WHERE connector = {mark} AND configuration = {mark}"
+            + where
+        )
         with self.engine.connect() as conn:
-            # The raw cursor: SQLAlchemy's row objects cost more than the query for 200,000 records.
-            compiled = query.compile(conn, compile_kwargs={"literal_binds": False})
             cursor = conn.connection.cursor()
             try:
-                params = compiled.params
-                if self._dialect == "sqlite":
-                    cursor.execute(str(compiled), [params[name] for name in compiled.positiontup])
-                else:
-                    cursor.execute(str(compiled), params)
+                cursor.execute(sql, (connector, configuration, *params))
                 rows = cursor.fetchall()
-                make = LedgerEntry._make
-                if self._dialect != "sqlite":
-                    return {row[0]: make(row[1:]) for row in rows}
-                # SQLite's driver hands the timestamp back as text; only failed records have one.
-                return {row[0]: make(row[1:] if row[-1] is None else _read_retry_after(row[1:])) for row in rows}
             finally:
                 cursor.close()
+        make = LedgerEntry._make
+        if self._dialect != "sqlite":
+            return [(row[0], make(row[1:])) for row in rows]
+        # SQLite's driver hands the timestamp back as text; only failed records have one.
+        return [(row[0], make(row[1:] if row[-1] is None else _read_retry_after(row[1:]))) for row in rows]
+
+    # ---- in-flight markers ----------------------------------------------------------------------------------
+
+    def mark_in_flight(self, connector: str, configuration: str, run_id: str, updates: Sequence[RecordUpdate]) -> int:
+        """Commit one marker holding these records' in-flight states (before their requests leave); its id, for
+        the `write` that commits their outcomes to remove it."""
+        members = json.dumps([[getattr(u, name) for name in _MARKER_FIELDS] for u in updates], separators=(",", ":"))
+        statement = in_flight_markers_table.insert().values(
+            connector=connector, configuration=configuration, run_id=run_id, members=members, created_at=utc_now()
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(statement).inserted_primary_key[0]
+
+    def recover_in_flight(self, connector: str, configuration: str) -> int:
+        """Turn the records of markers left by a run that stopped before their outcomes were committed into
+        `in_flight` records (a later marker of a record wins: a batch split in two re-marks its halves), and remove
+        the markers, in one transaction. Returns how many records were in them. Cheap when there is none."""
+        markers = self._markers(connector, configuration)
+        if not markers:
+            return 0
+        updates = _marker_updates(markers)
+        self.write(connector, configuration, markers[-1][1], list(updates.values()), settle=[m[0] for m in markers])
+        return len(updates)
+
+    def _markers(self, connector: str, configuration: str) -> list[tuple[int, str, str]]:
+        t = in_flight_markers_table
+        query = (
+            sa.select(t.c.id, t.c.run_id, t.c.members)
+            .where(t.c.connector == connector, t.c.configuration == configuration)
+            .order_by(t.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(query)]
+
+    def _marker_entries(self, connector: str, configuration: str) -> dict[str, LedgerEntry]:
+        return {
+            key: LedgerEntry(
+                "in_flight",
+                u.fingerprint,
+                u.delivered_fingerprint,
+                u.version,
+                u.idempotency_key,
+                u.batch_key,
+                u.target_ref,
+                u.attempts,
+                u.failed_runs,
+            )
+            for key, u in _marker_updates(self._markers(connector, configuration)).items()
+        }
 
     def keys_with_status(self, connector: str, configuration: str, statuses: Sequence[str]) -> set[str]:
         t = records_table
@@ -243,7 +347,10 @@ class DeliveryLedger:
             t.c.connector == connector, t.c.configuration == configuration, t.c.status.in_(list(statuses))
         )
         with self.engine.connect() as conn:
-            return {row[0] for row in conn.execute(query)}
+            keys = {row[0] for row in conn.execute(query)}
+        if "in_flight" in statuses:
+            keys |= set(self._marker_entries(connector, configuration))
+        return keys
 
     def counts(self, connector: str, configuration: str) -> dict[str, int]:
         t = records_table
@@ -253,7 +360,13 @@ class DeliveryLedger:
             .group_by(t.c.status)
         )
         with self.engine.connect() as conn:
-            return {status: count for status, count in conn.execute(query)}
+            counts = {status: count for status, count in conn.execute(query)}
+        for key in self._marker_entries(connector, configuration):  # only while a run is sending, or after a crash
+            status = (self.record(connector, configuration, key, markers=False) or {}).get("status")
+            if status is not None:
+                counts[status] -= 1
+            counts["in_flight"] = counts.get("in_flight", 0) + 1
+        return {status: count for status, count in counts.items() if count}
 
     def trace(self, connector: str, record_key: str, configuration: str | None = None) -> list[dict]:
         """Every attempt for one record, oldest first."""
@@ -264,27 +377,54 @@ class DeliveryLedger:
         with self.engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
-    def record(self, connector: str, configuration: str, record_key: str) -> dict | None:
+    def record(self, connector: str, configuration: str, record_key: str, markers: bool = True) -> dict | None:
+        """One record's ledger row; in flight as an open marker says, when one holds it (`markers`)."""
         t = records_table
         query = sa.select(t).where(
             t.c.connector == connector, t.c.configuration == configuration, t.c.record_key == record_key
         )
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
-        return dict(row._mapping) if row else None
+        record = dict(row._mapping) if row else None
+        marked = _marker_updates(self._markers(connector, configuration)).get(record_key) if markers else None
+        if marked is not None:
+            record = {**(record or {}), **{name: getattr(marked, name) for name in _MARKER_FIELDS}}
+            record.update(status="in_flight", connector=connector, configuration=configuration)
+        return record
 
-    def duplicate_deliveries(self, connector: str, configuration: str) -> list[tuple[str, int]]:
-        """Idempotency keys recorded as delivered more than once: should always be empty."""
-        t = attempts_table
-        query = (
-            sa.select(t.c.idempotency_key, sa.func.count())
+    def last_attempt_id(self, connector: str, configuration: str) -> int:
+        """The id of the configuration's latest attempt (0: none): attempts after it are a later run's."""
+        a = attempts_table
+        query = sa.select(sa.func.coalesce(sa.func.max(a.c.id), 0)).where(
+            a.c.connector == connector, a.c.configuration == configuration
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one()
+
+    def duplicate_deliveries(self, connector: str, configuration: str, after_attempt: int = 0) -> list[tuple[str, int]]:
+        """Idempotency keys delivered by the attempts after `after_attempt` (this run's) that are recorded as
+        delivered more than once, in this run or any earlier one: should always be empty.
+
+        Reads this run's attempts through the (configuration, id) index and looks each key up in the idempotency
+        key index, so its cost follows the run's size, not the history's."""
+        a, b = attempts_table, attempts_table.alias("earlier")
+        this_run = (
+            sa.select(a.c.idempotency_key)
             .where(
-                t.c.connector == connector,
-                t.c.configuration == configuration,
-                t.c.outcome == "delivered",
-                t.c.idempotency_key.is_not(None),
+                a.c.connector == connector,
+                a.c.configuration == configuration,
+                a.c.id > after_attempt,
+                a.c.outcome == "delivered",
+                a.c.idempotency_key.is_not(None),
             )
-            .group_by(t.c.idempotency_key)
+            .distinct()
+            .subquery()
+        )
+        query = (
+            sa.select(b.c.idempotency_key, sa.func.count())
+            .join(this_run, this_run.c.idempotency_key == b.c.idempotency_key)
+            .where(b.c.connector == connector, b.c.configuration == configuration, b.c.outcome == "delivered")
+            .group_by(b.c.idempotency_key)
             .having(sa.func.count() > 1)
         )
         with self.engine.connect() as conn:
@@ -299,13 +439,30 @@ class DeliveryLedger:
         run_id: str,
         updates: Sequence[RecordUpdate],
         attempts: Sequence[AttemptRow] = (),
+        settle: Sequence[int] = (),
     ) -> None:
-        """Record new states (and their audit rows) in one transaction per chunk.
+        """Record new states (and their audit rows) in one transaction per chunk of records; with `settle` (the
+        in-flight markers these outcomes replace), all of it and the markers' removal in one transaction, so a crash
+        leaves either the markers or every outcome, never part of them.
 
-        This is the hot path of every delivery (two or three rows per record), so it goes straight to the
-        driver's executemany with positional rows and one prepared statement, not through SQLAlchemy's
-        per-row parameter processing (three times slower here); the SQL is the same for SQLite and PostgreSQL.
+        This is the hot path of every delivery (two rows per record), so it goes straight to the driver's
+        executemany with positional rows and one prepared statement, not through SQLAlchemy's per-row parameter
+        processing (three times slower here); the SQL is the same for SQLite and PostgreSQL.
         """
+        chunks = self._rows(connector, configuration, run_id, updates, attempts)
+        if not settle:
+            for update_rows, attempt_rows in chunks:
+                with self.engine.begin() as conn:
+                    self._write_rows(conn, update_rows, attempt_rows)
+            return
+        with self.engine.begin() as conn:
+            for update_rows, attempt_rows in chunks:
+                self._write_rows(conn, update_rows, attempt_rows)
+            t = in_flight_markers_table
+            conn.execute(t.delete().where(t.c.id.in_(list(settle))))
+
+    def _rows(self, connector, configuration, run_id, updates, attempts) -> Iterator[tuple[list, list]]:
+        """Positional rows for the records and attempts tables, _CHUNK records at a time."""
         stamp = self._stamp
         now = stamp(utc_now())
         for start in range(0, max(len(updates), len(attempts)), _CHUNK):
@@ -352,15 +509,17 @@ class DeliveryLedger:
                 )
                 for a in attempts[start : start + _CHUNK]
             ]
-            with self.engine.begin() as conn:
-                cursor = conn.connection.cursor()
-                try:
-                    if update_rows:
-                        self._executemany(cursor, _UPSERT_RECORDS, update_rows)
-                    if attempt_rows:
-                        self._executemany(cursor, _INSERT_ATTEMPTS, attempt_rows)
-                finally:
-                    cursor.close()
+            yield update_rows, attempt_rows
+
+    def _write_rows(self, conn, update_rows: list[tuple], attempt_rows: list[tuple]) -> None:
+        cursor = conn.connection.cursor()
+        try:
+            if update_rows:
+                self._executemany(cursor, _UPSERT_RECORDS, update_rows)
+            if attempt_rows:
+                self._executemany(cursor, _INSERT_ATTEMPTS, attempt_rows)
+        finally:
+            cursor.close()
 
     def _executemany(self, cursor, sql: str, rows: list[tuple]) -> None:
         if self._dialect == "postgresql":
@@ -393,6 +552,32 @@ _UPSERT_RECORDS = (
 )
 _ATTEMPT_COLUMNS = [c.name for c in attempts_table.columns if c.name != "id"]
 _INSERT_ATTEMPTS = f"INSERT INTO cp_delivery_attempts ({', '.join(_ATTEMPT_COLUMNS)}) VALUES (?)"
+_ENTRY_COLUMNS = ", ".join(("record_key", *LedgerEntry._fields))
+# Well under SQLite's 32,766 bound parameters, and a PostgreSQL array this long still plans as an index lookup.
+_KEYS_PER_QUERY = 2000
+# What an in-flight marker keeps of each record: its RecordUpdate as `_in_flight` builds it.
+_MARKER_FIELDS = (
+    "record_key",
+    "operation",
+    "fingerprint",
+    "delivered_fingerprint",
+    "version",
+    "idempotency_key",
+    "batch_key",
+    "attempts",
+    "target_ref",
+    "failed_runs",
+)
+
+
+def _marker_updates(markers: Sequence[tuple[int, str, str]]) -> dict[str, RecordUpdate]:
+    """The in-flight states the markers hold, per record key; a later marker's wins."""
+    updates: dict[str, RecordUpdate] = {}
+    for _id, _run, members in markers:
+        for values in json.loads(members):
+            fields = dict(zip(_MARKER_FIELDS, values))
+            updates[fields["record_key"]] = RecordUpdate(status="in_flight", **fields)
+    return updates
 
 
 def _read_retry_after(values: tuple) -> tuple:

@@ -41,9 +41,10 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from connector_pipelines.errors import TransportError
-from connector_pipelines.spec.connections import HttpConnection
+from connector_pipelines.spec.connections import HttpConnection, RetryPolicy
 from connector_pipelines.transports.http_auth import AuthProvider, TokenRequestError, auth_provider, make_auth_provider
 from connector_pipelines.transports.retry_policy import (
+    FINAL,
     RETRY_AFTER_STATUSES,
     AttemptOutcome,
     RandomSource,
@@ -64,6 +65,16 @@ EMPTY_HEADERS: Mapping[str, str] = MappingProxyType({})
 IN_DOUBT_STATUSES = frozenset({502, 504})
 # The 4xx answers that are about the request itself (and so about its key), unlike 408 and 429.
 SETTLING = frozenset(range(400, 500)) - {408, 429}
+# The request URLs a client keeps built (yarl's URL is immutable, and caches what aiohttp reads of it on every
+# request): one per distinct path, up to this many, so `POST /contacts` is built once while a run of
+# `PUT /contacts/{id}`, every path new, stops adding once the table is full.
+_URL_CACHE_SIZE = 1024
+# The statuses the retry policy takes as final (most answers: 2xx, 3xx, the 4xx about the request), asked of it
+# once here instead of on every request. Its rule for an answer depends on the status alone ("any other answer is
+# final"), not on the try or the policy, so one question per status holds for all.
+_FINAL_STATUSES = frozenset(
+    status for status in range(100, 600) if next_step(AttemptOutcome(status=status), 1, RetryPolicy(), random) is FINAL
+)
 
 
 def _package_version() -> str:
@@ -207,8 +218,10 @@ class HttpDeliveryClient:
         self._base_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING, **connection.headers}
         self._headers_generation = -1
         self._auth_headers: dict[str, str] = {}
-        self._merged: dict[str, str] = {}
-        self._merged_json: dict[str, str] = {}
+        # Case-insensitive already: aiohttp would convert a plain dict on every request.
+        self._merged: CIMultiDict[str] = CIMultiDict()
+        self._merged_json: CIMultiDict[str] = CIMultiDict()
+        self._urls: dict[str, URL] = {}
         self.requests_sent = 0
         self.retries = 0
         self.throttled_429 = 0
@@ -306,8 +319,8 @@ class HttpDeliveryClient:
         if generation != self._headers_generation:
             self._auth_headers = auth_headers
             merged = {**self._base_headers, **auth_headers}
-            self._merged = merged
-            self._merged_json = {**merged, "Content-Type": "application/json"}
+            self._merged = CIMultiDict(merged)
+            self._merged_json = CIMultiDict({**merged, "Content-Type": "application/json"})
             self._headers_generation = generation
         return generation
 
@@ -319,14 +332,17 @@ class HttpDeliveryClient:
     # Sending -------------------------------------------------------------------------------------------------
 
     def _url(self, path: str) -> URL:
-        return request_url(self._base_url, path)
+        url = self._urls.get(path)
+        if url is None:
+            url = request_url(self._base_url, path)
+            if len(self._urls) < _URL_CACHE_SIZE:
+                self._urls[path] = url
+        return url
 
-    def _headers_for(self, request: HttpRequest) -> Mapping[str, str]:
+    def _headers_for(self, request: HttpRequest) -> CIMultiDict[str]:
         extra = request.headers
         if not extra:
-            headers: dict[str, str] | CIMultiDict[str] = (
-                self._merged_json if request.body is not None else self._merged
-            ).copy()
+            headers = (self._merged_json if request.body is not None else self._merged).copy()
         else:
             # Request headers override the connection's and credentials override both, whatever their case.
             headers = CIMultiDict(self._base_headers)
@@ -374,7 +390,9 @@ class HttpDeliveryClient:
             if pause > 0:
                 await asyncio.sleep(pause)
                 self.waited_seconds += pause
-            async with semaphore:
+            # acquire/release rather than `async with`: the same, without two coroutines per request.
+            await semaphore.acquire()
+            try:
                 if self._rate is not None:
                     self.rate_limited_seconds += await self._rate.wait()
                 # Credentials are read at the last moment, after any queueing behind the limits: a request that
@@ -390,13 +408,20 @@ class HttpDeliveryClient:
                     self.requests_sent += 1
                     try:
                         # Decompression is `_read_body`'s, bounded: aiohttp's would inflate a whole body first.
-                        async with session.request(
+                        response = await session.request(
                             method, url, data=body, headers=headers, allow_redirects=False, auto_decompress=False
-                        ) as response:
+                        )
+                        try:
                             status = response.status
                             response_headers = response.headers
-                            received, refused = await _read_body(response)
+                            if _plain_within_limit(response):  # the common answer: one read takes all of it
+                                received, refused = await response.read(), None
+                            else:
+                                received, refused = await _read_body(response)
                             text = _decode_text(response, received)
+                        finally:
+                            # What `async with` would do: back to the pool when read to its end, else dropped.
+                            response.release()
                         if self._redact_bodies and text:
                             # A target that echoes a credential must not get it into the ledger.
                             text = self.redact(text)
@@ -429,6 +454,8 @@ class HttpDeliveryClient:
                     except Exception as exc:  # an invalid URL, a malformed response: retrying will not help
                         message = self.redact(f"request failed ({type(exc).__name__}: {exc})")
                         failure = AttemptOutcome(error=message, retryable=False)
+            finally:
+                semaphore.release()
             if doubtful:
                 in_doubt = doubted = True
                 if not request.retry_in_doubt:
@@ -445,6 +472,8 @@ class HttpDeliveryClient:
                     auth.invalidate(generation)
                     tries -= 1
                     continue
+                if status in _FINAL_STATUSES:
+                    break  # what `next_step` answers for it, without building its question and answer
                 if status == 429:
                     self.throttled_429 += 1
                 elif status >= 500:
@@ -520,6 +549,16 @@ def request_url(base_url: str, path: str) -> URL:
     if _NOT_IN_URL.search(path):
         path = _NOT_IN_URL.sub(_escape, path)
     return URL(base_url + path, encoded=True)
+
+
+def _plain_within_limit(response: aiohttp.ClientResponse) -> bool:
+    """Whether the answer is uncompressed and declares a length within the cap: then one read takes all of it
+    (`_read_body`'s first case, checked without a coroutine)."""
+    coding = response.headers.get("Content-Encoding")
+    if coding and coding.strip().lower() != "identity":
+        return False
+    length = response.content_length
+    return length is not None and length <= RESPONSE_BODY_LIMIT
 
 
 async def _read_body(response: aiohttp.ClientResponse) -> tuple[bytes, str | None]:
