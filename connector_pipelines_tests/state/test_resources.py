@@ -33,7 +33,10 @@ def test_a_run_keeps_its_ledger_and_files_where_the_resources_say(
         assert len(ledger.keys_with_status("sync", "customers", ["delivered"])) == 3
     finally:
         ledger.dispose()
-    assert [p.name for p in (storage / "integrations" / "sync" / "data_set").iterdir()] == [f"{result.run_id}.parquet"]
+    assert sorted(p.name for p in (storage / "integrations" / "sync" / "data_set").iterdir()) == [
+        f"{result.run_id}.json",  # what the snapshot holds (complete or not), for its deliveries
+        f"{result.run_id}.parquet",
+    ]
     assert not (tmp_path / "var").exists()  # nothing in the project's default storage folder
 
 
