@@ -164,27 +164,19 @@ def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asse
         storage = getattr(resources, STORAGE_RESOURCE).get_storage()
         path = storage.integration_dir(connector.name, DATA_SET) / f"{context.run.run_id}.parquet"
         source = getattr(resources, connection).get_source()
+        # One ledger for the read cursors and the keys to retry (opening one checks its tables and indexes).
+        ledger = getattr(resources, LEDGER_RESOURCE).get_ledger()
         try:
-
-            def retry_keys() -> set[str]:
-                ledger = getattr(resources, LEDGER_RESOURCE).get_ledger()
-                try:
-                    return keys_to_retry(ledger, connector)
-                finally:
-                    ledger.dispose()
-
             plan = None
             if scope.scheduled:  # the read cursors decide: only what was updated, or a full diff
-                ledger = getattr(resources, LEDGER_RESOURCE).get_ledger()
-                try:
-                    cursors = read_cursors(ledger, connector.name, [c.name for c in spec.configurations])
-                finally:
-                    ledger.dispose()
+                cursors = read_cursors(ledger, connector.name, [c.name for c in spec.configurations])
                 plan = scheduled_read(spec.data_set, spec.full_diff_every_delta, cursors, utc_now(), scope.full_diff)
-            result = write_snapshot(DataSetReader(source, spec.data_set), scope, path, retry_keys, plan)
+            reader = DataSetReader(source, spec.data_set)
+            result = write_snapshot(reader, scope, path, lambda: keys_to_retry(ledger, connector), plan)
         except MappingError as exc:  # the key or owner names a column the data set does not return
             raise dg.Failure(f"integration '{connector.name}': {exc}", allow_retries=False) from None
         finally:
+            ledger.dispose()
             source.dispose()
         context.log.info(f"data set: {result.rows:,} rows ({result.scope}) -> {path}")
         # Judged here, in the data set's own op: these checks are blocking, so when one fails the step fails

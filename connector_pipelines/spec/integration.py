@@ -78,8 +78,7 @@ class DataSet(StrictModel):
     @field_validator("overlap", mode="before")
     @classmethod
     def _overlap(cls, value: object) -> str:
-        parse_duration(value, "overlap")
-        return value if isinstance(value, str) else str(value)
+        return duration_text(value, "overlap")
 
     @property
     def overlap_delta(self) -> dt.timedelta:
@@ -280,6 +279,12 @@ def parse_duration(value: object, what: str) -> dt.timedelta:
     return delta
 
 
+def duration_text(value: object, what: str) -> str:
+    """A duration field's value as it is kept (text), once `parse_duration` has accepted it."""
+    parse_duration(value, what)
+    return value if isinstance(value, str) else str(value)
+
+
 class RetryAcrossRuns(StrictModel):
     """How often later runs send a record the target refused, and when they stop (the record is a dead letter).
 
@@ -303,8 +308,7 @@ class RetryAcrossRuns(StrictModel):
     @field_validator("initial_backoff", "max_backoff", mode="before")
     @classmethod
     def _duration(cls, value: object, info: ValidationInfo) -> str:
-        parse_duration(value, info.field_name)
-        return value if isinstance(value, str) else str(value)
+        return duration_text(value, info.field_name)
 
     @model_validator(mode="after")
     def _ordered(self) -> RetryAcrossRuns:
@@ -384,8 +388,7 @@ class IntegrationSpec(StrictModel):
     @field_validator("full_diff_every", mode="before")
     @classmethod
     def _full_diff_every(cls, value: object) -> str:
-        parse_duration(value, "full_diff_every")
-        return value if isinstance(value, str) else str(value)
+        return duration_text(value, "full_diff_every")
 
     @property
     def full_diff_every_delta(self) -> dt.timedelta:
