@@ -13,8 +13,6 @@ chunks one after another on one thread.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
@@ -55,35 +53,53 @@ def write_back_cursor(ledger: DeliveryLedger, connector: str, configuration: str
         return conn.execute(query).scalar_one_or_none()
 
 
-def pending_attempts(ledger: DeliveryLedger, connector: str, configuration: str, after: int, limit: int) -> list[dict]:
-    """Up to `limit` attempts after attempt id `after`, oldest first, as the write-back table takes them."""
-    a = attempts_table
-    query = (
-        sa.select(
-            a.c.id.label("attempt_id"),
-            a.c.run_id,
-            a.c.connector,
-            a.c.configuration,
-            a.c.record_key,
-            a.c.operation,
-            a.c.outcome.label("status"),
-            a.c.http_status,
-            a.c.error,
-            a.c.target_ref,
-            a.c.idempotency_key,
-            a.c.finished_at,
-        )
-        .where(a.c.connector == connector, a.c.configuration == configuration, a.c.id > after)
-        .order_by(a.c.id)
-        .limit(limit)
-    )
+# The columns of a pending attempt, in the order `pending_attempts` returns them: the write-back table's names.
+PENDING_COLUMNS = (
+    "attempt_id",
+    "run_id",
+    "connector",
+    "configuration",
+    "record_key",
+    "operation",
+    "status",
+    "http_status",
+    "error",
+    "target_ref",
+    "idempotency_key",
+    "finished_at",
+)
+_PENDING_SELECT = (
+    "SELECT id, run_id, connector, configuration, record_key, operation, outcome, http_status, error, target_ref, "
+    "idempotency_key, {finished_at} FROM cp_delivery_attempts "
+    "WHERE connector = {p} AND configuration = {p} AND id > {p} ORDER BY id LIMIT {p}"
+)
+# `finished_at` as naive UTC text, 'YYYY-MM-DD HH:MM:SS[.ffffff]': what SQLite keeps (the ledger writes naive UTC
+# text there), and what PostgreSQL formats itself, so no row becomes a datetime on the way.
+_PENDING_SQL = {
+    "sqlite": _PENDING_SELECT.format(finished_at="finished_at", p="?"),
+    "postgresql": _PENDING_SELECT.format(
+        finished_at="to_char(finished_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')", p="%s"
+    ),
+}
+
+
+def pending_attempts(ledger: DeliveryLedger, connector: str, configuration: str, after: int, limit: int) -> list[tuple]:
+    """Up to `limit` attempts after attempt id `after`, oldest first, as tuples in PENDING_COLUMNS order with
+    `finished_at` as naive UTC text.
+
+    Straight from the driver's cursor: SQLAlchemy's row objects, dicts and datetimes cost ~15 µs an attempt, more
+    than writing it to the source."""
+    dialect = ledger.engine.dialect.name
+    sql = _PENDING_SQL.get(dialect)
+    if sql is None:
+        raise NotImplementedError(f"the delivery ledger runs on SQLite or PostgreSQL, not {dialect}")
     with ledger.engine.connect() as conn:
-        rows = [dict(row._mapping) for row in conn.execute(query)]
-    for row in rows:
-        finished = row["finished_at"]
-        if finished is not None and finished.tzinfo is None:  # SQLite keeps naive UTC
-            row["finished_at"] = finished.replace(tzinfo=dt.UTC)
-    return rows
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, (connector, configuration, after, limit))
+            return cursor.fetchall()
+        finally:
+            cursor.close()
 
 
 def pending_count(ledger: DeliveryLedger, connector: str, configuration: str) -> int:

@@ -8,6 +8,7 @@ write-back table (SQLite, PostgreSQL and MariaDB sources), killed with SIGKILL o
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import signal
 import sqlite3
@@ -23,10 +24,19 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from connector_pipelines.integration import write_back
+from connector_pipelines.integration.write_back import WriteBack, write_back_table
 from connector_pipelines.state.database import LEDGER_URL_ENV, default_state_url
-from connector_pipelines.state.ledger import DeliveryLedger, attempts_table, metadata, write_back_cursor_table
+from connector_pipelines.state.ledger import (
+    AttemptRow,
+    DeliveryLedger,
+    attempts_table,
+    metadata,
+    write_back_cursor_table,
+)
 from connector_pipelines.state.outbox import pending_count, write_back_cursor
 from connector_pipelines.storage import STORAGE_ENV
+from connector_pipelines.transports.sql import SqlSource
 from connector_pipelines_tests.fixtures.extract import PG_SERVER_URL
 from connector_pipelines_tests.fixtures.integration import BASIC_SYNC
 
@@ -301,3 +311,183 @@ def test_an_older_ledger_gains_the_write_back_cursor_table(tmp_path):
 
     assert "cp_write_back_cursor" in sa.inspect(engine).get_table_names()
     engine.dispose()
+
+
+# ---- WriteBack on its own: a ledger, a source, the rows in between ---------------------------------------------
+
+LEDGERS = ("sqlite", "postgresql")
+# Values each bulk path must escape (COPY's text format, MariaDB's string literals), and the ones it must not
+# confuse: an empty string is not NULL, and the text `\N` is not NULL either.
+AWKWARD = ("tab\there", "new\nline", "crlf\r\nend", "back\\slash", 'it\'s "quoted"', "\\N", "", "ctrl-z \x1a")
+AWKWARD += ("ünïcødé ✓", "100% {x} %s ?", "\\", "'")
+
+
+@pytest.fixture(params=DIALECTS)
+def sql_source(request, tmp_path) -> Iterator[SqlSource]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'write_back_source.db'}"
+    else:
+        url = request.getfixturevalue("pg_database" if request.param == "postgresql" else "mariadb_database").url
+    made = SqlSource(url)
+    yield made
+    made.engine.dispose()
+
+
+@pytest.fixture(params=LEDGERS)
+def any_dialect_ledger(request, tmp_path) -> Iterator[DeliveryLedger]:
+    if request.param == "sqlite":
+        ledger = DeliveryLedger(default_state_url(tmp_path))
+        yield ledger
+        ledger.dispose()
+        return
+    schema = f"cp_wb_ledger_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_SERVER_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    ledger = DeliveryLedger(f"postgresql://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}")
+    try:
+        yield ledger
+    finally:
+        ledger.dispose()
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+def _attempt(key: str, at: dt.datetime, **changes) -> AttemptRow:
+    values = dict(
+        record_key=key,
+        operation="update",
+        outcome="delivered",
+        idempotency_key=f"ik-{key}"[:64],
+        http_status=200,
+        requests=1,
+        response_excerpt=None,
+        error=None,
+        target_ref=f"ref-{key}"[:256],
+        started_at=at,
+        finished_at=at,
+    )
+    values.update(changes)
+    return AttemptRow(**values)
+
+
+def _many(count: int, start: int = 0) -> list[AttemptRow]:
+    at = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
+    return [_attempt(str(i), at + dt.timedelta(milliseconds=i)) for i in range(start, start + count)]
+
+
+def _table_rows(source: SqlSource, name: str = "wb_audit") -> list[dict]:
+    table = write_back_table(name)
+    with source.engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(sa.select(table).order_by(table.c.attempt_id))]
+
+
+def _instant(value: dt.datetime) -> dt.datetime:
+    """A stored `finished_at` as an instant: aware on PostgreSQL, UTC wall-clock time on SQLite and MariaDB."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+
+
+def test_each_value_is_written_back_as_the_ledger_holds_it(sql_source, any_dialect_ledger):
+    """The bulk paths (executemany, COPY, a multi-row INSERT) escape what needs escaping and keep NULL apart from
+    an empty string and from the text `\\N`; `finished_at` keeps its instant to the microsecond on every
+    dialect (MariaDB's column keeps microseconds too), from either kind of ledger."""
+    ledger = any_dialect_ledger
+    writer = WriteBack(sql_source, "wb_audit", ledger, "sync", "customers")
+    at = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)  # whole seconds: isoformat leaves out the fraction
+    attempts = [
+        _attempt(text or "empty", at + dt.timedelta(microseconds=n), error=text, target_ref=text, idempotency_key=text)
+        for n, text in enumerate(AWKWARD)
+    ]
+    attempts.append(_attempt("", at, outcome="failed", http_status=None, error=None, target_ref=None))
+    attempts.append(_attempt("multi", at, outcome="failed", http_status=422, error="line 1\nline 2\ttabbed\\"))
+    ledger.write("sync", "customers", "run-1", [], attempts)
+
+    assert writer.drain() == len(attempts)
+
+    rows = _table_rows(sql_source)
+    assert [(r["record_key"], r["error"], r["target_ref"], r["idempotency_key"], r["http_status"]) for r in rows] == [
+        (a.record_key, a.error, a.target_ref, a.idempotency_key, a.http_status) for a in attempts
+    ]
+    assert [_instant(r["finished_at"]) for r in rows] == [a.finished_at for a in attempts]
+    assert {(r["run_id"], r["connector"], r["configuration"], r["operation"]) for r in rows} == {
+        ("run-1", "sync", "customers", "update")
+    }
+    assert [r["status"] for r in rows][-2:] == ["failed", "failed"]
+    with ledger.engine.connect() as conn:
+        ids = conn.execute(sa.select(attempts_table.c.id).order_by(attempts_table.c.id)).scalars().all()
+    assert [r["attempt_id"] for r in rows] == ids
+
+
+def test_a_replay_across_chunks_adds_only_the_rows_the_source_lacks(sql_source, tmp_path):
+    """A crash between a source commit and the cursor's move, over more than one chunk: each attempt is in the
+    table once, the ones it lacked (here: removed by hand, at the chunks' edges) are added, and nothing else."""
+    ledger = DeliveryLedger(default_state_url(tmp_path))
+    writer = WriteBack(sql_source, "wb_audit", ledger, "sync", "customers")
+    total = 2 * write_back._CHUNK + 7
+    ledger.write("sync", "customers", "run-1", [], _many(total))
+    assert writer.drain() == total
+    last = write_back_cursor(ledger, "sync", "customers")
+    ids = [r["attempt_id"] for r in _table_rows(sql_source)]
+    lost = [ids[0], ids[write_back._CHUNK - 1], ids[write_back._CHUNK], ids[-1]]
+    table = write_back_table("wb_audit")
+    with sql_source.engine.begin() as conn:
+        conn.execute(table.delete().where(table.c.attempt_id.in_(lost)))
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.update(write_back_cursor_table).values(attempt_id=ids[0] - 1))
+
+    assert writer.drain() == len(lost)
+
+    assert [r["attempt_id"] for r in _table_rows(sql_source)] == ids
+    assert write_back_cursor(ledger, "sync", "customers") == last
+    assert writer.drain() == 0 and pending_count(ledger, "sync", "customers") == 0
+    ledger.dispose()
+
+
+def test_attempts_committed_between_drains_are_written_back_by_the_next_one(sql_source, tmp_path):
+    ledger = DeliveryLedger(default_state_url(tmp_path))
+    writer = WriteBack(sql_source, "wb_audit", ledger, "sync", "customers")
+    for start in (0, 3, 2003):
+        count = 3 if start == 0 else 2000
+        ledger.write("sync", "customers", "run-1", [], _many(count, start))
+        assert writer.drain() == count
+    rows = _table_rows(sql_source)
+    assert [r["record_key"] for r in rows] == [str(i) for i in range(4003)]
+    ledger.dispose()
+
+
+_OLD_TIMESTAMP = {"sqlite": "DATETIME", "postgresql": "TIMESTAMP WITH TIME ZONE", "mariadb": "DATETIME"}
+
+
+def test_rows_of_an_earlier_version_are_kept_on_every_dialect(sql_source, tmp_path):
+    """The table of a version before attempt ids gains the column and the index; its rows (NULL attempt_id) stay,
+    and neither the drain nor a replay touches them."""
+    dialect = "mariadb" if sql_source.dialect == "mysql" else sql_source.dialect
+    with sql_source.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE wb_audit (run_id VARCHAR(64) NOT NULL, connector VARCHAR(64) NOT NULL, "
+            "configuration VARCHAR(64) NOT NULL, record_key VARCHAR(512) NOT NULL, operation VARCHAR(16) NOT NULL, "
+            "status VARCHAR(16) NOT NULL, http_status INTEGER, error TEXT, target_ref VARCHAR(256), "
+            f"idempotency_key VARCHAR(64), finished_at {_OLD_TIMESTAMP[dialect]} NOT NULL)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO wb_audit VALUES ('old-run', 'sync', 'customers', '1', 'create', 'delivered', 201, NULL, "
+            "NULL, NULL, '2025-01-01 00:00:00')"
+        )
+    ledger = DeliveryLedger(default_state_url(tmp_path))
+    writer = WriteBack(sql_source, "wb_audit", ledger, "sync", "customers")
+    ledger.write("sync", "customers", "run-1", [], _many(3, 1))
+    assert writer.drain() == 3
+    with ledger.engine.begin() as conn:
+        conn.execute(sa.update(write_back_cursor_table).values(attempt_id=0))
+
+    assert writer.drain() == 0
+
+    rows = sorted(_table_rows(sql_source), key=lambda r: (r["attempt_id"] is not None, r["attempt_id"] or 0))
+    assert [(r["run_id"], r["record_key"], r["attempt_id"] is None) for r in rows] == [
+        ("old-run", "1", True),
+        ("run-1", "1", False),
+        ("run-1", "2", False),
+        ("run-1", "3", False),
+    ]
+    ledger.dispose()
