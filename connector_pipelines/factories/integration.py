@@ -257,6 +257,7 @@ def _delivery_asset(
         source = getattr(resources, source_key).get_source()
         reader = DataSetReader(source, spec.data_set)
         ledger = getattr(resources, LEDGER_RESOURCE).get_ledger()
+        delivery = None
         try:
             deletes = reader.changes(scope.changes_after, scope.changes_until) if scope.reads_change_log else None
             try:
@@ -303,7 +304,11 @@ def _delivery_asset(
                 # Delivered (its failures are in the ledger, and retried by key): later runs read from here.
                 full_diff_at = dt.datetime.fromisoformat(read.read_at) if read.complete else None
                 save_read_cursor(ledger, connector.name, configuration.name, read.read_until, full_diff_at)
+            # After the cursor: a retention failure only logs, and the delivery it follows stands.
+            _apply_retention(context, connector, storage, ledger, keep={snapshot, report.audit_path})
         finally:
+            if delivery is not None:  # the lookups' own connections, also when the mapping gate stopped the run
+                delivery.close()
             ledger.dispose()
             source.dispose()
         counts = report.counts

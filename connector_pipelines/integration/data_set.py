@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from connector_pipelines.mapping.engine import MappingError
 from connector_pipelines.spec.common import quoted
-from connector_pipelines.spec.integration import DataSet, LookupSpec, Roles
+from connector_pipelines.spec.integration import DataSet, Roles
 from connector_pipelines.transports.sql import SqlSource, strip_trailing_semicolon
 
 log = logging.getLogger(__name__)
@@ -268,7 +268,7 @@ class DataSetReader:
                 count += 1
         return f"{digest:016x}", count
 
-    # ---- roles and lookups ----------------------------------------------------------------------------------
+    # ---- roles ----------------------------------------------------------------------------------
 
     def owners_with_roles(self, roles: Roles) -> set[str]:
         """User ids (as text) that hold at least one of the allowed roles."""
@@ -279,12 +279,6 @@ class DataSetReader:
         )
         with self.source.engine.connect() as conn:
             return {str(row[0]) for row in conn.execute(statement, {"roles": list(roles.allowed)})}
-
-    def lookup_table(self, lookup: LookupSpec) -> dict:
-        """The lookup's key -> value pairs. Loaded once per run: lookup tables are reference data, not facts."""
-        sql = f"SELECT l.{self._quote(lookup.key)}, l.{self._quote(lookup.value)} FROM {self._table(lookup.table)} l"
-        with self.source.engine.connect() as conn:
-            return {key: value for key, value in conn.execute(sa.text(sql))}
 
     # ---- helpers --------------------------------------------------------------------------------------------
 

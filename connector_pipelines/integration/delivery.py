@@ -241,6 +241,7 @@ class IntegrationDelivery:
         *,
         run_id: str,
         lookups: Mapping[str, Mapping] | None = None,
+        close_lookups: Callable[[], None] | None = None,
         allowed_owners: set[str] | None = None,
         client_factory: Callable[[], HttpDeliveryClient] | None = None,
         audit: AuditFile | None = None,
@@ -251,13 +252,15 @@ class IntegrationDelivery:
     ):
         """`target_connection` says whether the target honours Idempotency-Key (for the recovery rules); a run
         without it reads the connection of the client it sends with. `clock` is the time the run judges retry
-        times by (aware UTC)."""
+        times by (aware UTC). `close_lookups` releases the lookups' connections: called at the end of each entry
+        point (a lookup used again connects again) and by `close()`."""
         self.connector = connector
         self.spec = connector.integration
         self.configuration = configuration
         self.ledger = ledger
         self.run_id = run_id
         self.mapping = build_mapping(configuration, target_fields(connector), lookups or {})
+        self._close_lookups = close_lookups
         self.allowed_owners = allowed_owners
         self.client_factory = client_factory
         self.audit = audit
@@ -307,23 +310,31 @@ class IntegrationDelivery:
         rule = self.recovery.get(operation)
         return rule is None or rule.mode == "resend"
 
+    def close(self) -> None:
+        """Release the lookups' connections (the entry points do it too; a delivery may still be used after)."""
+        if self._close_lookups is not None:
+            self._close_lookups()
+
     # ---- entry points ---------------------------------------------------------------------------------------
 
     def preview(self, batches: Iterable[pa.RecordBatch], rows: int = 10) -> list[dict]:
         """The first mapped records with the request each would make (nothing is sent or recorded)."""
         out: list[dict] = []
-        for batch in batches:
-            mapped = self.mapping.map_batch(batch)
-            keys = record_keys(batch, self.spec.data_set.key)
-            for key, record, error in zip(keys, mapped.records(), mapped.errors):
-                if error is not None:
-                    out.append({"key": key, "error": error})
-                else:
-                    request = self.create_request.build({**record, "key": key}, "preview")
-                    out.append(_describe_request(key, "create", record, request))
-                if len(out) >= rows:
-                    return out
-        return out
+        try:
+            for batch in batches:
+                mapped = self.mapping.map_batch(batch)
+                keys = record_keys(batch, self.spec.data_set.key)
+                for key, record, error in zip(keys, mapped.records(), mapped.errors):
+                    if error is not None:
+                        out.append({"key": key, "error": error})
+                    else:
+                        request = self.create_request.build({**record, "key": key}, "preview")
+                        out.append(_describe_request(key, "create", record, request))
+                    if len(out) >= rows:
+                        return out
+            return out
+        finally:
+            self.close()
 
     def plan(
         self,
@@ -369,6 +380,7 @@ class IntegrationDelivery:
                 sink(planned[:])
         finally:
             self._observe = None
+            self.close()
         return report
 
     def run(self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope = DeliveryScope()) -> DeliveryReport:
@@ -382,6 +394,7 @@ class IntegrationDelivery:
         finally:
             self._worker.shutdown(wait=True)
             self._write_back_worker.shutdown(wait=True)
+            self.close()
             if self.audit is not None:
                 report.audit_path = self.audit.close()
         return report

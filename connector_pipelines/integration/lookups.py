@@ -7,7 +7,7 @@ table whole into a dict once per run costs memory in proportion to the table: gi
 `SELECT l.key, l.value FROM <table> l WHERE l.key IN (:v0, ...)`, 500 bound values a statement, and both the values
 found and the misses are remembered, least recently used first out beyond `cache_entries`.
 
-Answers are exactly those of the dict `DataSetReader.lookup_table` loaded, as `functions.lookup` reads it:
+Answers are exactly those of a dict of the whole table (what runs loaded before), as `functions.lookup` reads it:
 `table.get(value)` with Python's equality (7, 7.0, Decimal('7') and True are one key; 7 is not '7'), then, for a
 non-text value, `table.get(as_text(value))`. The database compares more loosely (a case-insensitive collation, '7'
 coerced to 7), so each statement's rows are put in a dict and read with Python's equality: a row the database
@@ -82,7 +82,10 @@ class SqlLookup:
 
     def check(self) -> None:
         """Fail now, not at the first batch, when the table or its columns are not there or the key's type has no
-        rule: reads the catalog and runs the lookup's SELECT with `WHERE 1 = 0` (no row is read)."""
+        rule: reads the catalog and runs the lookup's SELECT with `WHERE 1 = 0` (no row is read).
+
+        Raises `MappingError` saying what is missing; a database that cannot be reached still raises its own error
+        (that is no configuration problem, and a retry may succeed)."""
         self._binder()
         quote = self.source.engine.dialect.identifier_preparer.quote
         sql = (
@@ -90,7 +93,14 @@ class SqlLookup:
             "WHERE 1 = 0"
         )
         with self.source.engine.connect() as conn:
-            conn.execute(sa.text(sql)).close()
+            try:
+                conn.execute(sa.text(sql)).close()
+            except sa.exc.DBAPIError as exc:  # connected, and the statement refused: the spec names what is not there
+                reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+                raise MappingError(
+                    f"lookup table {self.spec.table} ({self.spec.key} -> {self.spec.value}) cannot be read in "
+                    f"{self.source.display_name}: {reason}"
+                ) from None
 
     def prefetch(self, values: Iterable[object]) -> None:
         """Make `get` answer every value of `values` (and its text, as `lookup` also tries) without a statement
@@ -205,7 +215,12 @@ class SqlLookup:
 
 class SqlLookups(AbstractContextManager):
     """A configuration's lookups as `SqlLookup`s, and the connections opened for those on another database;
-    `close()` (or leaving the `with` block) disposes of those connections, not of the data set's."""
+    `close()` (or leaving the `with` block) disposes of those connections, not of the data set's.
+
+    `close()` may be called more than once: a lookup used after it connects again (a `SqlSource` makes its engine
+    when next asked), and the next `close()` disposes of that too. So a delivery can close its lookups at the end of
+    each entry point (preview, plan, run) and still be used again.
+    """
 
     def __init__(
         self,
@@ -224,10 +239,18 @@ class SqlLookups(AbstractContextManager):
                 own = self._opened[spec.connection]
             self.tables[name] = SqlLookup(own, spec, cache_entries)
 
+    def check(self) -> None:
+        """`SqlLookup.check` for each table, its lookup's name in the error: a bad lookup spec fails the run before
+        anything is read or sent, as loading the tables whole used to."""
+        for name, table in self.tables.items():
+            try:
+                table.check()
+            except MappingError as exc:
+                raise MappingError([f"lookup '{name}': {problem}" for problem in exc.problems]) from None
+
     def close(self) -> None:
         for opened in self._opened.values():
             opened.dispose()
-        self._opened.clear()
 
     def __exit__(self, *exc_info) -> None:
         self.close()

@@ -25,11 +25,13 @@ from connector_pipelines.integration.data_set import (
     DataSetReader,
     MissingColumn,
     column_problems,
+    conform,
     cursor_text,
     record_keys,
 )
 from connector_pipelines.integration.delivery import OPERATIONS, DeliveryScope, IntegrationDelivery
 from connector_pipelines.integration.incremental import ReadPlan
+from connector_pipelines.integration.lookups import SqlLookups
 from connector_pipelines.integration.write_back import WriteBack
 from connector_pipelines.spec.integration import Configuration, IntegrationConnector
 from connector_pipelines.state.ledger import DeliveryLedger
@@ -146,13 +148,23 @@ def write_snapshot(
     seen: set[str] = set()
     incremental = scope.incremental or (plan is not None and not plan.complete)
 
+    empty_schema: pa.Schema | None = None
+
     def write(batches: Iterable[pa.RecordBatch]) -> None:
-        nonlocal writer, rows, highest
+        nonlocal writer, rows, highest, empty_schema
         for batch in batches:
-            if writer is None:
+            if writer is None and empty_schema is None:
                 problems = column_problems(reader.data_set, batch.schema.names)
                 if problems:  # before the first row is written, so a wrong key or owner stops the run here
                     raise MissingColumn(problems)
+            if not batch.num_rows:
+                # An empty result's types are a guess on SQLite and MariaDB (every column text): the file takes
+                # the types of the first rows read, and this schema only when no read returns a row.
+                empty_schema = empty_schema or batch.schema
+                continue
+            if writer is not None:
+                # The retry read is another query: its types are inferred again (a column all NULL comes as text).
+                batch = conform(batch, writer.schema)
             if incremental and batch.num_rows:
                 seen.update(record_keys(batch, key))
             if updated_at and batch.num_rows and updated_at in batch.schema.names:
@@ -161,9 +173,8 @@ def write_snapshot(
                     highest = top
             if writer is None:
                 writer = pq.ParquetWriter(path, batch.schema)
-            if batch.num_rows:
-                writer.write_batch(batch)
-                rows += batch.num_rows
+            writer.write_batch(batch)
+            rows += batch.num_rows
 
     complete = False
     if scope.keys:
@@ -190,7 +201,8 @@ def write_snapshot(
         described = plan.why if plan is not None else "the whole data set"
         write(reader.read())
     if writer is None:
-        writer = pq.ParquetWriter(path, pa.schema([pa.field(name, pa.string()) for name in reader.columns()]))
+        schema = empty_schema or pa.schema([pa.field(name, pa.string()) for name in reader.columns()])
+        writer = pq.ParquetWriter(path, schema)
     schema = writer.schema
     writer.close()
     # Only a run that delivers every operation of what it read may move the cursor past it.
@@ -222,43 +234,44 @@ def open_delivery(
     write_back: bool = False,
     logger: logging.Logger | Any = log,
 ) -> IntegrationDelivery:
-    """The delivery of one configuration, its lookups and role filter read first, as every caller needs it.
+    """The delivery of one configuration, its lookups checked and role filter read first, as every caller needs it.
 
-    `open_source(connection)` opens a lookup's own connection (closed again here); a lookup without one reads the
-    data set's database. Without a `client_factory` the delivery can preview and plan but not send. With
-    `write_back` (and a `write_back` table in the spec), outcomes still in the write-back outbox are written first.
+    `open_source(connection)` opens a lookup's own connection (closed by the delivery at the end of each entry
+    point, and by `close()`); a lookup without one reads the data set's database. Without a `client_factory` the
+    delivery can preview and plan but not send. With `write_back` (and a `write_back` table in the spec), outcomes
+    still in the write-back outbox are written first.
     """
     spec = connector.integration
-    lookups = {}
-    for name, lookup in configuration.lookups.items():
-        if lookup.connection:
-            other = open_source(lookup.connection)
-            try:
-                lookups[name] = DataSetReader(other, spec.data_set).lookup_table(lookup)
-            finally:
-                other.dispose()
-        else:
-            lookups[name] = reader.lookup_table(lookup)
-    allowed = reader.owners_with_roles(spec.roles) if spec.roles else None
-    writer = None
-    if write_back and spec.write_back:
-        writer = WriteBack(reader.source, spec.write_back.table, ledger, connector.name, configuration.name)
-        # The outbox first: outcomes an earlier run committed to the ledger but died before writing back.
-        replayed = writer.drain()
-        if replayed:
-            logger.info(
-                f"{configuration.name}: wrote back {replayed:,} outcome(s) of an earlier run that stopped before "
-                f"writing them to {spec.write_back.table}"
-            )
-    return IntegrationDelivery(
-        connector,
-        configuration,
-        ledger,
-        run_id=run_id,
-        lookups=lookups,
-        allowed_owners=allowed,
-        client_factory=client_factory,
-        audit=AuditFile(audit_path) if audit_path is not None else None,
-        write_back=writer,
-        logger=logger,
-    )
+    # Read per batch, for the values each batch needs (a bounded cache), not loaded whole: a lookup table of ten
+    # million rows costs no more memory than one of ten. Checked now, so a table or column that is not there fails
+    # before anything is read or sent.
+    lookups = SqlLookups(configuration.lookups, reader.source, open_source)
+    try:
+        lookups.check()
+        allowed = reader.owners_with_roles(spec.roles) if spec.roles else None
+        writer = None
+        if write_back and spec.write_back:
+            writer = WriteBack(reader.source, spec.write_back.table, ledger, connector.name, configuration.name)
+            # The outbox first: outcomes an earlier run committed to the ledger but died before writing back.
+            replayed = writer.drain()
+            if replayed:
+                logger.info(
+                    f"{configuration.name}: wrote back {replayed:,} outcome(s) of an earlier run that stopped before "
+                    f"writing them to {spec.write_back.table}"
+                )
+        return IntegrationDelivery(
+            connector,
+            configuration,
+            ledger,
+            run_id=run_id,
+            lookups=lookups.tables,
+            close_lookups=lookups.close,
+            allowed_owners=allowed,
+            client_factory=client_factory,
+            audit=AuditFile(audit_path) if audit_path is not None else None,
+            write_back=writer,
+            logger=logger,
+        )
+    except BaseException:
+        lookups.close()
+        raise

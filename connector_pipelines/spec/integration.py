@@ -368,10 +368,10 @@ class IntegrationSpec(StrictModel):
         description="Backoff between runs for records the target refused, and the dead-letter limit",
     )
     full_diff_every: str = Field(
-        "0",
-        description="With data_set.updated_at, a scheduled run reads only rows updated since the last run; every "
-        "this often ('N hours|days') it reads the whole data set instead (deletes, rows whose updated_at did not "
-        "move); 0 (the default for now): every run reads the whole data set",
+        "1 day",
+        description="With data_set.updated_at, a scheduled run reads only rows updated since the last run (less "
+        "data_set.overlap); every this often ('N hours|days') it reads the whole data set instead, which is what "
+        "finds deletes and rows whose updated_at did not move; 0: every run reads the whole data set",
     )
     retention: Retention = Field(
         default_factory=Retention,

@@ -162,12 +162,12 @@ def test_sync_mode_mirror_deletes_vanished_records(integration_project, source_d
     assert project.run().success
     source_db.execute("DELETE FROM customers WHERE customer_id IN (2, 5)")
 
-    result = project.run()
+    result = project.run(full_diff=True)  # only a read of the whole data set sees what is gone
 
     assert result.metadata["customers"]["delete"] == 2
     assert sorted(http_target.records("customers")) == ["1", "3", "4"]
     assert project.ledger().record("sync", "customers", "2")["delivered_fingerprint"] is None
-    assert project.run().metadata["customers"]["sent"] == 0  # deleted once, not again
+    assert project.run(full_diff=True).metadata["customers"]["sent"] == 0  # deleted once, not again
 
 
 BATCHED = BASIC_SYNC + (
@@ -303,7 +303,7 @@ def test_a_record_refused_for_its_owner_is_not_deleted_either(integration_projec
     source_db.execute("DELETE FROM customers WHERE customer_id IN (1, 2)")
     http_target.clear()
 
-    result = project.run()
+    result = project.run(full_diff=True)
 
     assert [(r.method, r.path) for r in http_target.requests] == [("DELETE", "/customers/2")]
     assert result.metadata["customers"]["skipped"] == 1
@@ -337,6 +337,36 @@ def test_a_lookup_resolves_values_through_another_table(integration_project, sou
     assert stored["1"]["owner"] == "bob@example.test"  # owner_id = (1 % 3) + 1 = 2
     assert stored["3"]["owner"] == "ann@example.test"
     assert stored["2"]["owner"] is None  # owner 3 has no user row
+
+
+def test_a_lookup_sees_the_table_as_it_is_when_the_run_maps(integration_project, source_db, http_target):
+    # Read per batch, not loaded once per process: a user added between runs resolves in the next run.
+    source_db.add_customers(3)
+    source_db.execute("INSERT INTO users VALUES (2, 'bob@example.test')")
+    project = integration_project(LOOKUP)
+    assert project.run().success
+    assert http_target.records("customers")["3"]["owner"] is None  # owner 1 has no user row yet
+    source_db.execute("INSERT INTO users VALUES (1, 'ann@example.test')")
+    source_db.execute("UPDATE customers SET name = 'Again' WHERE customer_id = 3")
+
+    assert project.run(full_diff=True).success
+
+    assert http_target.records("customers")["3"]["owner"] == "ann@example.test"
+
+
+def test_a_lookup_table_that_is_not_there_stops_the_run_before_anything_is_sent(
+    integration_project, source_db, http_target
+):
+    source_db.add_customers(3)
+    project = integration_project(LOOKUP.replace("table: users, key: user_id", "table: userz, key: user_id"))
+
+    result = project.run()
+
+    assert not result.success
+    assert http_target.requests == []
+    message = _failures(result)
+    assert "lookup 'owners': lookup table userz (user_id -> email) cannot be read in" in message
+    assert project.ledger().record("sync", "customers", "1") is None
 
 
 def test_trace_and_audit_file_tell_each_records_story(integration_project, source_db, http_target):

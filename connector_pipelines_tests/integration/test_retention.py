@@ -364,7 +364,7 @@ def test_a_dry_run_removes_nothing_and_counts_what_a_real_run_removes(any_ledger
 RETAINED = BASIC_SYNC + "  retention: {snapshots: 1 runs, audit_files: 1 runs, attempts: 1 runs}\n"
 
 
-def test_prune_removes_what_real_runs_left_beyond_the_retention(integration_project, source_db, cli, tmp_path):
+def test_each_run_applies_the_retention_at_its_end(integration_project, source_db, tmp_path):
     source_db.add_customers(3)
     project = integration_project(RETAINED)
     first = project.run()
@@ -372,6 +372,29 @@ def test_prune_removes_what_real_runs_left_beyond_the_retention(integration_proj
     source_db.execute("UPDATE customers SET name = 'Renamed' WHERE customer_id = 2")
     second = project.run()
     assert second.success
+    storage = Storage(tmp_path / "storage")
+    snapshots = storage.integration_dir("sync", SNAPSHOT_PART)
+    audits = storage.integration_dir("sync", "customers")
+    assert _names(snapshots) == [f"{second.run_id}.json", f"{second.run_id}.parquet"]
+    assert _names(audits) == [f"{second.run_id}.parquet"]
+    ledger = project.ledger()
+    try:
+        assert _attempt_runs(ledger) == {second.run_id: 1}
+        assert len(ledger.state("sync", "customers")) == 3
+    finally:
+        ledger.dispose()
+
+
+def test_prune_removes_what_real_runs_left_beyond_the_retention(integration_project, source_db, cli, tmp_path):
+    source_db.add_customers(3)
+    # The runs keep everything; the retention is tightened afterwards, as a team would before a first prune.
+    project = integration_project(RETAINED.replace("1 runs", "keep"))
+    first = project.run()
+    assert first.success
+    source_db.execute("UPDATE customers SET name = 'Renamed' WHERE customer_id = 2")
+    second = project.run()
+    assert second.success
+    integration_project(RETAINED)
     storage = Storage(tmp_path / "storage")
     snapshots = storage.integration_dir("sync", SNAPSHOT_PART)
     audits = storage.integration_dir("sync", "customers")

@@ -171,8 +171,9 @@ def test_first_run_delivers_every_record_then_only_the_changed_one_then_the_dele
     mark = len(http_target.requests)
     second = project.run()
 
-    counts = second.metadata["customers"]
-    assert (counts["sent"], counts["update"], counts["unchanged"]) == (1, 1, 3)
+    counts = second.metadata["customers"]  # a scheduled run reads what was updated since the first: C-002
+    assert (counts["sent"], counts["update"], counts["unchanged"]) == (1, 1, 0)
+    assert second.metadata["data_set"]["scope"].startswith("updated_at >= ")
     assert _sent(http_target, mark) == [("PUT", "/customers/C-002")]
     _assert_received(_puts(http_target, mark)["/customers/C-002"], changed, db.dialect)
 

@@ -1,7 +1,7 @@
 """Lookups read per batch (`integration/lookups.py` SqlLookup) on SQLite, PostgreSQL and MariaDB (`source_database`
 is parametrized over the three; each test has its own tables).
 
-What is asserted: a mapping's `lookup(...)` gives the values the dict `DataSetReader.lookup_table` gives, for text,
+What is asserted: a mapping's `lookup(...)` gives the values a dict of the whole table gives, for text,
 integer, decimal and date keys looked up with values of other types; each batch binds only its distinct values not yet
 cached, 500 a statement, and no statement reads the lookup table without a WHERE; misses are not asked twice; the
 cache never holds more than `cache_entries`; a lookup on another connection reads that database.
@@ -109,11 +109,15 @@ class Statements:
 
 
 def dict_lookup(database: Database, spec: LookupSpec) -> dict:
-    """The table as the runs load it today: whole, into a dict (another engine: not among the captured statements)."""
+    """The whole table in a dict, the answers a streamed lookup must give (another engine: not among the captured
+    statements)."""
     source = database.source()
+    quote = source.engine.dialect.identifier_preparer.quote
+    table = ".".join(quote(part) for part in spec.table.split("."))
     try:
-        data_set = DataSet(connection="source", table=database.db.tables.customers, key=["customer_id"])
-        return DataSetReader(source, data_set).lookup_table(spec)
+        with source.engine.connect() as conn:
+            rows = conn.execute(sa.text(f"SELECT l.{quote(spec.key)}, l.{quote(spec.value)} FROM {table} l"))
+            return {key: value for key, value in rows}
     finally:
         source.dispose()
 
