@@ -175,6 +175,8 @@ def launch_integration(
         metadata[part] = {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}
     if result.success:
         for part, values in metadata.items():
+            if "scope" in values:  # the data set: what this run read, and why
+                echo(f"{part}: {values['rows']:,} rows ({values['scope']})")
             if "sent" in values:
                 echo(
                     f"{part}: {values['sent']:,} sent, {values['delivered']:,} delivered, {values['failed']:,} failed, "

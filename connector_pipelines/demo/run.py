@@ -92,7 +92,7 @@ def _integrations(project: Project, instance: dg.DagsterInstance, database: Path
             echo(f"   connector-pipelines run {name}")
             outcome = launch_integration(project, project.connector(name), instance=instance, echo=_indent(echo))
             ok = ok and outcome.success
-        echo("   connector-pipelines run crm_accounts   (again: nothing changed, nothing is sent)")
+        echo("   connector-pipelines run crm_accounts  (again: reads what changed since, sends nothing)")
         outcome = launch_integration(project, project.connector("crm_accounts"), instance=instance, echo=_indent(echo))
         ok = ok and outcome.success
         changed = change_some_contacts(database)
