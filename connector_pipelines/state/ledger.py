@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import sqlalchemy as sa
 
+from connector_pipelines.state import status_counts
 from connector_pipelines.state.database import state_engine
 
 EXCERPT_CHARS = 500
@@ -68,7 +69,12 @@ records_table = sa.Table(
     # Retries across runs (integration/retries.py); added to older ledgers by `_add_missing_columns`.
     sa.Column("failed_runs", sa.Integer, nullable=False, server_default="0"),
     sa.Column("retry_after", sa.DateTime(timezone=True)),
+    # An incremental run reads again the records that failed or were in flight (`keys_with_status`): without this
+    # index that read scanned every record of the configuration (five seconds at ten million).
+    sa.Index("ix_cp_records_status", "connector", "configuration", "status"),
 )
+# Records per status of each configuration, kept by triggers on cp_delivery_records (`status_counts`).
+status_counts_table = sa.Table(status_counts.TABLE, metadata, *status_counts.status_counts_columns)
 attempts_table = sa.Table(
     "cp_delivery_attempts",
     metadata,
@@ -226,6 +232,7 @@ class DeliveryLedger:
         metadata.create_all(self.engine, checkfirst=True)
         _add_missing_columns(self.engine)
         _add_missing_indexes(self.engine)
+        status_counts.install(self.engine)
         self._dialect = self.engine.dialect.name
         self._stamp = sqlite_timestamp if self._dialect == "sqlite" else (lambda value: value)
 
@@ -353,14 +360,10 @@ class DeliveryLedger:
         return keys
 
     def counts(self, connector: str, configuration: str) -> dict[str, int]:
-        t = records_table
-        query = (
-            sa.select(t.c.status, sa.func.count())
-            .where(t.c.connector == connector, t.c.configuration == configuration)
-            .group_by(t.c.status)
-        )
+        """The configuration's records per status, those in open in-flight markers as in flight. Read from the
+        counts the database keeps (`status_counts`): as cheap at ten million records as at ten."""
         with self.engine.connect() as conn:
-            counts = {status: count for status, count in conn.execute(query)}
+            counts = status_counts.counts(conn, connector, configuration)
         for key in self._marker_entries(connector, configuration):  # only while a run is sending, or after a crash
             status = (self.record(connector, configuration, key, markers=False) or {}).get("status")
             if status is not None:
