@@ -738,6 +738,30 @@ def child_batch_baseline(request: dict) -> None:
     print(CHILD_MARKER + json.dumps(report), flush=True)
 
 
+def _trace_memory(case: str, path: Path, every: float = 20.0) -> None:
+    """BENCH_MEMORY_TRACE=<file>: every 20 s, append to the file the RSS, the bytes Arrow holds and the Python
+    object types that are most numerous, to find what grows with the records delivered (it pauses the run while
+    it counts: for diagnosis, not for figures)."""
+    import collections
+    import gc
+    import threading
+
+    import pyarrow as pa
+
+    def sample() -> None:
+        while True:
+            time.sleep(every)
+            kinds = collections.Counter(type(o).__name__ for o in gc.get_objects())
+            top = ", ".join(f"{name} {count:,}" for name, count in kinds.most_common(8))
+            with path.open("a") as out:
+                out.write(
+                    f"{time.strftime('%H:%M:%S')} {case}: RSS {rss_mb():,.0f} MB, Arrow "
+                    f"{pa.total_allocated_bytes() / MIB:,.0f} MB; objects: {top}\n"
+                )
+
+    threading.Thread(target=sample, name="memory-trace", daemon=True).start()
+
+
 def child_case(request: dict) -> None:
     """One run of a connector's Dagster job, in process, on an ephemeral instance; timed from start to end."""
     import functools
@@ -851,6 +875,9 @@ def child_case(request: dict) -> None:
     timed(DeliveryLedger, "duplicate_deliveries", "ledger_duplicates")
     timed(WriteBack, "drain", "write_back")
     timed(AuditFile, "append", "audit")
+
+    if os.environ.get("BENCH_MEMORY_TRACE"):
+        _trace_memory(case, Path(os.environ["BENCH_MEMORY_TRACE"]))
 
     started = time.perf_counter()
     root = Path(request["project"])
