@@ -165,9 +165,9 @@ def write_snapshot(
             if writer is not None:
                 # The retry read is another query: its types are inferred again (a column all NULL comes as text).
                 batch = conform(batch, writer.schema)
-            if incremental and batch.num_rows:
+            if incremental:
                 seen.update(record_keys(batch, key))
-            if updated_at and batch.num_rows and updated_at in batch.schema.names:
+            if updated_at and updated_at in batch.schema.names:
                 top = pc.max(batch.column(updated_at)).as_py()
                 if top is not None and (highest is None or top > highest):
                     highest = top

@@ -364,36 +364,43 @@ def test_a_dry_run_removes_nothing_and_counts_what_a_real_run_removes(any_ledger
 RETAINED = BASIC_SYNC + "  retention: {snapshots: 1 runs, audit_files: 1 runs, attempts: 1 runs}\n"
 
 
-def test_each_run_applies_the_retention_at_its_end(integration_project, source_db, tmp_path):
-    source_db.add_customers(3)
-    project = integration_project(RETAINED)
+def _two_runs(project, source_db):
+    """A first run of three records, then one with a record changed: the runs' results."""
     first = project.run()
     assert first.success
     source_db.execute("UPDATE customers SET name = 'Renamed' WHERE customer_id = 2")
     second = project.run()
     assert second.success
+    return first, second
+
+
+def _assert_ledger_keeps(project, run_id: str) -> None:
+    """Only this run's attempt is left, and every record's state."""
+    ledger = project.ledger()
+    try:
+        assert _attempt_runs(ledger) == {run_id: 1}
+        assert len(ledger.state("sync", "customers")) == 3
+    finally:
+        ledger.dispose()
+
+
+def test_each_run_applies_the_retention_at_its_end(integration_project, source_db, tmp_path):
+    source_db.add_customers(3)
+    project = integration_project(RETAINED)
+    first, second = _two_runs(project, source_db)
     storage = Storage(tmp_path / "storage")
     snapshots = storage.integration_dir("sync", SNAPSHOT_PART)
     audits = storage.integration_dir("sync", "customers")
     assert _names(snapshots) == [f"{second.run_id}.json", f"{second.run_id}.parquet"]
     assert _names(audits) == [f"{second.run_id}.parquet"]
-    ledger = project.ledger()
-    try:
-        assert _attempt_runs(ledger) == {second.run_id: 1}
-        assert len(ledger.state("sync", "customers")) == 3
-    finally:
-        ledger.dispose()
+    _assert_ledger_keeps(project, second.run_id)
 
 
 def test_prune_removes_what_real_runs_left_beyond_the_retention(integration_project, source_db, cli, tmp_path):
     source_db.add_customers(3)
     # The runs keep everything; the retention is tightened afterwards, as a team would before a first prune.
     project = integration_project(RETAINED.replace("1 runs", "keep"))
-    first = project.run()
-    assert first.success
-    source_db.execute("UPDATE customers SET name = 'Renamed' WHERE customer_id = 2")
-    second = project.run()
-    assert second.success
+    first, second = _two_runs(project, source_db)
     integration_project(RETAINED)
     storage = Storage(tmp_path / "storage")
     snapshots = storage.integration_dir("sync", SNAPSHOT_PART)
@@ -413,12 +420,7 @@ def test_prune_removes_what_real_runs_left_beyond_the_retention(integration_proj
     assert f"{first.run_id}.parquet" not in _names(snapshots) and f"{first.run_id}.json" not in _names(snapshots)
     assert f"{second.run_id}.parquet" in _names(snapshots)
     assert _names(audits) == [f"{second.run_id}.parquet"]
-    ledger = project.ledger()
-    try:
-        assert _attempt_runs(ledger) == {second.run_id: 1}
-        assert len(ledger.state("sync", "customers")) == 3
-    finally:
-        ledger.dispose()
+    _assert_ledger_keeps(project, second.run_id)
     lines = result.output.splitlines()
     assert lines[0].split() == ["CONNECTOR", "KIND", "PART", "REMOVED", "SIZE"]
     assert any(line.split()[:5] == ["sync", "snapshots", "data_set", "1", "file(s)"] for line in lines)
