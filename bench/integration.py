@@ -739,24 +739,46 @@ def child_batch_baseline(request: dict) -> None:
 
 
 def _trace_memory(case: str, path: Path, every: float = 20.0) -> None:
-    """BENCH_MEMORY_TRACE=<file>: every 20 s, append to the file the RSS, the bytes Arrow holds and the Python
-    object types that are most numerous, to find what grows with the records delivered (it pauses the run while
-    it counts: for diagnosis, not for figures)."""
+    """BENCH_MEMORY_TRACE=<file>: every 20 s, append to the file the RSS, the bytes Arrow holds, glibc malloc's
+    heap (in use against free but kept: RSS well above "in use" is the allocator's, not live objects) and the
+    Python object types that grew most since the sample before, to find what grows with the records delivered
+    (it pauses the run while it counts: for diagnosis, not for figures)."""
     import collections
+    import ctypes
     import gc
     import threading
 
     import pyarrow as pa
 
+    previous: collections.Counter = collections.Counter()
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+        ]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+
+    def heap() -> str:
+        m = libc.mallinfo2()
+        sizes = {"arena": m.arena, "in use": m.uordblks, "free": m.fordblks, "mmap": m.hblkhd}
+        return ", ".join(f"{name} {size / MIB:.0f}" for name, size in sizes.items())
+
     def sample() -> None:
         while True:
             time.sleep(every)
             kinds = collections.Counter(type(o).__name__ for o in gc.get_objects())
-            top = ", ".join(f"{name} {count:,}" for name, count in kinds.most_common(8))
+            grown = kinds.copy()
+            grown.subtract(previous)
+            previous.clear()
+            previous.update(kinds)
+            top = ", ".join(f"{name} {count:+,}" for name, count in grown.most_common(8))
             with path.open("a") as out:
                 out.write(
                     f"{time.strftime('%H:%M:%S')} {case}: RSS {rss_mb():,.0f} MB, Arrow "
-                    f"{pa.total_allocated_bytes() / MIB:,.0f} MB; objects: {top}\n"
+                    f"{pa.total_allocated_bytes() / MIB:,.0f} MB; malloc {heap()}; objects: {top}\n"
                 )
 
     threading.Thread(target=sample, name="memory-trace", daemon=True).start()

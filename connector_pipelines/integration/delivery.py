@@ -1036,6 +1036,9 @@ class IntegrationDelivery:
         """Outcomes are committed on the worker thread, in order, while the next chunk is sent. The write-back
         follows the ledger commit: it copies what the ledger holds (an outbox, so a crash in between loses nothing)."""
         committed = loop.run_in_executor(self._worker, self._commit_outcomes, updates, attempts, settle or [])
+        # A run of 10 million records makes 40,000 of these: keep only those still running or failed, so memory
+        # stays flat while the end of the run still surfaces a failed write.
+        self._pending_writes = [f for f in self._pending_writes if _unsettled(f)]
         self._pending_writes.append(committed)
         if self.write_back is not None and attempts:
             self._pending_writes.append(asyncio.ensure_future(self._write_back_after(loop, committed)))
@@ -1123,3 +1126,8 @@ def _describe_request(key: str, operation: str, record: Mapping | None, request:
         "body": request.body.decode() if request.body else None,
         "fields": dict(record) if record is not None else None,
     }
+
+
+def _unsettled(future: asyncio.Future) -> bool:
+    """Still running, or ended in an error the end of the run must raise."""
+    return not future.done() or future.cancelled() or future.exception() is not None
