@@ -32,6 +32,9 @@ setup(
         "aiohttp>=3.9",
         # Imports by email: the package runs an SMTP receiver for connector addresses.
         "aiosmtpd>=1.4",
+        # `dg`: this repository is a dg project, and `ConnectorComponent` is listed, scaffolded and checked with
+        # `dg list components` / `dg scaffold defs` / `dg check defs` in a team's own project.
+        "dagster-dg-cli>=1.13,<1.14",
     ],
     extras_require={
         "dev": [
@@ -46,5 +49,7 @@ setup(
     },
     entry_points={
         "console_scripts": ["connector-pipelines=connector_pipelines.cli:main"],
+        # How `dg` finds ConnectorComponent in an environment that has this package installed.
+        "dagster_dg_cli.registry_modules": ["connector_pipelines = connector_pipelines"],
     },
 )

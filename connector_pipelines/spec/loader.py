@@ -1,4 +1,5 @@
-"""Load `resources/connections.yaml` and `resources/connectors/*.yaml` into validated models.
+"""Load `resources/connections.yaml` and `resources/connectors/*.yaml` (or any connections file and list of
+connector files, as the Dagster Component names them) into validated models.
 
 Every problem becomes one line: `file:line dotted.field: what is wrong and what is allowed`. All files are
 checked before anything is raised, so one `validate` shows every problem at once.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,11 +60,12 @@ class Project:
     resources_dir: Path
     connections: dict[str, Connection]
     connectors: dict[str, LoadedConnector] = field(default_factory=dict)
+    root: Path | None = None  # where relative paths and var/ live, when not the folder that holds resources/
 
     @property
     def base_dir(self) -> Path:
-        """Relative paths in the configuration are resolved against the folder that holds resources/."""
-        return self.resources_dir.resolve().parent
+        """Relative paths in the configuration are resolved against the folder that holds resources/ (or `root`)."""
+        return self.root.resolve() if self.root else self.resources_dir.resolve().parent
 
     def connector(self, name: str) -> LoadedConnector:
         if name not in self.connectors:
@@ -73,14 +76,23 @@ class Project:
         return self.connectors[name]
 
 
-def load_project(resources_dir: Path | None = None) -> Project:
-    """Load and validate every file, raising one ConnectorConfigError listing all problems."""
+def load_project(
+    resources_dir: Path | None = None,
+    *,
+    connections_path: Path | None = None,
+    connector_paths: Sequence[Path] | None = None,
+    root: Path | None = None,
+) -> Project:
+    """Load and validate every file, raising one ConnectorConfigError listing all problems.
+
+    By default `resources_dir/connections.yaml` and `resources_dir/connectors/*.y*ml`; the Component passes its own
+    connections file, connector files and project root instead."""
     resources_dir = Path(resources_dir or default_resources_dir())
     problems: list[str] = []
     connections: dict[str, Connection] = {}
     connections_ok = False
 
-    connections_path = resources_dir / "connections.yaml"
+    connections_path = connections_path or resources_dir / "connections.yaml"
     how = (
         "a `connections:` mapping from each connection's name to its settings, starting with `type:` "
         f"({', '.join(CONNECTION_TYPES)})"
@@ -100,8 +112,10 @@ def load_project(resources_dir: Path | None = None) -> Project:
 
     connectors: dict[str, LoadedConnector] = {}
     seen_in: dict[str, Path] = {}
-    connector_dir = resources_dir / "connectors"
-    for path in sorted(connector_dir.glob("*.y*ml")) if connector_dir.is_dir() else []:
+    if connector_paths is None:
+        connector_dir = resources_dir / "connectors"
+        connector_paths = sorted(connector_dir.glob("*.y*ml")) if connector_dir.is_dir() else []
+    for path in connector_paths:
         try:
             loaded, doc = _load_connector(path)
             # Without a valid connections.yaml every reference would look unknown: that file's own
@@ -122,7 +136,7 @@ def load_project(resources_dir: Path | None = None) -> Project:
 
     if problems:
         raise ConnectorConfigError(problems)
-    return Project(resources_dir=resources_dir, connections=connections, connectors=connectors)
+    return Project(resources_dir=resources_dir, connections=connections, connectors=connectors, root=root)
 
 
 def _one_problem(where: str, line: int, field_name: str, message: str) -> ConnectorConfigError:
