@@ -7,17 +7,19 @@ from pathlib import Path
 
 import dagster as dg
 
+from connector_pipelines.factories.automation import apply_upstreams, automated_keys, automation_sensor
 from connector_pipelines.factories.extract import build_extract_defs
 from connector_pipelines.factories.imports import build_import_defs
 from connector_pipelines.factories.integration import build_integration_defs
 from connector_pipelines.factories.naming import (
+    AUTOMATION_SENSOR,
     IMPORT_STATE_RESOURCE,
     LEDGER_RESOURCE,
     RESERVED_RESOURCE_KEYS,
     STORAGE_RESOURCE,
 )
 from connector_pipelines.factories.resources import SEALED, build_resources, sealed
-from connector_pipelines.factories.translator import ConnectorTranslator, configured_translator
+from connector_pipelines.factories.translator import ConnectorTranslator, configured_translator, connector_names
 from connector_pipelines.spec.common import PLATFORM_RESOURCE_PREFIX
 from connector_pipelines.spec.loader import Project, load_project
 from connector_pipelines.state.resources import default_state_resources
@@ -43,11 +45,18 @@ def definitions_for(
     project: Project,
     translator: ConnectorTranslator | None = None,
     state: Mapping[str, dg.ConfigurableResource] | None = None,
+    automation_sensor_name: str = AUTOMATION_SENSOR,
 ) -> dg.Definitions:
     translator = translator or configured_translator()
+    names = {
+        name: connector_names(loaded, project.connections, translator) for name, loaded in project.connectors.items()
+    }
     per_connector = [
-        BUILDERS[loaded.kind](loaded, project.connections, translator) for loaded in project.connectors.values()
+        apply_upstreams(BUILDERS[loaded.kind](loaded, project.connections, translator), loaded, names[name], names)
+        for name, loaded in project.connectors.items()
     ]
+    automated = [key for name, loaded in project.connectors.items() for key in automated_keys(loaded, names[name])]
+    sensor = automation_sensor(automation_sensor_name, automated)
     unknown = set(state or {}) - set(RESERVED_RESOURCE_KEYS)
     if unknown:
         raise ValueError(f"state resources must be keyed by {', '.join(RESERVED_RESOURCE_KEYS)}, not {unknown}")
@@ -67,7 +76,10 @@ def definitions_for(
     }
     return dg.Definitions.merge(
         *per_connector,
-        dg.Definitions(resources={**build_resources(project.connections, project.base_dir), **sealed_platform}),
+        dg.Definitions(
+            resources={**build_resources(project.connections, project.base_dir), **sealed_platform},
+            sensors=[sensor] if sensor else [],
+        ),
     )
 
 

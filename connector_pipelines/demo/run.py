@@ -15,7 +15,13 @@ from connector_pipelines.demo.crm import add_integration_tables, change_some_con
 from connector_pipelines.demo.crm_api import CrmApi
 from connector_pipelines.demo.seed import seed_demo_warehouse
 from connector_pipelines.errors import ConnectorConfigError, ExtractError
-from connector_pipelines.factories.naming import RUN_KEY_TAG, change_sensor_name, file_sensor_name, job_name
+from connector_pipelines.factories.naming import (
+    AUTOMATION_SENSOR,
+    RUN_KEY_TAG,
+    change_sensor_name,
+    file_sensor_name,
+    job_name,
+)
 from connector_pipelines.instance import ensure_dagster_home
 from connector_pipelines.runs import failure_message, launch_extract, launch_import, launch_integration
 from connector_pipelines.spec.loader import Project, load_project
@@ -30,6 +36,7 @@ DEMO_RUNS: list[tuple[str, dict[str, str]]] = [
 ]
 DEMO_TARGET_PORT = 18765  # the demo's `crm` connection points here
 EVENT_DRIVEN = "contact_webhooks"
+CHAIN = ("warehouse_customers", "customers_to_crm")  # an import, then the integration that pushes what it imported
 
 
 def run_demo(resources_dir: Path, *, scale: float = 1.0, echo: Callable[[str], None] = print) -> bool:
@@ -70,8 +77,11 @@ def run_demo(resources_dir: Path, *, scale: float = 1.0, echo: Callable[[str], N
                 continue
             ok = ok and outcome.success
         ok = _integrations(project, instance, database, echo) and ok
+        # The automation sensor's first evaluation: it starts nothing on a fresh deployment (no run is new to it).
+        _, cursor = _automation_tick(project, instance, cursor=None)
         ok = _imports(project, instance, echo) and ok
-    echo(f"5. Files written under {outbox}:")
+        ok = _chain(project, instance, cursor, echo) and ok
+    echo(f"6. Files written under {outbox}:")
     for path in sorted(p for p in outbox.rglob("*") if p.is_file()):
         echo(f"   {path.relative_to(outbox)}  ({path.stat().st_size:,} bytes)")
     echo(
@@ -201,6 +211,57 @@ def _run_sensor(project: Project, instance: dg.DagsterInstance, sensor_name: str
         ok = ok and result.success
         results.append(result)
     return ok, data.cursor, results
+
+
+def _chain(project: Project, instance: dg.DagsterInstance, cursor, echo) -> bool:
+    """The import above updated the customers table: the automation sensor's next evaluation asks for the
+    integration that depends on it (`automation: on_upstream_update`), as the daemon would; the one after, nothing."""
+    upstream, downstream = CHAIN
+    echo(f"5. A chain: {upstream} updated the customers table, so {downstream} (depends_on it) runs next ...")
+    ok = True
+    with CrmApi(port=_crm_port(project)) as crm:
+        for label in ("", " (again: nothing upstream is new since)"):
+            results, cursor = _automation_tick(project, instance, cursor=cursor)
+            requested = sorted({key for result in results for key in result["keys"]})
+            echo(f"   sensor {AUTOMATION_SENSOR}{label}: {len(results)} run(s) for {', '.join(requested) or 'nothing'}")
+            for result in results:
+                echo(f"     run {result['run_id'][:8]}: {result['summary']}")
+                ok = ok and result["success"]
+        echo(f"   The CRM holds {len(crm.records('customers')):,} customer profiles")
+    return ok
+
+
+def _automation_tick(project: Project, instance: dg.DagsterInstance, cursor):
+    """One evaluation of the connectors' automation conditions (the sensor's tick) and a run of what it requests,
+    on the implicit asset job as the daemon launches it. Returns ([{keys, run_id, success, summary}], cursor)."""
+    defs = definitions_for(project)
+    sensor = defs.resolve_sensor_def(AUTOMATION_SENSOR)
+    evaluation = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=sensor.asset_selection, cursor=cursor
+    )
+    keys = [
+        result.key
+        for result in evaluation.results
+        if isinstance(result.key, dg.AssetKey) and evaluation.get_num_requested(result.key)
+    ]
+    if not keys:
+        return [], evaluation.cursor
+    job = defs.resolve_implicit_global_asset_job_def()
+    run = job.execute_in_process(
+        instance=instance,
+        asset_selection=keys,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        tags={"dagster/from_automation_condition": "true"},
+        raise_on_error=False,
+    )
+    delivered = [
+        f"{event.asset_key.path[-1]}: {event.materialization.metadata['delivered'].value} delivered"
+        for event in run.get_asset_materialization_events()
+        if "delivered" in event.materialization.metadata
+    ]
+    summary = ", ".join(delivered) if run.success else f"failed: {failure_message(run)}"
+    entry = {"keys": [key.to_user_string() for key in keys], "run_id": run.run_id, "success": run.success}
+    return [{**entry, "summary": summary}], evaluation.cursor
 
 
 def _crm_port(project: Project) -> int:

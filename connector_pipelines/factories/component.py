@@ -16,6 +16,7 @@ from pathlib import Path
 import dagster as dg
 
 from connector_pipelines.definitions import definitions_for
+from connector_pipelines.factories.naming import AUTOMATION_SENSOR
 from connector_pipelines.factories.translator import ConnectorAssetData, ConnectorTranslator, configured_translator
 from connector_pipelines.spec.loader import load_project
 
@@ -83,4 +84,5 @@ class ConnectorComponent(dg.Component, dg.Resolvable, dg.Model):
             here, connections_path=here / self.connections, connector_paths=connector_paths, root=root
         )
         translator = PlacedTranslator(configured_translator(), tuple(self.key_prefix), self.group_name)
-        return definitions_for(project, translator)
+        # One automation sensor per component, so that two components in one project do not clash.
+        return definitions_for(project, translator, automation_sensor_name=f"{AUTOMATION_SENSOR}_{here.name}")

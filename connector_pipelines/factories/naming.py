@@ -41,6 +41,9 @@ NOT_EMPTY_CHECK = "not_empty"
 NO_DUPLICATE_DELIVERY_CHECK = "no_duplicate_delivery"
 REJECTED_RATE_CHECK = "rejected_rate"
 
+# The sensor that evaluates every connector's `automation:` condition (one per set of definitions).
+AUTOMATION_SENSOR = "connector_pipelines_automation"
+
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
@@ -92,6 +92,37 @@ def known_timezone(value: str) -> str:
     return value
 
 
+ASSET_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*\Z")
+
+
+class Upstream(StrictModel):
+    """Something a connector reads that another asset produces: a connector of this project, or any Dagster asset
+    (a dbt model, a table another team's job writes), by its key with `/` between the parts."""
+
+    connector: str | None = Field(None, pattern=NAME_PATTERN, description="Another connector, by name")
+    asset: str | None = Field(None, description="An asset key with / between its parts, e.g. marts/customers")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_key(cls, value):
+        return {"asset": value} if isinstance(value, str) else value
+
+    @field_validator("asset")
+    @classmethod
+    def _key_shape(cls, value: str | None) -> str | None:
+        if value is not None and not ASSET_KEY_PATTERN.match(value):
+            raise ValueError(
+                f"{quoted(value)} is not an asset key; write its parts with / between them, such as marts/customers"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Upstream:
+        if (self.connector is None) == (self.asset is None):
+            raise ValueError("name one upstream: `connector: NAME` or `asset: path/to/key`")
+        return self
+
+
 class ConnectorBase(StrictModel):
     """The keys every connector has, whatever its kind."""
 
@@ -100,6 +131,23 @@ class ConnectorBase(StrictModel):
     owners: list[str] = Field(default_factory=list)
     tags: dict[str, str] = Field(default_factory=dict)
     enabled: bool = True
+    depends_on: list[Upstream] = Field(
+        default_factory=list, description="Assets this connector reads: real dependencies in the asset graph"
+    )
+    automation: Literal["none", "on_upstream_update", "on_cron"] = Field(
+        "none",
+        description="on_upstream_update: run when every upstream has been updated since the last run; on_cron: "
+        "run on the schedule's cadence once the upstreams have updated (Dagster's declarative automation, instead "
+        "of the schedule); none: the schedule and sensors only",
+    )
+
+    @model_validator(mode="after")
+    def _automation_needs(self) -> ConnectorBase:
+        if self.automation == "on_upstream_update" and not self.depends_on:
+            raise ValueError("automation: on_upstream_update needs `depends_on:` (the upstream assets to wait for)")
+        if any(upstream.connector == self.name for upstream in self.depends_on):
+            raise ValueError(f"depends_on names this connector itself ({self.name}); it cannot wait for itself")
+        return self
 
 
 class RunSchedule(StrictModel):

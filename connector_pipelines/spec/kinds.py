@@ -8,3 +8,9 @@ from connector_pipelines.spec.integration import IntegrationConnector
 
 AVAILABLE_KINDS = {"extract": ExtractConnector, "integration": IntegrationConnector, "import": ImportConnector}
 Connector = ExtractConnector | IntegrationConnector | ImportConnector
+
+
+def schedule_of(connector: Connector):
+    """The connector's `schedule:` (an ExtractSchedule, RunSchedule or ImportSchedule), or None."""
+    body = {"extract": "extract", "integration": "integration", "import": "import_"}[connector.kind]
+    return getattr(connector, body).schedule

@@ -20,7 +20,7 @@ from connector_pipelines.spec.common import CONNECTOR_KINDS, NAME_PATTERN
 from connector_pipelines.spec.connections import CONNECTION_TYPES, FILE_TRANSPORT_TYPES, Connection, ConnectionsFile
 from connector_pipelines.spec.imports import ImportConnector, ImportSpec
 from connector_pipelines.spec.integration import IntegrationConnector, IntegrationSpec
-from connector_pipelines.spec.kinds import AVAILABLE_KINDS, Connector
+from connector_pipelines.spec.kinds import AVAILABLE_KINDS, Connector, schedule_of
 from connector_pipelines.spec.problems import NAME_RULE, did_you_mean, kind_of, suggest_name, validate
 from connector_pipelines.spec.yaml_source import YamlDocument, display_path, read_yaml
 
@@ -111,6 +111,7 @@ def load_project(
             problems.extend(exc.problems)
 
     connectors: dict[str, LoadedConnector] = {}
+    docs: dict[str, YamlDocument] = {}
     seen_in: dict[str, Path] = {}
     if connector_paths is None:
         connector_dir = resources_dir / "connectors"
@@ -133,10 +134,44 @@ def load_project(
             continue
         seen_in[loaded.name] = path
         connectors[loaded.name] = loaded
+        docs[loaded.name] = doc
 
+    for loaded in connectors.values():
+        problems.extend(_automation_problems(loaded, docs[loaded.name], connectors))
     if problems:
         raise ConnectorConfigError(problems)
     return Project(resources_dir=resources_dir, connections=connections, connectors=connectors, root=root)
+
+
+def _automation_problems(
+    loaded: LoadedConnector, doc: YamlDocument, connectors: dict[str, LoadedConnector]
+) -> list[str]:
+    """`depends_on: - connector: X` must name a connector of the project; `automation: on_cron` needs a schedule
+    whose cadence it takes (and a partitioned extract's schedule already runs each window)."""
+    where, spec, problems = display_path(loaded.path), loaded.spec, []
+    for index, upstream in enumerate(spec.depends_on):
+        if upstream.connector is not None and upstream.connector not in connectors:
+            known = ", ".join(sorted(set(connectors) - {spec.name})) or "none"
+            problems.append(
+                f"{where}:{doc.line_of(('depends_on', index, 'connector'))} depends_on.{index}.connector: no connector "
+                f"named '{upstream.connector}'{did_you_mean(upstream.connector, connectors)}; known connectors: {known}"
+            )
+    if spec.automation == "on_cron":
+        schedule = schedule_of(spec)
+        line = doc.line_of(("automation",))
+        if schedule is None:
+            problems.append(
+                f"{where}:{line} automation: on_cron runs on the schedule's cadence; add `{spec.kind}.schedule:` "
+                "(cadence and timezone) or choose on_upstream_update"
+            )
+        elif spec.kind == "extract" and spec.extract.partitioned:
+            problems.append(
+                f"{where}:{line} automation: a partitioned extract's schedule already runs each window after it "
+                "ends; remove `automation: on_cron` (or use on_upstream_update to wait for the upstreams)"
+            )
+        elif getattr(schedule, "cadence", None) == "once":
+            problems.append(f"{where}:{line} automation: on_cron needs a repeating cadence, not `once`")
+    return problems
 
 
 def _one_problem(where: str, line: int, field_name: str, message: str) -> ConnectorConfigError:

@@ -47,6 +47,15 @@ def test_demo_runs_every_connector_and_writes_files(tmp_path, monkeypatch):
     assert re.search(r"data_set: [1-9][0-9,]* rows \(updated_at >= .* \(since the last run", read), read
     assert re.search(r"companies: 0 sent, 0 delivered, 0 failed, 0 skipped, [1-9][0-9,]* unchanged", companies)
     assert any("records applied twice: 0" in line for line in lines)
+    # The chain: after the import updated the customers table, the automation sensor's tick runs the integration
+    # that depends on it (data set and profiles in one run), and the next tick runs nothing.
+    assert any(
+        "sensor connector_pipelines_automation: 1 run(s) for integration/customers_to_crm/data_set, "
+        "integration/customers_to_crm/profiles" in line
+        for line in lines
+    ), "\n".join(lines)
+    assert any(re.search(r"run [0-9a-f]{8}: profiles: [1-9][0-9,]* delivered", line) for line in lines)
+    assert any("(again: nothing upstream is new since): 0 run(s) for nothing" in line for line in lines)
     # Imports: new columns, an incremental rerun reading only the rows at the watermark again (changing nothing),
     # partner files each handled once.
     assert any(
