@@ -20,6 +20,7 @@ from connector_pipelines.factories.naming import (
     CUSTOM_FILE,
     FILE,
     HOST_TAG,
+    PARTITION_TAG,
     PID_TAG,
     RANGE_END_TAG,
     RANGE_START_TAG,
@@ -29,9 +30,13 @@ from connector_pipelines.factories.naming import (
 )
 from connector_pipelines.factories.translator import configured_translator, connector_names
 from connector_pipelines.instance import ensure_dagster_home
-from connector_pipelines.spec.loader import LoadedConnector, Project
+from connector_pipelines.run_queue import FinishedRun, QueuedRun, SubmitError, daemon_running, follow, submit
+from connector_pipelines.spec.loader import RESOURCES_ENV, LoadedConnector, Project
 from connector_pipelines.storage import Storage
 from connector_pipelines.transports.registry import missing_variables
+
+IN_PROCESS = "in_process"  # execute_in_process on the instance (the demo, tests, `run --in-process`)
+AUTO = "auto"  # the CLI: through the instance's run queue when a daemon runs against it, else in process
 
 
 def launch_tags() -> dict[str, str]:
@@ -79,9 +84,10 @@ def _alive(pid: int) -> bool:
 class RunOutcome:
     """How a run ended, with the materialization's metadata values as plain Python."""
 
-    success: bool
+    success: bool  # for a queued run (not followed): it was queued
     run_id: str
     metadata: dict = field(default_factory=dict)
+    queued: bool = False
 
 
 NOT_STARTED = RunOutcome(success=False, run_id="")
@@ -95,6 +101,8 @@ def launch_extract(
     partition: str | None = None,
     echo: Callable[[str], None] = print,
     instance: dg.DagsterInstance | None = None,
+    through: str = IN_PROCESS,
+    wait: bool = False,
 ) -> RunOutcome:
     """Run an extract for a custom window, a partition (range), or by default its latest complete window."""
     name = loaded.name
@@ -135,9 +143,11 @@ def launch_extract(
 
     # Our own progress lines are INFO; Dagster's step-by-step DEBUG events stay in the UI's run logs.
     run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
-    result = _execute(project, job_name, run_config, {**tags, **launch_tags()}, instance, echo, partition_key)
+    result = _execute(project, job_name, run_config, tags, instance, echo, partition_key, through=through, wait=wait)
     if result is None:
         return NOT_STARTED
+    if isinstance(result, QueuedRun):
+        return RunOutcome(success=True, run_id=result.run_id, queued=True)
     metadata: dict = {}
     for event in result.get_asset_materialization_events():
         metadata = {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}
@@ -160,15 +170,19 @@ def launch_integration(
     keys: list[str] | None = None,
     echo: Callable[[str], None] = print,
     instance: dg.DagsterInstance | None = None,
+    through: str = IN_PROCESS,
+    wait: bool = False,
 ) -> RunOutcome:
     """Run an integration's job now: every configuration, only what changed (or all with `full`, or `keys`; the
     whole data set compared with `full_diff`)."""
     names = _names(project, loaded)
     run_config = names.run_config(full=full, full_diff=full_diff, keys=list(keys or []))
     run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
-    result = _execute(project, names.job, run_config, launch_tags(), instance, echo)
+    result = _execute(project, names.job, run_config, {}, instance, echo, through=through, wait=wait)
     if result is None:
         return NOT_STARTED
+    if isinstance(result, QueuedRun):
+        return RunOutcome(success=True, run_id=result.run_id, queued=True)
     metadata: dict = {}
     for event in result.get_asset_materialization_events():
         part = names.part_of(event.materialization.asset_key)
@@ -198,6 +212,8 @@ def launch_import(
     rebuild: bool = False,
     echo: Callable[[str], None] = print,
     instance: dg.DagsterInstance | None = None,
+    through: str = IN_PROCESS,
+    wait: bool = False,
 ) -> RunOutcome:
     """Run an import now (what is new; everything with `full`; one local file; or a rebuild from scratch).
 
@@ -213,10 +229,12 @@ def launch_import(
     run_config = names.run_config(full=full, local_file=local_file, rebuild=rebuild)
     run_config["loggers"] = {"console": {"config": {"log_level": "INFO"}}}
     trigger = "ingest" if local_file else "rebuild" if rebuild else "cli"
-    tags = {**launch_tags(), TRIGGER_TAG: trigger}
-    result = _execute(project, names.job, run_config, tags, instance, echo)
+    tags = {TRIGGER_TAG: trigger}
+    result = _execute(project, names.job, run_config, tags, instance, echo, through=through, wait=wait)
     if result is None:
         return NOT_STARTED
+    if isinstance(result, QueuedRun):
+        return RunOutcome(success=True, run_id=result.run_id, queued=True)
     metadata: dict = {}
     for event in result.get_asset_materialization_events():
         metadata = {key: getattr(value, "value", value) for key, value in event.materialization.metadata.items()}
@@ -246,11 +264,22 @@ def launch_import(
 
 
 def _execute(
-    project: Project, job: str, run_config: dict, tags: dict, instance, echo, partition_key: str | None = None
-) -> dg.ExecuteInProcessResult | None:
-    """Run `job` in this process on the instance; None (said why) when it was not started: a variable that a
-    connection the job uses needs is not set, or Dagster refused the run config."""
-    ensure_dagster_home(project.base_dir)
+    project: Project,
+    job: str,
+    run_config: dict,
+    tags: dict,
+    instance,
+    echo,
+    partition_key: str | None = None,
+    *,
+    through: str = IN_PROCESS,
+    wait: bool = False,
+):
+    """Run `job` on the instance: in this process, or (`through=AUTO` with a dagster-daemon running against the
+    instance) submitted to its run queue, followed to its end with `wait`. Returns the in-process result, a
+    FinishedRun read back from the instance, a QueuedRun (submitted, not followed), or None (said why) when it was
+    not started: a variable that a connection the job uses needs is not set, or Dagster refused the run config."""
+    home = ensure_dagster_home(project.base_dir)
     job_def = definitions_for(project, configured_translator()).resolve_job_def(job)
     used = sorted(set(job_def.required_resource_keys) & set(project.connections))
     missing = [line for name in used for line in missing_variables(project.connections[name], name)]
@@ -260,9 +289,17 @@ def _execute(
     owned = instance is None
     instance = instance or dg.DagsterInstance.get()
     try:
+        if through == AUTO:
+            if daemon_running(instance):
+                return _submit(project, job, run_config, tags, partition_key, instance, home, echo, wait)
+            echo(f"no dagster-daemon is running against DAGSTER_HOME={home}: running in this process")
         reap_dead_runs(instance, echo)
         return job_def.execute_in_process(
-            instance=instance, run_config=run_config, partition_key=partition_key, tags=tags, raise_on_error=False
+            instance=instance,
+            run_config=run_config,
+            partition_key=partition_key,
+            tags={**tags, **launch_tags()},
+            raise_on_error=False,
         )
     except dg.DagsterInvalidConfigError as exc:
         reasons = "; ".join(error.message for error in exc.errors) or str(exc)
@@ -271,6 +308,26 @@ def _execute(
     finally:
         if owned:
             instance.dispose()
+
+
+def _submit(project: Project, job: str, run_config, tags, partition_key, instance, home: Path, echo, wait: bool):
+    """Queue the run for the daemon (the queued run coordinator's limits and pools apply; the daemon's run
+    monitoring watches it, so it carries no host/pid tags for `reap_dead_runs`)."""
+    workspace = project.base_dir / "workspace.yaml"
+    if partition_key is not None:
+        tags = {**tags, PARTITION_TAG: partition_key}
+    env = {RESOURCES_ENV: str(project.resources_dir.resolve()), "DAGSTER_HOME": str(home)}
+    try:
+        run_id = submit(workspace, job, run_config, tags, env, cwd=home)
+    except SubmitError as exc:
+        echo(f"the run of {job} was not started: {exc}")
+        return None
+    echo(f"submitted run {run_id} of {job} to the run queue of DAGSTER_HOME={home}; the dagster-daemon launches it")
+    if not wait:
+        echo("follow it in the UI, or run with --wait")
+        return QueuedRun(run_id)
+    follow(instance, run_id, echo)
+    return FinishedRun(instance, run_id)
 
 
 def _names(project: Project, loaded: LoadedConnector) -> ConnectorNames:

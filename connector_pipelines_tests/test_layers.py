@@ -23,6 +23,7 @@ DAGSTER_LAYER = (
     "connector_pipelines.factories",
     "connector_pipelines.definitions",
     "connector_pipelines.runs",
+    "connector_pipelines.run_queue",
     "connector_pipelines.cli",
     "connector_pipelines.demo",
 )

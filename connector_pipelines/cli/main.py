@@ -165,11 +165,32 @@ def schema(output: Path | None) -> None:
     help="Integrations: read and compare the whole data set (finds deletes and rows whose updated_at did not "
     "move), sending only what changed; a scheduled run reads only what was updated since the last run.",
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="With a dagster-daemon running: follow the submitted run to its end (its progress lines), and exit with "
+    "its status.",
+)
+@click.option(
+    "--in-process", "in_process", is_flag=True, help="Run in this process even when a dagster-daemon is running."
+)
 @resources_option
 def run(
-    name: str, window: str | None, partition: str | None, full: bool, full_diff: bool, resources: Path | None
+    name: str,
+    window: str | None,
+    partition: str | None,
+    full: bool,
+    full_diff: bool,
+    wait: bool,
+    in_process: bool,
+    resources: Path | None,
 ) -> None:
     """Run one connector now, through Dagster (the run shows in the UI).
+
+    When a dagster-daemon is running against the instance (DAGSTER_HOME), the run is submitted to its run queue
+    (its limits and pools apply; the daemon launches and monitors it) and the command returns once it is queued,
+    or follows it to its end with --wait. Without a daemon (or with --in-process) it runs in this process.
+    Either way it says which.
 
     A partitioned extract runs its latest complete window unless --partition or --window says otherwise.
     An integration delivers what changed since the ledger last saw it (everything with --full); with an
@@ -180,6 +201,11 @@ def run(
     """
     if window and partition:
         raise click.UsageError("give --window or --partition, not both")
+    if wait and in_process:
+        raise click.UsageError("--wait follows a run the daemon launches; an --in-process run ends before it returns")
+    from connector_pipelines.runs import AUTO, IN_PROCESS
+
+    through = IN_PROCESS if in_process else AUTO
     project = _load(resources)
     loaded = _connector(project, name)
     from connector_pipelines.factories.switch import disabled_reason
@@ -196,16 +222,20 @@ def run(
         if full_diff and loaded.kind != "integration":
             raise click.UsageError("--full-diff is for integrations")
         if loaded.kind == "integration":
-            outcome = launch_integration(project, loaded, full=full, full_diff=full_diff, echo=click.echo)
+            outcome = launch_integration(
+                project, loaded, full=full, full_diff=full_diff, echo=click.echo, through=through, wait=wait
+            )
         else:
-            outcome = launch_import(project, loaded, full=full, echo=click.echo)
+            outcome = launch_import(project, loaded, full=full, echo=click.echo, through=through, wait=wait)
         sys.exit(0 if outcome.success else EXIT_FAILED)
     if full or full_diff:
         raise click.UsageError("--full is for integrations and imports, --full-diff for integrations")
     from connector_pipelines.runs import launch_extract
 
     try:
-        outcome = launch_extract(project, loaded, window=window, partition=partition, echo=click.echo)
+        outcome = launch_extract(
+            project, loaded, window=window, partition=partition, echo=click.echo, through=through, wait=wait
+        )
     except ExtractError as exc:
         click.echo(str(exc), err=True)
         sys.exit(EXIT_USAGE)

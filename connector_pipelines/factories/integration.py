@@ -292,7 +292,10 @@ def _delivery_asset(
                         },
                         allow_retries=False,
                     )
-                report = delivery.run(pq.ParquetFile(snapshot).iter_batches(batch_size=10_000), delivery_scope)
+                snapshot_file = pq.ParquetFile(snapshot)
+                report = delivery.run(
+                    snapshot_file.iter_batches(batch_size=10_000), delivery_scope, total=snapshot_file.metadata.num_rows
+                )
             except (TransportError, MappingError) as exc:
                 # A configuration problem (a missing environment variable, an unreadable CA file, a lookup that
                 # does not resolve): said plainly, without a stack trace. Nothing was sent.

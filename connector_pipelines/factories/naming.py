@@ -22,6 +22,7 @@ TRIGGER_TAG = "connector_pipelines/trigger"  # what started a run (schedule, fil
 HOST_TAG = "connector_pipelines/host"  # which machine and process run an in-process run (see runs.reap_dead_runs)
 PID_TAG = "connector_pipelines/pid"
 RUN_KEY_TAG = "dagster/run_key"
+PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 

@@ -37,6 +37,7 @@ from connector_pipelines.integration.decide import (
     owner_refusal,
 )
 from connector_pipelines.integration.key_set import KeySet
+from connector_pipelines.integration.progress import Progress
 from connector_pipelines.integration.recovery import RecoveryRule, recovery_rules
 from connector_pipelines.integration.retries import DEAD_LETTER, RetrySchedule, failed_runs_before
 from connector_pipelines.integration.success import SuccessCheck, read_target_ref
@@ -295,6 +296,7 @@ class IntegrationDelivery:
         self._write_back_worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="write-back")
         self._pending_writes: list[asyncio.Future] = []
         self._observe: Callable[[str, Any], None] | None = None  # `plan`'s view of every record's Decision
+        self._progress: Progress | None = None  # a run's progress lines (set by `run`)
 
     @property
     def name(self) -> str:
@@ -383,11 +385,15 @@ class IntegrationDelivery:
             self.close()
         return report
 
-    def run(self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope = DeliveryScope()) -> DeliveryReport:
-        """Deliver. Every outcome is in the ledger (and the audit file) before this returns."""
+    def run(
+        self, batches: Iterable[pa.RecordBatch], scope: DeliveryScope = DeliveryScope(), total: int | None = None
+    ) -> DeliveryReport:
+        """Deliver. Every outcome is in the ledger (and the audit file) before this returns. `total` (the records
+        the batches hold, when known) gives the progress lines their share and time left."""
         if self.client_factory is None:
             raise ValueError("a delivery run needs an HTTP client")
         report = DeliveryReport(self.configuration.name)
+        self._progress = Progress(self.configuration.name, total)
         try:
             with _fewer_collections():
                 asyncio.run(self._run(batches, scope, report))
@@ -596,14 +602,22 @@ class IntegrationDelivery:
                     sends = [s for s in sends if not (s.batch_key and s.operation != "delete" and not s.probe)]
                 for start in range(0, len(sends), SEND_CHUNK):
                     await self._send_chunk(loop, client, sends[start : start + SEND_CHUNK], report)
+                    self._log_progress(report)
+                self._log_progress(report)
             for chunk in _whole_batches(regroup, SEND_CHUNK):
                 await self._send_chunk(loop, client, chunk, report)
+                self._log_progress(report)
             report.client_stats = dict(client.stats)
         for future in self._pending_writes:
             await future  # surfaces a failed write
         report.ledger_counts = await loop.run_in_executor(
             self._worker, self.ledger.counts, self.name, self.configuration.name
         )
+
+    def _log_progress(self, report: DeliveryReport) -> None:
+        line = self._progress.line(report.counts) if self._progress is not None else None
+        if line is not None:
+            self.log.info(line)
 
     async def _send_chunk(self, loop, client: HttpDeliveryClient, sends: list[_Send], report: DeliveryReport) -> None:
         batched = self.batch_request is not None
