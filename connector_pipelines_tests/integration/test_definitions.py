@@ -22,7 +22,7 @@ def test_each_integration_has_a_data_set_and_a_delivery_asset_per_configuration(
     project, defs = demo
     specs = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
     integrations = [loaded for loaded in project.connectors.values() if loaded.kind == "integration"]
-    assert {i.name for i in integrations} == {"crm_accounts", "contact_webhooks"}
+    assert {i.name for i in integrations} == {"crm_accounts", "contact_webhooks", "customers_to_crm"}
     for loaded in integrations:
         name = loaded.name
         data_set = specs[dg.AssetKey(["integration", name, "data_set"])]
