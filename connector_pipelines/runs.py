@@ -286,6 +286,7 @@ def _execute(
     if missing:
         echo(f"the run of {job} was not started: {'; '.join(missing)}")
         return None
+    tags = {TRIGGER_TAG: "cli", **tags}  # what `history` shows; an import's ingest or rebuild says so itself
     owned = instance is None
     instance = instance or dg.DagsterInstance.get()
     try:

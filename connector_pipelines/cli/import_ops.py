@@ -1,5 +1,5 @@
-"""CLI commands for running imports and looking back at their runs: history, download, rebuild, ingest,
-receive-email. (`run NAME [--full]` is the shared `run` command; spec editing lives in import_cli.py.)"""
+"""CLI commands for running imports: rebuild, ingest, receive-email. (`run NAME [--full]`, `history` and
+`download` are shared by every kind: main.py and history.py; spec editing lives in imports.py.)"""
 
 from __future__ import annotations
 
@@ -10,55 +10,13 @@ from pathlib import Path
 
 import click
 
-from connector_pipelines.cli.common import EXIT_FAILED, EXIT_USAGE, _connector, _load, _table, resources_option
+from connector_pipelines.cli.common import EXIT_FAILED, EXIT_USAGE, _connector, _load, resources_option
 from connector_pipelines.spec.loader import LoadedConnector, Project
 
 
 def _import(name: str, resources: Path | None) -> tuple[Project, LoadedConnector]:
     project = _load(resources)
     return project, _connector(project, name, "import")
-
-
-@click.command()
-@click.argument("name")
-@click.option("--limit", default=20, show_default=True, help="How many runs, newest first.")
-@resources_option
-def history(name: str, limit: int, resources: Path | None) -> None:
-    """Past runs of an import, newest first: when, how it was started, status and counts."""
-    from connector_pipelines.cli.import_history import import_history
-
-    project, loaded = _import(name, resources)
-    rows = import_history(project, loaded, limit)
-    if not rows:
-        click.echo(f"no runs of import '{name}' yet; start one with `connector-pipelines run {name}`")
-        return
-    header = ("RUN", "STARTED (UTC)", "TRIGGER", "STATUS", "READ", "INSERTED", "UPDATED", "REJECTED", "FILES")
-    _table([header, *(row.cells() for row in rows)])
-
-
-@click.command()
-@click.argument("name")
-@click.argument("run_id")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(path_type=Path),
-    help="File (or, for a run of several files, folder) to write; default: in the current folder.",
-)
-@click.option("--format", "file_format", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
-@resources_option
-def download(name: str, run_id: str, output: Path | None, file_format: str, resources: Path | None) -> None:
-    """The exact source data a past run read (its snapshot), as Parquet or CSV. RUN_ID may be its first 8 chars."""
-    from connector_pipelines.cli.import_history import RunNotFound, export_snapshots
-
-    project, loaded = _import(name, resources)
-    try:
-        written = export_snapshots(project, loaded, run_id, output, file_format)
-    except RunNotFound as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(EXIT_USAGE)
-    for path, rows in written:
-        click.echo(f"wrote {path} ({rows:,} rows)")
 
 
 @click.command()
@@ -209,4 +167,4 @@ def receive_email(
         receiver.stop()
 
 
-COMMANDS = (history, download, rebuild, ingest, receive_email)
+COMMANDS = (rebuild, ingest, receive_email)

@@ -1,6 +1,6 @@
 """`connector-pipelines`: validate, list, schema, run, ui, demo; for integrations also fields, preview, plan,
 push, trace and reset; for imports preview, validate NAME and the commands of import_cli.py (automap,
-duplicate, delete) and import_ops_cli.py (history, download, rebuild, ingest, receive-email).
+duplicate, delete) and import_ops.py (rebuild, ingest, receive-email); history.py (history, download: every kind).
 
 Runs go through Dagster (`execute_in_process` on the instance in DAGSTER_HOME), so every run the CLI starts
 shows in the UI with its logs and metadata. Exit codes: 0 success, 1 a run or validation failed,
@@ -61,14 +61,16 @@ def validate(name: str | None, resources: Path | None) -> None:
 
 
 @main.command(name="list")
+@click.option(
+    "--json", "as_json", is_flag=True, help="One JSON list: each connector with its live triggers and last run."
+)
 @resources_option
-def list_connectors(resources: Path | None) -> None:
+def list_connectors(as_json: bool, resources: Path | None) -> None:
     """One line per connector: name, kind, schedule, enabled (the YAML), the live state of its schedules and
     sensors (as the UI and the daemon see them), last run time and status."""
-    import datetime as dt
-
     import dagster as dg
 
+    from connector_pipelines.cli.run_history import run_history
     from connector_pipelines.cli.trigger_state import live_trigger_states
     from connector_pipelines.definitions import definitions_for
     from connector_pipelines.factories.naming import job_name
@@ -78,28 +80,54 @@ def list_connectors(resources: Path | None) -> None:
     project = _load(resources)
     ensure_dagster_home(project.base_dir)
     repository = definitions_for(project, configured_translator()).get_repository_def()
-    rows = [("NAME", "KIND", "SCHEDULE", "ENABLED", "SCHEDULES/SENSORS (LIVE)", "LAST RUN", "STATUS")]
     with dg.DagsterInstance.get() as instance:
         live = live_trigger_states(instance, repository)
-        for loaded in project.connectors.values():
-            job = job_name(loaded.kind, loaded.name)
-            enabled = "yes" if loaded.spec.enabled else "no"
-            triggers = ", ".join(state.describe(job, loaded.spec.enabled) for state in live.get(job, [])) or "-"
-            runs = instance.get_runs(filters=dg.RunsFilter(job_name=job), limit=1)
-            last = runs[0] if runs else None
-            started = "-"
-            if last is not None:
-                record = instance.get_run_record_by_id(last.run_id)
-                moment = record.start_time or record.create_timestamp.timestamp() if record else None
-                if moment:
-                    started = dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-            status = last.status.value if last else "never run"
-            rows.append((loaded.name, loaded.kind, _when(loaded), enabled, triggers, started, status))
+    listed = []
+    for loaded in project.connectors.values():
+        job = job_name(loaded.kind, loaded.name)
+        last = next(iter(run_history(project, loaded, limit=1)), None)
+        listed.append((loaded, job, live.get(job, []), last))
+    if as_json:
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "name": loaded.name,
+                        "kind": loaded.kind,
+                        "schedule": _when(loaded),
+                        "enabled": loaded.spec.enabled,
+                        "automation": loaded.spec.automation,
+                        "depends_on": [u.connector or u.asset for u in loaded.spec.depends_on],
+                        "triggers": [{"name": t.name, "running": t.running, "switched": t.switched} for t in triggers],
+                        "last_run": None
+                        if last is None
+                        else {"run_id": last.run_id, "started": last.as_json()["started"], "status": last.status},
+                    }
+                    for loaded, job, triggers, last in listed
+                ],
+                indent=2,
+            )
+        )
+        return
+    rows = [("NAME", "KIND", "SCHEDULE", "ENABLED", "SCHEDULES/SENSORS (LIVE)", "LAST RUN", "STATUS")]
+    for loaded, job, triggers, last in listed:
+        enabled = "yes" if loaded.spec.enabled else "no"
+        described = ", ".join(state.describe(job, loaded.spec.enabled) for state in triggers) or "-"
+        started = last.started.strftime("%Y-%m-%d %H:%M UTC") if last is not None and last.started else "-"
+        status = last.status if last else "never run"
+        rows.append((loaded.name, loaded.kind, _when(loaded), enabled, described, started, status))
     _table(rows)
 
 
 def _when(loaded) -> str:
     """What starts a connector, from its spec."""
+    automation = loaded.spec.automation
+    if automation == "on_upstream_update":
+        return "after " + ", ".join(u.connector or u.asset for u in loaded.spec.depends_on)
+    return _cadence(loaded) + (" (automation)" if automation == "on_cron" else "")
+
+
+def _cadence(loaded) -> str:
     from connector_pipelines.factories.extract import cron_for
 
     if loaded.kind == "integration":
@@ -560,10 +588,11 @@ def demo(scale: float) -> None:
 
 
 def _add_import_commands() -> None:
+    from connector_pipelines.cli import history as history_cli
     from connector_pipelines.cli import import_ops as import_ops_cli
     from connector_pipelines.cli.imports import automap, delete, duplicate
 
-    for command in (automap, duplicate, delete, *import_ops_cli.COMMANDS):
+    for command in (automap, duplicate, delete, *import_ops_cli.COMMANDS, *history_cli.COMMANDS):
         main.add_command(command)
 
 

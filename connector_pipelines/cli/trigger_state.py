@@ -49,8 +49,9 @@ def live_trigger_states(
         (schedule.name, schedule.job_name, schedule.default_status == dg.DefaultScheduleStatus.RUNNING)
         for schedule in repository.schedule_defs
     ] + [
-        (sensor.name, sensor.job_name, sensor.default_status == dg.DefaultSensorStatus.RUNNING)
+        (sensor.name, job, sensor.default_status == dg.DefaultSensorStatus.RUNNING)
         for sensor in repository.sensor_defs
+        for job in _jobs_of(sensor, repository)
     ]
     for name, job, default_running in definitions:
         status = stored.get(name)
@@ -58,3 +59,16 @@ def live_trigger_states(
         running = status == RUNNING if explicit else default_running
         out.setdefault(job, []).append(TriggerState(name, running, explicit))
     return out
+
+
+def _jobs_of(sensor: dg.SensorDefinition, repository: dg.RepositoryDefinition) -> list[str]:
+    """The jobs a sensor starts; for the automation sensor (it targets assets, not a job), the connector jobs
+    whose assets it evaluates."""
+    if not isinstance(sensor, dg.AutomationConditionSensorDefinition):
+        return [sensor.job_name]
+    keys = sensor.asset_selection.resolve(repository.asset_graph)
+    return [
+        job.name
+        for job in repository.get_all_jobs()
+        if not job.name.startswith("__") and job.asset_layer.selected_asset_keys & keys
+    ]
