@@ -30,7 +30,7 @@ DAGSTER_LAYER = (
 
 
 def engine_modules() -> list[str]:
-    paths = [PACKAGE / "storage.py", PACKAGE / "errors.py"]
+    paths = [PACKAGE / "storage.py", PACKAGE / "errors.py", PACKAGE / "progress.py"]
     for folder in ENGINE_FOLDERS:
         paths += sorted((PACKAGE / folder).glob("*.py"))
     return [

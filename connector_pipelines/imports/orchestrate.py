@@ -84,7 +84,7 @@ def run_import(
         try:
             full = scope.full or scope.rebuild
             report = run_warehouse_import(
-                connector, warehouse, target_engine, state, storage.imports_dir, run_id, full=full
+                connector, warehouse, target_engine, state, storage.imports_dir, run_id, full=full, logger=logger
             )
         finally:
             warehouse.dispose()

@@ -43,12 +43,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import shutil
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -84,6 +86,7 @@ from connector_pipelines.imports.upsert import (
 )
 from connector_pipelines.mapping.engine import CompiledMapping, FieldRule, MappingError, TargetField
 from connector_pipelines.mapping.suggest import did_you_mean
+from connector_pipelines.progress import Pacer
 from connector_pipelines.spec.imports import ImportConnector, ImportSpec
 from connector_pipelines.state.import_state import ImportState
 from connector_pipelines.transports.base import FileSource
@@ -92,6 +95,8 @@ from connector_pipelines.transports.sql import SqlSource
 _HASH_CHUNK = 1 << 20
 # The source's updated_at of each staged row (warehouse imports), for one row per key: dropped before the upsert.
 _SOURCE_TIME = "__cp_source_updated_at"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -417,9 +422,10 @@ def run_warehouse_import(
     storage_dir: Path,
     run_id: str,
     full: bool = False,
+    logger: logging.Logger | Any = log,
 ) -> ImportReport:
     """Read the query (from the watermark less the lookback, unless `full` or none is saved), map, check, and merge
-    when no blocking expectation failed.
+    when no blocking expectation failed. Logs the rows read so far at a steady pace (a long read shows moving).
 
     Raises UpsertError / UpsertConfigError / MappingError as they come; the watermark is then left as it was, and
     so it is when the gate blocked the merge (`report.blocked`).
@@ -445,6 +451,7 @@ def run_warehouse_import(
     pipeline = _Pipeline(spec, mapping, upsert, source_time=warehouse.updated_at)
     highest: object = None  # the largest updated_at seen
     report = ImportReport(snapshot_path=snapshot_path)
+    pacer, batches_read = Pacer(), 0
     try:
         try:
             checked = False
@@ -464,12 +471,20 @@ def run_warehouse_import(
                 rows = pipeline.process(batch)
                 if rows.num_rows:
                     staged.write(rows)
+                batches_read += 1
+                if pacer.due():
+                    read, plural = pipeline.rows_read, "es" if batches_read != 1 else ""
+                    logger.info(
+                        f"{connector.name}: {read:,} rows read in {batches_read:,} batch{plural}, "
+                        f"{len(pipeline.rejected):,} rejected so far; {read / pacer.elapsed():,.0f} rows/s"
+                    )
         except BaseException:
             upsert.close()
             raise
         finally:
             snapshot.close()
             staged.close()
+        logger.info(f"{connector.name}: {pipeline.rows_read:,} rows read; checking the expectations, then merging")
         _gate_and_merge(spec, pipeline, upsert, staged_path, rejections_path, report)
     finally:
         staged_path.unlink(missing_ok=True)

@@ -1,36 +1,28 @@
 """Progress lines for a long delivery, at a steady pace, so that the UI's run page shows a long run moving.
 
-Pure: `Progress.line(counts)` says what to log when a line is due (every PROGRESS_EVERY_SECONDS), or None.
+Pure: `Progress.line(counts)` says what to log when a line is due (see `connector_pipelines.progress`), or None.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
-PROGRESS_EVERY_SECONDS = 10.0
+from connector_pipelines.progress import Pacer, duration
 
 
-@dataclass
 class Progress:
-    label: str  # the configuration delivered
-    total: int | None  # records in the data set this run reads, when known
-    clock: Callable[[], float] = time.monotonic
-    every: float | None = None  # default: PROGRESS_EVERY_SECONDS, read when the run starts
-    _started: float = field(init=False)
-    _last: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.every = PROGRESS_EVERY_SECONDS if self.every is None else self.every
-        self._started = self._last = self.clock()
+    def __init__(
+        self, label: str, total: int | None, clock: Callable[[], float] = time.monotonic, every: float | None = None
+    ):
+        self.label = label  # the configuration delivered
+        self.total = total  # records in the data set this run reads, when known
+        self.pacer = Pacer(every, clock)
 
     def line(self, counts: Mapping[str, int]) -> str | None:
-        now = self.clock()
-        if now - self._last < self.every:
+        if not self.pacer.due():
             return None
-        self._last = now
-        return describe(self.label, counts, self.total, now - self._started)
+        return describe(self.label, counts, self.total, self.pacer.elapsed())
 
 
 def describe(label: str, counts: Mapping[str, int], total: int | None, elapsed: float) -> str:
@@ -43,20 +35,9 @@ def describe(label: str, counts: Mapping[str, int], total: int | None, elapsed: 
     share = f" ({min(done / total, 1):.0%})" if total else ""
     left = ""
     if total and rate > 0 and done < total:
-        left = f", about {_duration((total - done) / rate)} left"
+        left = f", about {duration((total - done) / rate)} left"
     return (
         f"{label}: {done:,}{of} records done{share}: {counts.get('delivered', 0):,} delivered, "
         f"{counts.get('failed', 0):,} failed, {counts.get('unchanged', 0):,} unchanged, "
         f"{counts.get('skipped', 0):,} skipped; {counts.get('read', 0):,} read; {rate:,.0f} records/s{left}"
     )
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"

@@ -13,6 +13,7 @@ import pyarrow.csv as pa_csv
 import pytest
 from click.testing import CliRunner
 
+from connector_pipelines import progress
 from connector_pipelines.cli import main
 from connector_pipelines_tests.servers import free_port
 
@@ -88,6 +89,15 @@ def test_run_history_download_and_full(cli, warehouse, tmp_path):
     table = pa_csv.read_csv(out)
     assert table.column("amount").to_pylist() == ["$1,200.50", "3"]  # the source as read, before conversion
     assert cli("download", "orders", "deadbeef").exit_code == 2
+
+
+def test_a_warehouse_import_logs_its_progress_per_batch_and_before_the_merge(cli, warehouse, monkeypatch):
+    monkeypatch.setattr(progress, "PROGRESS_EVERY_SECONDS", 0.0)  # a line after every batch read
+    add(warehouse, *[(i, f"N{i}", "1", "2026-01-01 10:00:00") for i in range(1, 26)])
+    done = cli("run", "orders")
+    assert done.exit_code == 0, done.output
+    assert "orders: 25 rows read in 1 batch, 0 rejected so far; " in done.output
+    assert "orders: 25 rows read; checking the expectations, then merging" in done.output
 
 
 def test_run_exits_1_and_says_why_when_the_target_does_not_fit(cli, warehouse):

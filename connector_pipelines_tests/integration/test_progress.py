@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from connector_pipelines.integration import progress
+from connector_pipelines import progress
 from connector_pipelines.integration.progress import Progress, describe
 from connector_pipelines_tests.fixtures.integration import BASIC_SYNC
 
