@@ -138,6 +138,7 @@ def load_project(
 
     for loaded in connectors.values():
         problems.extend(_automation_problems(loaded, docs[loaded.name], connectors))
+    problems.extend(_cycle_problems(connectors, docs))
     if problems:
         raise ConnectorConfigError(problems)
     return Project(resources_dir=resources_dir, connections=connections, connectors=connectors, root=root)
@@ -172,6 +173,46 @@ def _automation_problems(
         elif getattr(schedule, "cadence", None) == "once":
             problems.append(f"{where}:{line} automation: on_cron needs a repeating cadence, not `once`")
     return problems
+
+
+def _cycle_problems(connectors: dict[str, LoadedConnector], docs: dict[str, YamlDocument]) -> list[str]:
+    """Connectors that wait for each other through `depends_on: - connector:` would never run: one problem per
+    cycle, at the cycle's first connector by name, on its dependency that leads round."""
+    waits_for = {
+        name: [u.connector for u in loaded.spec.depends_on if u.connector in connectors]
+        for name, loaded in connectors.items()
+    }
+    problems: list[str] = []
+    reported: set[frozenset[str]] = set()
+    done: set[str] = set()
+
+    def visit(path: list[str]) -> None:
+        for step in waits_for[path[-1]]:
+            if step in path:  # round again: the part of the path from `step` on is a cycle
+                cycle = path[path.index(step) :]
+                if frozenset(cycle) not in reported:
+                    reported.add(frozenset(cycle))
+                    problems.append(_cycle_problem(cycle, connectors, docs))
+            elif step not in done:
+                visit([*path, step])
+        done.add(path[-1])
+
+    for name in sorted(waits_for):
+        if name not in done:
+            visit([name])
+    return problems
+
+
+def _cycle_problem(cycle: list[str], connectors: dict[str, LoadedConnector], docs: dict[str, YamlDocument]) -> str:
+    first = cycle.index(min(cycle))
+    ordered = cycle[first:] + cycle[:first]
+    loaded = connectors[ordered[0]]
+    index = next(i for i, u in enumerate(loaded.spec.depends_on) if u.connector == ordered[1 % len(ordered)])
+    line = docs[ordered[0]].line_of(("depends_on", index, "connector"))
+    return (
+        f"{display_path(loaded.path)}:{line} depends_on.{index}.connector: these connectors wait for each other "
+        f"({' -> '.join([*ordered, ordered[0]])}), so none of them would ever run; remove one of the dependencies"
+    )
 
 
 def _one_problem(where: str, line: int, field_name: str, message: str) -> ConnectorConfigError:

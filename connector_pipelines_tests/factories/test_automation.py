@@ -195,3 +195,19 @@ def test_spec_problems_of_depends_on_and_automation_name_the_file_line_and_field
         "'accounts_import'?); known connectors: accounts_import"
     ) in problems
     assert "accounts_import.yaml:" in problems and "automation: on_cron runs on the schedule's cadence" in problems
+
+
+def test_connectors_that_wait_for_each_other_are_one_problem_at_the_first_of_the_cycle(tmp_path, crm):
+    project = _chain_project(tmp_path, crm.port)
+    project.connectors["accounts_import"]["depends_on"] = [{"connector": "accounts_to_crm"}]
+    project.write()
+    path = project.resources / "connectors" / "accounts_import.yaml"
+    lines = path.read_text().splitlines()
+    line = next(n for n, text in enumerate(lines, 1) if text.strip() == "- connector: accounts_to_crm")
+    with pytest.raises(ConnectorConfigError) as raised:
+        project.load()
+    assert raised.value.problems == [
+        f"{path}:{line} depends_on.0.connector: these connectors wait for "
+        "each other (accounts_import -> accounts_to_crm -> accounts_import), so none of them would ever run; "
+        "remove one of the dependencies"
+    ]
