@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from connector_pipelines.factories.alerts import alerts_sensor
 from connector_pipelines.factories.automation import apply_upstreams, automated_keys, automation_sensor
 from connector_pipelines.factories.extract import build_extract_defs
 from connector_pipelines.factories.imports import build_import_defs
@@ -56,7 +57,11 @@ def definitions_for(
         for name, loaded in project.connectors.items()
     ]
     automated = [key for name, loaded in project.connectors.items() for key in automated_keys(loaded, names[name])]
-    sensor = automation_sensor(automation_sensor_name, automated)
+    sensors = [
+        sensor
+        for sensor in (automation_sensor(automation_sensor_name, automated), alerts_sensor(project, names))
+        if sensor is not None
+    ]
     unknown = set(state or {}) - set(RESERVED_RESOURCE_KEYS)
     if unknown:
         raise ValueError(f"state resources must be keyed by {', '.join(RESERVED_RESOURCE_KEYS)}, not {unknown}")
@@ -78,7 +83,7 @@ def definitions_for(
         *per_connector,
         dg.Definitions(
             resources={**build_resources(project.connections, project.base_dir), **sealed_platform},
-            sensors=[sensor] if sensor else [],
+            sensors=sensors,
         ),
     )
 

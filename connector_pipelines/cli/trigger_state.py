@@ -65,7 +65,7 @@ def _jobs_of(sensor: dg.SensorDefinition, repository: dg.RepositoryDefinition) -
     """The jobs a sensor starts; for the automation sensor (it targets assets, not a job), the connector jobs
     whose assets it evaluates."""
     if not isinstance(sensor, dg.AutomationConditionSensorDefinition):
-        return [sensor.job_name]
+        return [target.job_name for target in sensor.targets]  # none for the alerts sensor: it starts no run
     keys = sensor.asset_selection.resolve(repository.asset_graph)
     return [
         job.name

@@ -44,6 +44,8 @@ REJECTED_RATE_CHECK = "rejected_rate"
 
 # The sensor that evaluates every connector's `automation:` condition (one per set of definitions).
 AUTOMATION_SENSOR = "connector_pipelines_automation"
+# The sensor that sends the alerts of resources/notifications.yaml.
+ALERTS_SENSOR = "connector_pipelines_alerts"
 
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]")
 

@@ -21,6 +21,7 @@ from connector_pipelines.spec.connections import CONNECTION_TYPES, FILE_TRANSPOR
 from connector_pipelines.spec.imports import ImportConnector, ImportSpec
 from connector_pipelines.spec.integration import IntegrationConnector, IntegrationSpec
 from connector_pipelines.spec.kinds import AVAILABLE_KINDS, Connector, schedule_of
+from connector_pipelines.spec.notifications import NotificationsFile
 from connector_pipelines.spec.problems import NAME_RULE, did_you_mean, kind_of, suggest_name, validate
 from connector_pipelines.spec.yaml_source import YamlDocument, display_path, read_yaml
 
@@ -61,6 +62,7 @@ class Project:
     connections: dict[str, Connection]
     connectors: dict[str, LoadedConnector] = field(default_factory=dict)
     root: Path | None = None  # where relative paths and var/ live, when not the folder that holds resources/
+    notifications: NotificationsFile | None = None  # resources/notifications.yaml, when there is one
 
     @property
     def base_dir(self) -> Path:
@@ -139,9 +141,56 @@ def load_project(
     for loaded in connectors.values():
         problems.extend(_automation_problems(loaded, docs[loaded.name], connectors))
     problems.extend(_cycle_problems(connectors, docs))
+    notifications = None
+    notifications_path = resources_dir / "notifications.yaml"
+    if notifications_path.exists() and connections_path == resources_dir / "connections.yaml":
+        try:
+            notifications = _load_notifications(notifications_path, connections, connectors)
+        except ConnectorConfigError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise ConnectorConfigError(problems)
-    return Project(resources_dir=resources_dir, connections=connections, connectors=connectors, root=root)
+    return Project(
+        resources_dir=resources_dir,
+        connections=connections,
+        connectors=connectors,
+        root=root,
+        notifications=notifications,
+    )
+
+
+def _load_notifications(
+    path: Path, connections: dict[str, Connection], connectors: dict[str, LoadedConnector]
+) -> NotificationsFile | None:
+    """notifications.yaml, with its references checked: an email channel's smtp connection, the rules'
+    connectors."""
+    doc = read_yaml(path)
+    if doc.data is None:
+        return None
+    parsed = validate(doc, NotificationsFile, doc.data)
+    where, problems = display_path(path), []
+    for name, channel in parsed.channels.items():
+        if channel.type != "email":
+            continue
+        line = doc.line_of(("channels", name, "connection"))
+        connection = connections.get(channel.connection)
+        if connection is None or connection.type != "smtp":
+            smtp = ", ".join(sorted(n for n, c in connections.items() if c.type == "smtp")) or "none"
+            problems.append(
+                f"{where}:{line} channels.{name}.connection: '{channel.connection}' is not an smtp connection of "
+                f"connections.yaml{did_you_mean(channel.connection, connections)}; smtp connections: {smtp}"
+            )
+    for index, rule in enumerate(parsed.rules):
+        for position, name in enumerate(rule.connectors):
+            if name != "*" and name not in connectors:
+                line = doc.line_of(("rules", index, "connectors", position))
+                problems.append(
+                    f"{where}:{line} rules.{index}.connectors.{position}: no connector named '{name}'"
+                    f"{did_you_mean(name, connectors)}; known connectors: {', '.join(sorted(connectors)) or 'none'}"
+                )
+    if problems:
+        raise ConnectorConfigError(problems)
+    return parsed
 
 
 def _automation_problems(

@@ -115,6 +115,23 @@ class SmtpClient:
             uri += "?cc=" + ",".join(quote(address, safe="@") for address in destination.cc)
         return UploadReceipt(uri=uri)
 
+    def send_text(self, subject: str, text: str, to: list[str]) -> None:
+        """One plain-text email (an alert) to `to`; a TransportError that never holds the password."""
+        message = EmailMessage()
+        message["From"] = self.from_address
+        message["To"] = ", ".join(to)
+        message["Subject"] = subject
+        message.set_content(text + "\n")
+        try:
+            with self._open() as smtp:
+                refused = smtp.send_message(message, from_addr=self.from_address, to_addrs=to)
+        except smtplib.SMTPAuthenticationError:
+            raise TransportError(f"{self.system}: authentication failed for user '{self.username}'") from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransportError(f"{self.system}: sending {subject!r} failed: {self._describe(exc)}") from None
+        if refused:
+            raise TransportError(f"{self.system}: these recipients were refused: {', '.join(sorted(refused))}")
+
     def _open(self) -> smtplib.SMTP:
         context = ssl.create_default_context(cafile=self.ca_file)
         smtp: smtplib.SMTP
