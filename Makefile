@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install demo ui test lint bench-extract bench-integration bench-import bench-hostile clean
+.PHONY: install demo ui ui-check test lint bench-extract bench-integration bench-import bench-hostile clean
 
 $(INSTALLED): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ ui: install
 test: install
 	$(BIN)/connector-pipelines validate
 	$(BIN)/pytest
+
+## ui-check: the Dagster UI in headless Chromium on the demo (apt-get install -y chromium); screenshots in var/ui-check/
+ui-check: install
+	$(BIN)/pytest connector_pipelines_tests/ui
 
 lint: install
 	$(BIN)/ruff check connector_pipelines connector_pipelines_tests bench

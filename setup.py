@@ -45,6 +45,8 @@ setup(
             "pyopenssl>=25",  # pyftpdlib needs it for the FTPS test server
             "asyncssh>=2.14",
             "ruff>=0.5",
+            # The UI test drives Debian's chromium (executable_path; no browser download) in headless mode.
+            "playwright>=1.45",
         ],
     },
     entry_points={
