@@ -291,9 +291,14 @@ def _execute(
     instance = instance or dg.DagsterInstance.get()
     try:
         if through == AUTO:
-            if daemon_running(instance):
+            workspace = project.base_dir / "workspace.yaml"
+            daemon = daemon_running(instance)
+            if daemon and workspace.exists():
                 return _submit(project, job, run_config, tags, partition_key, instance, home, echo, wait)
-            echo(f"no dagster-daemon is running against DAGSTER_HOME={home}: running in this process")
+            if daemon:
+                echo(f"a dagster-daemon is running, but there is no {workspace} to submit through: in this process")
+            else:
+                echo(f"no dagster-daemon is running against DAGSTER_HOME={home}: running in this process")
         reap_dead_runs(instance, echo)
         return job_def.execute_in_process(
             instance=instance,
@@ -314,7 +319,7 @@ def _execute(
 def _submit(project: Project, job: str, run_config, tags, partition_key, instance, home: Path, echo, wait: bool):
     """Queue the run for the daemon (the queued run coordinator's limits and pools apply; the daemon's run
     monitoring watches it, so it carries no host/pid tags for `reap_dead_runs`)."""
-    workspace = project.base_dir / "workspace.yaml"
+    workspace = project.base_dir / "workspace.yaml"  # the code location, as the daemon loads it
     if partition_key is not None:
         tags = {**tags, PARTITION_TAG: partition_key}
     env = {RESOURCES_ENV: str(project.resources_dir.resolve()), "DAGSTER_HOME": str(home)}
