@@ -121,39 +121,9 @@ def list_connectors(as_json: bool, resources: Path | None) -> None:
 
 def _when(loaded) -> str:
     """What starts a connector, from its spec."""
-    automation = loaded.spec.automation
-    if automation == "on_upstream_update":
-        return "after " + ", ".join(u.connector or u.asset for u in loaded.spec.depends_on)
-    return _cadence(loaded) + (" (automation)" if automation == "on_cron" else "")
+    from connector_pipelines.factories.describe import trigger_words
 
-
-def _cadence(loaded) -> str:
-    from connector_pipelines.factories.extract import cron_for
-
-    if loaded.kind == "integration":
-        integration = loaded.spec.integration
-        parts = [f"{integration.schedule.cadence} ({integration.schedule.cron()})"] if integration.schedule else []
-        return ", ".join(parts + integration.triggers) or "manual"
-    if loaded.kind == "import":
-        spec = loaded.spec.import_
-        schedule = spec.schedule
-        parts = []
-        if schedule is not None:
-            parts.append("once" if schedule.cadence == "once" else f"{schedule.cadence} ({schedule.cron()})")
-        if spec.source.kind != "warehouse":
-            parts.append(f"on arrival ({spec.source.kind})")
-        if spec.sync_on_save:
-            parts.append("sync on save")
-        return ", ".join(parts) or "manual"
-    spec = loaded.spec.extract
-    schedule = spec.schedule
-    if schedule is None:
-        return "manual"
-    if spec.partitioned:
-        return f"{schedule.cadence} from {schedule.inception_date}" + (
-            f", rolling {schedule.rolling}" if schedule.rolling else ""
-        )
-    return f"cron {cron_for(schedule)}"
+    return trigger_words(loaded)
 
 
 @main.command()

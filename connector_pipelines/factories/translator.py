@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import dagster as dg
 from sqlalchemy.engine import make_url
 
+from connector_pipelines.factories.describe import plain_words
 from connector_pipelines.factories.naming import ConnectorNames, connector_parts, default_asset_key
 from connector_pipelines.spec.connections import Connection
 from connector_pipelines.spec.loader import LoadedConnector
@@ -53,24 +54,10 @@ class ConnectorTranslator:
         )
 
     def _description(self, data: ConnectorAssetData) -> str:
+        """The spec's description (or the kind and name), then what the asset does in plain words."""
         spec = data.connector.spec
         text = spec.description or f"{spec.kind} {spec.name}"
-        if spec.kind == "integration":
-            configuration = next((c for c in spec.integration.configurations if c.name == data.part), None)
-            if configuration is None:
-                return text + "\n\nThe records read this run (a Parquet snapshot per run)."
-            return (
-                text
-                + f"\n\nConfiguration {configuration.name} ({configuration.sync_mode}). "
-                + (configuration.description or "")
-            )
-        if spec.kind == "import":
-            source = spec.import_.source
-            origin = {"warehouse": "a warehouse query", "files": "files that arrive", "email": "emailed files"}
-            return text + f"\n\nTable {data.part}, upserted from {origin[source.kind]}."
-        if data.part == "custom_file":
-            text += "\n\nCustom-window runs: set window_start and window_end in the run config."
-        return text
+        return f"{text}\n\n{plain_words(data.connector, data.part, data.connections)}"
 
     def _kinds(self, data: ConnectorAssetData) -> set[str]:
         spec = data.connector.spec
