@@ -19,7 +19,7 @@ from connector_pipelines.factories.naming import (
     RESERVED_RESOURCE_KEYS,
     STORAGE_RESOURCE,
 )
-from connector_pipelines.factories.resources import SEALED, build_resources, sealed
+from connector_pipelines.factories.resources import SEALED, build_resources, one_machine_only, sealed
 from connector_pipelines.factories.translator import ConnectorTranslator, configured_translator, connector_names
 from connector_pipelines.spec.common import PLATFORM_RESOURCE_PREFIX
 from connector_pipelines.spec.loader import Project, load_project
@@ -75,7 +75,9 @@ def definitions_for(
     # Sealed like the connections: a launch must not point the ledger at another database or the storage elsewhere.
     sealed_platform = {
         key: sealed(
-            resource, f"the platform's {key.removeprefix(PLATFORM_RESOURCE_PREFIX).replace('_', ' ')}; {SEALED}"
+            resource,
+            f"the platform's {key.removeprefix(PLATFORM_RESOURCE_PREFIX).replace('_', ' ')}; {SEALED}",
+            guard=one_machine_only if key != STORAGE_RESOURCE else None,
         )
         for key, resource in platform.items()
     }

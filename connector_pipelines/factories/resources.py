@@ -34,14 +34,15 @@ def build_resources(connections: Mapping[str, Connection], base_dir: Path) -> di
     }
 
 
-def sealed(resource: dg.ConfigurableResource, description: str, check=None) -> dg.ResourceDefinition:
+def sealed(resource: dg.ConfigurableResource, description: str, check=None, guard=None) -> dg.ResourceDefinition:
     """`resource` as a definition that takes no run config (`config_schema={}`: any `config:` is an unknown field).
 
-    `check()` lists problems to refuse the run with before the resource starts (an unset variable), said plainly.
+    `check()` lists problems to refuse the run with before the resource starts (an unset variable), said plainly;
+    `guard(value, instance)` does the same with the initialised resource and the instance the run is on.
     """
 
     @dg.resource(config_schema={}, description=description)
-    def sealed_resource(_context: dg.InitResourceContext):
+    def sealed_resource(context: dg.InitResourceContext):
         problems = check() if check else []
         if problems:
             raise ConnectorConfigError(problems)
@@ -50,6 +51,30 @@ def sealed(resource: dg.ConfigurableResource, description: str, check=None) -> d
         # The `_cm` form closes the throwaway instance Dagster makes for the initialisation at once; the plain
         # form leaves it to the garbage collector, which then resets Dagster's context variables at random.
         with resource.process_config_and_initialize_cm() as value:
+            problems = guard(value, context.instance) if guard else []
+            if problems:
+                raise ConnectorConfigError(problems)
             return value
 
     return sealed_resource
+
+
+# Launchers that run every run on this machine (the default: a subprocess; the in-memory one of tests).
+_THIS_MACHINE = ("DefaultRunLauncher", "SyncInMemoryRunLauncher")
+
+
+def one_machine_only(value, instance: dg.DagsterInstance | None) -> list[str]:
+    """A SQLite state database is a file on one machine: runs launched elsewhere (a pod per run, another
+    container) would each open their own copy and deliver twice. Refused when the instance launches runs
+    elsewhere; PostgreSQL (CONNECTOR_PIPELINES_LEDGER_URL) is shared by all."""
+    url = getattr(value, "url", "")
+    if instance is None or not url.startswith("sqlite"):
+        return []
+    launcher = type(instance.run_launcher).__name__
+    if launcher in _THIS_MACHINE:
+        return []
+    return [
+        f"the connectors' state (delivery ledger, import state) is a SQLite file of one machine, but this Dagster "
+        f"instance launches runs with {launcher}, each on its own machine or pod; set CONNECTOR_PIPELINES_LEDGER_URL "
+        "to a PostgreSQL database every run can reach (see README, Running in production)"
+    ]
