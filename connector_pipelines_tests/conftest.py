@@ -7,4 +7,5 @@ pytest_plugins = [
     "connector_pipelines_tests.fixtures.integration",
     "connector_pipelines_tests.fixtures.source_databases",
     "connector_pipelines_tests.fixtures.imports",
+    "connector_pipelines_tests.fixtures.postgres",
 ]

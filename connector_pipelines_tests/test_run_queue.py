@@ -7,37 +7,25 @@ import os
 import sqlite3
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from connector_pipelines.factories.naming import HOST_TAG
 from connector_pipelines.spec.loader import RESOURCES_ENV
 from connector_pipelines.storage import STORAGE_ENV
+from connector_pipelines_tests.fixtures.postgres import PG_SERVER
 from connector_pipelines_tests.fixtures.webserver import running_dagster
 
 CLI = str(Path(sys.executable).with_name("connector-pipelines"))
-PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 
 
 @pytest.fixture
-def dagster_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for the instance's storage (runs, events, schedules), dropped afterwards."""
-    name = f"cp_instance_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def dagster_database(fresh_pg_database) -> str:
+    """A fresh PostgreSQL database for the instance's storage (runs, events, schedules)."""
+    return f"{PG_SERVER}/{fresh_pg_database}"
 
 
 def _extract_project(root: Path) -> dict[str, str]:

@@ -8,41 +8,30 @@ from __future__ import annotations
 
 import re
 import shutil
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 import yaml
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.workspace.config_schema import ensure_workspace_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 SECRET_NAME = "connector-pipelines-secrets"
 
 
 @pytest.fixture
-def instance_database(monkeypatch):
-    name = f"cp_deploy_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+def instance_database(fresh_pg_database, monkeypatch) -> str:
+    """The production dagster.yaml's variables, pointing at a fresh database of the machine's PostgreSQL."""
     for variable, value in {
         "DAGSTER_PG_HOST": "127.0.0.1",
         "DAGSTER_PG_USER": "postgres",
         "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
-        "DAGSTER_PG_DB": name,
+        "DAGSTER_PG_DB": fresh_pg_database,
     }.items():
         monkeypatch.setenv(variable, value)
-    try:
-        yield name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return fresh_pg_database
 
 
 def test_production_dagster_yaml_passes_dagsters_validation_and_opens_on_postgresql(tmp_path, instance_database):
