@@ -23,7 +23,7 @@ from dagster._utils.schedules import reverse_cron_string_iterator
 from connector_pipelines.alerts.decide import Observation, step
 from connector_pipelines.alerts.message import compose
 from connector_pipelines.alerts.send import AlertNotSent, deliver
-from connector_pipelines.errors import TransportError
+from connector_pipelines.errors import ConnectorConfigError, TransportError
 from connector_pipelines.factories.naming import ALERTS_SENSOR, ConnectorNames
 from connector_pipelines.spec.loader import Project
 from connector_pipelines.transports.registry import client_for
@@ -76,7 +76,7 @@ def alerts_sensor(
                 try:
                     deliver(message, channel_name, notifications.channels[channel_name], _smtp(project))
                     context.log.info(f"alert sent to {channel_name}: {message.subject}")
-                except (AlertNotSent, TransportError) as exc:
+                except (AlertNotSent, TransportError, ConnectorConfigError) as exc:  # unreachable, refused, unset
                     context.log.error(f"alert not sent: {exc}")
         new_cursor = json.dumps({"after": after, "states": states, "deadlines": deadlines}, sort_keys=True)
         return dg.SensorResult(

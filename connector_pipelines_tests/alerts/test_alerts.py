@@ -316,3 +316,21 @@ def test_rejected_rate_alerts_per_rule_threshold_and_held_records_alert_until_no
     held = [Observation("orders", "held", True, "3 record(s) held for review", "r")]
     alerts, states = step(states, held + held, [strict, loose])
     assert [(a.rule, a.event, a.cause) for a in alerts] == [(1, "held_for_review", "3 record(s) held for review")]
+
+
+def test_a_channel_that_cannot_send_is_logged_and_the_other_channels_still_get_the_alert(
+    tmp_path, smtp_inbox, receiver, monkeypatch
+):
+    project = _project(tmp_path, smtp_inbox, receiver, monkeypatch)
+    project.connections["relay"] |= {"username": "alerts", "password": "${ALERT_SMTP_PASSWORD}"}
+    monkeypatch.delenv("ALERT_SMTP_PASSWORD", raising=False)
+    project.write()  # connections.yaml again; notifications.yaml stays
+    with dg.instance_for_test() as instance:
+        alerts = Alerts(project, instance)
+        alerts.tick()
+        with sqlite3.connect(tmp_path / "app.db") as db:
+            db.execute("DROP TABLE customers")
+        alerts.run("accounts_import")
+        alerts.tick()
+    assert smtp_inbox.messages == []  # the email channel's password variable is not set
+    assert [h["event"] for h in receiver.received] == ["run_failure"]
