@@ -21,11 +21,17 @@ def _run_folder(project: Project, loaded: LoadedConnector, run_id: str) -> Path:
     if len(run_id) < 8 or "/" in run_id or "\\" in run_id or run_id.startswith("."):
         raise RunNotFound(f"'{run_id}' is not a run id; give at least its first 8 characters (see `history`)")
     matches = sorted(path for path in base.glob(f"{run_id}*") if path.is_dir()) if base.is_dir() else []
+    missing = (
+        f"no source data kept for run '{run_id}' of import '{loaded.name}' under {base}; "
+        f"`connector-pipelines history {loaded.name}` lists the runs"
+    )
+    return only_match(matches, run_id, missing)
+
+
+def only_match(matches: list, run_id: str, missing: str):
+    """The one run a run id (prefix) names; RunNotFound with `missing` for none, and for several."""
     if not matches:
-        raise RunNotFound(
-            f"no source data kept for run '{run_id}' of import '{loaded.name}' under {base}; "
-            f"`connector-pipelines history {loaded.name}` lists the runs"
-        )
+        raise RunNotFound(missing)
     if len(matches) > 1:
         raise RunNotFound(f"'{run_id}' matches {len(matches)} runs; give more of the run id")
     return matches[0]

@@ -73,6 +73,7 @@ def list_connectors(as_json: bool, resources: Path | None) -> None:
     from connector_pipelines.cli.run_history import run_history
     from connector_pipelines.cli.trigger_state import live_trigger_states
     from connector_pipelines.definitions import definitions_for
+    from connector_pipelines.factories.describe import trigger_words
     from connector_pipelines.factories.naming import job_name
     from connector_pipelines.factories.translator import configured_translator
     from connector_pipelines.instance import ensure_dagster_home
@@ -80,13 +81,13 @@ def list_connectors(as_json: bool, resources: Path | None) -> None:
     project = _load(resources)
     ensure_dagster_home(project.base_dir)
     repository = definitions_for(project, configured_translator()).get_repository_def()
+    listed = []
     with dg.DagsterInstance.get() as instance:
         live = live_trigger_states(instance, repository)
-    listed = []
-    for loaded in project.connectors.values():
-        job = job_name(loaded.kind, loaded.name)
-        last = next(iter(run_history(project, loaded, limit=1)), None)
-        listed.append((loaded, job, live.get(job, []), last))
+        for loaded in project.connectors.values():
+            job = job_name(loaded.kind, loaded.name)
+            last = next(iter(run_history(project, loaded, limit=1, instance=instance)), None)
+            listed.append((loaded, job, live.get(job, []), last))
     if as_json:
         click.echo(
             json.dumps(
@@ -94,7 +95,7 @@ def list_connectors(as_json: bool, resources: Path | None) -> None:
                     {
                         "name": loaded.name,
                         "kind": loaded.kind,
-                        "schedule": _when(loaded),
+                        "schedule": trigger_words(loaded),
                         "enabled": loaded.spec.enabled,
                         "automation": loaded.spec.automation,
                         "depends_on": [u.connector or u.asset for u in loaded.spec.depends_on],
@@ -115,15 +116,8 @@ def list_connectors(as_json: bool, resources: Path | None) -> None:
         described = ", ".join(state.describe(job, loaded.spec.enabled) for state in triggers) or "-"
         started = last.started.strftime("%Y-%m-%d %H:%M UTC") if last is not None and last.started else "-"
         status = last.status if last else "never run"
-        rows.append((loaded.name, loaded.kind, _when(loaded), enabled, described, started, status))
+        rows.append((loaded.name, loaded.kind, trigger_words(loaded), enabled, described, started, status))
     _table(rows)
-
-
-def _when(loaded) -> str:
-    """What starts a connector, from its spec."""
-    from connector_pipelines.factories.describe import trigger_words
-
-    return trigger_words(loaded)
 
 
 @main.command()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from connector_pipelines.cli.import_history import RunNotFound, export_file, export_snapshots
+from connector_pipelines.cli.import_history import RunNotFound, export_file, export_snapshots, only_match
 from connector_pipelines.factories.naming import CUSTOM_FILE, DATA_SET, TRIGGER_TAG, custom_window_job_name
 from connector_pipelines.factories.translator import configured_translator, connector_names
 from connector_pipelines.instance import ensure_dagster_home
@@ -43,29 +43,33 @@ class RunSummary:
         )
 
 
-def run_history(project: Project, loaded: LoadedConnector, limit: int = 20) -> list[RunSummary]:
-    """The connector's runs, newest first, at most `limit`."""
-    ensure_dagster_home(project.base_dir)
+def run_history(
+    project: Project, loaded: LoadedConnector, limit: int = 20, instance: dg.DagsterInstance | None = None
+) -> list[RunSummary]:
+    """The connector's runs, newest first, at most `limit` (on `instance`, else the DAGSTER_HOME one)."""
+    if instance is None:
+        ensure_dagster_home(project.base_dir)
+        with dg.DagsterInstance.get() as owned:
+            return run_history(project, loaded, limit, owned)
     names = connector_names(loaded, project.connections, configured_translator())
     jobs = [names.job]
     if loaded.kind == "extract" and loaded.spec.extract.partitioned:
         jobs.append(custom_window_job_name(loaded.name))
-    with dg.DagsterInstance.get() as instance:
-        values: dict[str, dict[str, dict]] = {}  # run id -> part -> metadata values
-        for part, key in names.keys.items():
-            for record in instance.fetch_materializations(key, limit=limit * 2).records:
-                materialization = record.asset_materialization
-                if materialization is not None:
-                    plain = {name: getattr(value, "value", value) for name, value in materialization.metadata.items()}
-                    values.setdefault(record.run_id, {}).setdefault(part, plain)
-        records = {}
-        for job in jobs:
-            for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job), limit=limit):
-                records[record.dagster_run.run_id] = record
-        elsewhere = [run_id for run_id in values if run_id not in records]  # automation, or the UI's asset job
-        if elsewhere:
-            for record in instance.get_run_records(filters=dg.RunsFilter(run_ids=elsewhere)):
-                records[record.dagster_run.run_id] = record
+    values: dict[str, dict[str, dict]] = {}  # run id -> part -> metadata values
+    for part, key in names.keys.items():
+        for record in instance.fetch_materializations(key, limit=limit * 2).records:
+            materialization = record.asset_materialization
+            if materialization is not None:
+                plain = {name: getattr(value, "value", value) for name, value in materialization.metadata.items()}
+                values.setdefault(record.run_id, {}).setdefault(part, plain)
+    records = {}
+    for job in jobs:
+        for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job), limit=limit):
+            records[record.dagster_run.run_id] = record
+    elsewhere = [run_id for run_id in values if run_id not in records]  # automation, or the UI's asset job
+    if elsewhere:
+        for record in instance.get_run_records(filters=dg.RunsFilter(run_ids=elsewhere)):
+            records[record.dagster_run.run_id] = record
     newest = sorted(records.values(), key=lambda r: r.create_timestamp, reverse=True)[:limit]
     return [
         RunSummary(
@@ -168,14 +172,10 @@ def _find_run(project: Project, loaded: LoadedConnector, run_id: str) -> RunSumm
     if len(run_id) < 8:
         raise RunNotFound(f"'{run_id}' is not a run id; give at least its first 8 characters (see `history`)")
     matches = [row for row in run_history(project, loaded, limit=500) if row.run_id.startswith(run_id)]
-    if not matches:
-        raise RunNotFound(
-            f"no run '{run_id}' of {loaded.kind} '{loaded.name}'; "
-            f"`connector-pipelines history {loaded.name}` lists them"
-        )
-    if len(matches) > 1:
-        raise RunNotFound(f"'{run_id}' matches {len(matches)} runs; give more of the run id")
-    return matches[0]
+    missing = (
+        f"no run '{run_id}' of {loaded.kind} '{loaded.name}'; `connector-pipelines history {loaded.name}` lists them"
+    )
+    return only_match(matches, run_id, missing)
 
 
 def _integration_files(loaded, run: RunSummary, output: Path | None, file_format: str) -> list[tuple[Path, int]]:
