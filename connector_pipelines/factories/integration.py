@@ -59,6 +59,7 @@ from connector_pipelines.spec.connections import Connection
 from connector_pipelines.spec.integration import IntegrationConnector
 from connector_pipelines.spec.loader import LoadedConnector
 from connector_pipelines.state.ledger import utc_now
+from connector_pipelines.state.locks import DeliveryLocked
 from connector_pipelines.state.read_cursor import read_cursors, save_read_cursor
 
 TABLE_ROWS_MAX = 200
@@ -296,6 +297,8 @@ def _delivery_asset(
                 report = delivery.run(
                     snapshot_file.iter_batches(batch_size=10_000), delivery_scope, total=snapshot_file.metadata.num_rows
                 )
+            except DeliveryLocked as exc:  # another run kept the configuration longer than this one waits
+                raise dg.Failure(description=f"integration '{connector.name}' / {configuration.name}: {exc}") from None
             except (TransportError, MappingError) as exc:
                 # A configuration problem (a missing environment variable, an unreadable CA file, a lookup that
                 # does not resolve): said plainly, without a stack trace. Nothing was sent.

@@ -395,8 +395,10 @@ class IntegrationDelivery:
         report = DeliveryReport(self.configuration.name)
         self._progress = Progress(self.configuration.name, total)
         try:
-            with _fewer_collections():
-                asyncio.run(self._run(batches, scope, report))
+            # One delivering run per configuration: a second one waits here, then decides from what this one recorded.
+            with self.ledger.delivering(self.name, self.configuration.name, on_wait=self._say_waiting):
+                with _fewer_collections():
+                    asyncio.run(self._run(batches, scope, report))
         finally:
             self._worker.shutdown(wait=True)
             self._write_back_worker.shutdown(wait=True)
@@ -404,6 +406,12 @@ class IntegrationDelivery:
             if self.audit is not None:
                 report.audit_path = self.audit.close()
         return report
+
+    def _say_waiting(self, waited: float) -> None:
+        self.log.info(
+            f"{self.configuration.name}: another run is delivering this configuration; waiting for it to finish "
+            f"({waited:.0f} s so far), then deciding from what it recorded"
+        )
 
     # ---- deciding -------------------------------------------------------------------------------------------
 

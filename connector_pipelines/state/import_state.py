@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from connector_pipelines.state.database import state_engine
 from connector_pipelines.state.ledger import utc_now
+from connector_pipelines.state.locks import schema_lock
 
 metadata = sa.MetaData()
 watermarks_table = sa.Table(
@@ -67,7 +68,8 @@ class ImportState:
 
     def __init__(self, url: str):
         self.engine = state_engine(url)
-        metadata.create_all(self.engine, checkfirst=True)
+        with schema_lock(self.engine):
+            metadata.create_all(self.engine, checkfirst=True)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -28,6 +28,7 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -35,6 +36,7 @@ import sqlalchemy as sa
 
 from connector_pipelines.state import status_counts
 from connector_pipelines.state.database import state_engine
+from connector_pipelines.state.locks import delivery_lock, schema_lock
 
 EXCERPT_CHARS = 500
 _CHUNK = 2000
@@ -229,15 +231,21 @@ class DeliveryLedger:
     def __init__(self, url: str):
         self.url = url
         self.engine = state_engine(url)
-        metadata.create_all(self.engine, checkfirst=True)
-        _add_missing_columns(self.engine)
-        _add_missing_indexes(self.engine)
-        status_counts.install(self.engine)
+        with schema_lock(self.engine):
+            metadata.create_all(self.engine, checkfirst=True)
+            _add_missing_columns(self.engine)
+            _add_missing_indexes(self.engine)
+            status_counts.install(self.engine)
         self._dialect = self.engine.dialect.name
         self._stamp = sqlite_timestamp if self._dialect == "sqlite" else (lambda value: value)
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def delivering(self, connector: str, configuration: str, **wait) -> AbstractContextManager[None]:
+        """The configuration's lock, held by a run from its first ledger read to its last write
+        (`delivery_lock`; `wait`: its `wait_seconds` and `on_wait`)."""
+        return delivery_lock(self.engine, connector, configuration, **wait)
 
     # ---- reads ----------------------------------------------------------------------------------------------
 
