@@ -65,7 +65,7 @@ def definitions_for(
     unknown = set(state or {}) - set(RESERVED_RESOURCE_KEYS)
     if unknown:
         raise ValueError(f"state resources must be keyed by {', '.join(RESERVED_RESOURCE_KEYS)}, not {unknown}")
-    storage, ledger, import_state = default_state_resources(project.base_dir)
+    storage, ledger, import_state = default_state_resources(project)
     platform = {
         STORAGE_RESOURCE: storage,
         LEDGER_RESOURCE: ledger,

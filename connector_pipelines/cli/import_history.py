@@ -8,7 +8,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from connector_pipelines.spec.loader import LoadedConnector, Project
-from connector_pipelines.storage import Storage
+from connector_pipelines.state.resources import project_storage
 
 
 class RunNotFound(LookupError):
@@ -16,16 +16,24 @@ class RunNotFound(LookupError):
 
 
 def _run_folder(project: Project, loaded: LoadedConnector, run_id: str) -> Path:
-    """The run's folder; `run_id` may be a unique prefix (the 8 characters the UI and `history` show)."""
-    base = Storage.for_project(project.base_dir).import_dir(loaded.name)
+    """The run's folder, from the archive when it was kept there; `run_id` may be a unique prefix (the 8 characters
+    the UI and `history` show)."""
+    storage = project_storage(project)
+    base = storage.import_dir(loaded.name)
     if len(run_id) < 8 or "/" in run_id or "\\" in run_id or run_id.startswith("."):
         raise RunNotFound(f"'{run_id}' is not a run id; give at least its first 8 characters (see `history`)")
-    matches = sorted(path for path in base.glob(f"{run_id}*") if path.is_dir()) if base.is_dir() else []
+    here = {path.name for path in base.glob(f"{run_id}*") if path.is_dir()} if base.is_dir() else set()
+    archived = (
+        {stored.path.relative_to(base).parts[0] for stored in storage.archived(base)} if storage.archive else set()
+    )
+    matches = sorted(name for name in here | archived if name.startswith(run_id))
     missing = (
-        f"no source data kept for run '{run_id}' of import '{loaded.name}' under {base}; "
+        f"no source data kept for run '{run_id}' of import '{loaded.name}' under {storage.where(base)}; "
         f"`connector-pipelines history {loaded.name}` lists the runs"
     )
-    return only_match(matches, run_id, missing)
+    folder = base / only_match(matches, run_id, missing)
+    storage.fetch_folder(folder)
+    return folder
 
 
 def only_match(matches: list, run_id: str, missing: str):

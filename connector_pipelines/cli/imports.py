@@ -256,7 +256,11 @@ def delete(name: str, purge: bool, yes: bool, resources: Path | None) -> None:
     from connector_pipelines.imports import inspect as inspection
     from connector_pipelines.spec.loader import load_project
     from connector_pipelines.spec.yaml_source import display_path
+    from connector_pipelines.state.database import default_state_url
+    from connector_pipelines.state.resources import project_storage
+    from connector_pipelines.storage import Storage
 
+    project = None
     try:
         project = load_project(resources)
         loaded = _connector(project, name)
@@ -283,7 +287,9 @@ def delete(name: str, purge: bool, yes: bool, resources: Path | None) -> None:
     spec_path.unlink()
     click.echo(f"deleted {path}")
     if purge:
-        forgotten, removed = inspection.purge_import(base_dir, name)
+        # The archive is known from connections.yaml: a project that does not load purges the local folders only.
+        storage = project_storage(project) if project is not None else Storage.for_project(base_dir)
+        forgotten, removed = inspection.purge_import(storage, default_state_url(storage.root), name)
         click.echo(f"forgot the state of '{name}': watermark, previews and {forgotten} file record(s)")
         for folder in removed:
             click.echo(f"removed {folder}")

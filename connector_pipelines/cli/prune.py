@@ -31,23 +31,24 @@ def prune(names: tuple[str, ...], dry_run: bool, resources: Path | None) -> None
     """
     from sqlalchemy.exc import SQLAlchemyError
 
+    from connector_pipelines.errors import TransportError
     from connector_pipelines.integration.inspect import ledger_for
     from connector_pipelines.integration.retention import apply_retention
     from connector_pipelines.state.ledger import utc_now
-    from connector_pipelines.storage import Storage
+    from connector_pipelines.state.resources import project_storage
 
     project = _load(resources)
     connectors = _integrations(project, names)
     if not connectors:
         click.echo("no integration connectors in this project; nothing to prune")
         return
-    storage = Storage.for_project(project.base_dir)
+    storage = project_storage(project)
     ledger = ledger_for(project)
     reports = []
     try:
         for loaded in connectors:
             reports.append(apply_retention(loaded.spec, storage, ledger, now=utc_now(), dry_run=dry_run))
-    except (OSError, SQLAlchemyError) as exc:
+    except (OSError, SQLAlchemyError, TransportError) as exc:
         _echo_reports(reports, dry_run)
         where = connectors[len(reports)].name
         click.echo(f"cannot prune '{where}': {str(exc).splitlines()[0]}", err=True)

@@ -20,6 +20,7 @@ from connector_pipelines.factories.naming import CUSTOM_FILE, DATA_SET, TRIGGER_
 from connector_pipelines.factories.translator import configured_translator, connector_names
 from connector_pipelines.instance import ensure_dagster_home
 from connector_pipelines.spec.loader import LoadedConnector, Project
+from connector_pipelines.state.resources import project_storage
 from connector_pipelines.transports.registry import client_for
 
 EXTRACT_FIELDS = ("rows", "bytes", "file_name", "sha256", "uri", "window_start", "window_end")
@@ -163,7 +164,7 @@ def download_run(
         return list(export_snapshots(project, loaded, run_id, output, file_format))
     run = _find_run(project, loaded, run_id)
     if loaded.kind == "integration":
-        return _integration_files(loaded, run, output, file_format)
+        return _integration_files(project, loaded, run, output, file_format)
     return [_extract_file(project, loaded, run, output)]
 
 
@@ -178,15 +179,16 @@ def _find_run(project: Project, loaded: LoadedConnector, run_id: str) -> RunSumm
     return only_match(matches, run_id, missing)
 
 
-def _integration_files(loaded, run: RunSummary, output: Path | None, file_format: str) -> list[tuple[Path, int]]:
-    sources = {}
-    snapshot = run.details["data_set"].get("snapshot_path")
-    if snapshot:
-        sources["snapshot"] = Path(snapshot)
-    for configuration, values in run.details["configurations"].items():
-        if values.get("audit_path"):
-            sources[f"audit_{configuration}"] = Path(values["audit_path"])
-    present = {name: path for name, path in sources.items() if path.exists()}
+def _integration_files(
+    project: Project, loaded, run: RunSummary, output: Path | None, file_format: str
+) -> list[tuple[Path, int]]:
+    """The run's data set snapshot and audit files, from the storage (or its archive, wherever the run was)."""
+    storage = project_storage(project)
+    parts = {"snapshot": DATA_SET} | {f"audit_{c.name}": c.name for c in loaded.spec.integration.configurations}
+    sources = {
+        name: storage.integration_dir(loaded.name, part) / f"{run.run_id}.parquet" for name, part in parts.items()
+    }
+    present = {name: path for name, path in sources.items() if storage.fetch(path)}
     if not present:
         raise RunNotFound(
             f"run '{run.run_id}' of integration '{loaded.name}' left no snapshot or audit file that is still kept "

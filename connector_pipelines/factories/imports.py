@@ -159,36 +159,45 @@ def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec:
         storage = getattr(resources, STORAGE_RESOURCE).get_storage()
         target = getattr(resources, target_key).get_source()
         state = getattr(resources, IMPORT_STATE_RESOURCE).get_state()
+        run_folder = storage.import_dir(connector.name) / run_id
+        # The run's folder (snapshots, rejections, reports) goes to the archive when the run ends, however it ends.
         try:
-            reports = run_import(
-                connector,
-                scope,
-                target_engine=target.engine,
-                state=state,
-                storage=storage,
-                run_id=run_id,
-                open_warehouse=(
-                    (lambda: getattr(resources, source.warehouse.connection).get_source())
-                    if source.warehouse is not None
-                    else None
-                ),
-                open_files=lambda: _file_client(resources, connector, storage),
-                logger=context.log,
-            )
-        except (UpsertConfigError, MappingError, TransportError) as exc:
-            # The spec, the target table or a connection is wrong: nothing in the files or rows. Said plainly.
-            raise dg.Failure(description=f"import '{connector.name}': {exc}", allow_retries=False) from None
-        except FilesFailed as exc:
-            # The files named were left in the folder (not their fault, perhaps); the others were handled.
-            raise dg.Failure(description=f"import '{connector.name}': {exc}") from None
-        except UpsertError as exc:
+            with storage.keeping(run_folder, context.log.error):
+                try:
+                    reports = run_import(
+                        connector,
+                        scope,
+                        target_engine=target.engine,
+                        state=state,
+                        storage=storage,
+                        run_id=run_id,
+                        open_warehouse=(
+                            (lambda: getattr(resources, source.warehouse.connection).get_source())
+                            if source.warehouse is not None
+                            else None
+                        ),
+                        open_files=lambda: _file_client(resources, connector, storage),
+                        logger=context.log,
+                    )
+                except (UpsertConfigError, MappingError, TransportError) as exc:
+                    # The spec, the target table or a connection is wrong: nothing in the files or rows. Said plainly.
+                    raise dg.Failure(description=f"import '{connector.name}': {exc}", allow_retries=False) from None
+                except FilesFailed as exc:
+                    # The files named were left in the folder (not their fault, perhaps); the others were handled.
+                    raise dg.Failure(description=f"import '{connector.name}': {exc}") from None
+                except UpsertError as exc:
+                    raise dg.Failure(
+                        description=f"import '{connector.name}': {exc}; batches before the failing one stay committed, "
+                        "the watermark was not moved, so the next run reads them again"
+                    ) from None
+                finally:
+                    state.dispose()
+                    target.dispose()
+        except TransportError as exc:  # the block's own errors are Failures by now: this is the archive's
             raise dg.Failure(
-                description=f"import '{connector.name}': {exc}; batches before the failing one stay committed, "
-                "the watermark was not moved, so the next run reads them again"
+                description=f"import '{connector.name}': the run's folder could not be kept in the storage archive: "
+                f"{exc}"
             ) from None
-        finally:
-            state.dispose()
-            target.dispose()
         totals = _totals(reports)
         context.log.info(
             f"{connector.name}: {totals['rows_read']:,} rows read, {totals['inserted']:,} inserted, "

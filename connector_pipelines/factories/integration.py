@@ -52,6 +52,7 @@ from connector_pipelines.integration.run import (
     SnapshotRead,
     keys_to_retry,
     open_delivery,
+    sidecar,
     write_snapshot,
 )
 from connector_pipelines.mapping import MappingError
@@ -179,7 +180,14 @@ def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asse
         finally:
             ledger.dispose()
             source.dispose()
-        context.log.info(f"data set: {result.rows:,} rows ({result.scope}) -> {path}")
+        try:  # before any check or delivery: a delivery step on another machine reads it from the archive
+            storage.keep(path, sidecar(path))
+        except TransportError as exc:
+            raise dg.Failure(
+                f"integration '{connector.name}': the data set snapshot could not be kept in the storage archive, so "
+                f"nothing is delivered: {exc}"
+            ) from None
+        context.log.info(f"data set: {result.rows:,} rows ({result.scope}) -> {storage.where(path)}")
         # Judged here, in the data set's own op: these checks are blocking, so when one fails the step fails
         # after recording them, and no delivery asset of the run starts.
         checks = [
@@ -203,6 +211,7 @@ def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asse
                 "scope": dg.MetadataValue.text(result.scope),
                 "full_diff": dg.MetadataValue.bool(result.read.complete),
                 "snapshot_path": dg.MetadataValue.path(str(path)),
+                **({"snapshot_uri": dg.MetadataValue.url(storage.where(path))} if storage.archive else {}),
                 "dagster/column_schema": dg.TableSchema(
                     columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in result.schema]
                 ),
@@ -253,12 +262,13 @@ def _delivery_asset(
         resources = context.resources
         storage = getattr(resources, STORAGE_RESOURCE).get_storage()
         run_id = context.run.run_id
-        snapshot = _snapshot_for(context, storage.integration_dir(connector.name, DATA_SET), names, run_id)
+        snapshot = _snapshot_for(context, storage, storage.integration_dir(connector.name, DATA_SET), names, run_id)
         read = SnapshotRead.of(snapshot)
         source = getattr(resources, source_key).get_source()
         reader = DataSetReader(source, spec.data_set)
         ledger = getattr(resources, LEDGER_RESOURCE).get_ledger()
         delivery = None
+        audit_path = storage.integration_dir(connector.name, configuration.name) / f"{run_id}.parquet"
         try:
             deletes = reader.changes(scope.changes_after, scope.changes_until) if scope.reads_change_log else None
             try:
@@ -270,7 +280,7 @@ def _delivery_asset(
                     run_id=run_id,
                     open_source=lambda name: getattr(resources, name).get_source(),
                     client_factory=getattr(resources, target_key).get_client,
-                    audit_path=storage.integration_dir(connector.name, configuration.name) / f"{run_id}.parquet",
+                    audit_path=audit_path,
                     write_back=True,
                     logger=context.log,
                 )
@@ -294,9 +304,12 @@ def _delivery_asset(
                         allow_retries=False,
                     )
                 snapshot_file = pq.ParquetFile(snapshot)
-                report = delivery.run(
-                    snapshot_file.iter_batches(batch_size=10_000), delivery_scope, total=snapshot_file.metadata.num_rows
-                )
+                with storage.keeping(audit_path, context.log.error):
+                    report = delivery.run(
+                        snapshot_file.iter_batches(batch_size=10_000),
+                        delivery_scope,
+                        total=snapshot_file.metadata.num_rows,
+                    )
             except DeliveryLocked as exc:  # another run kept the configuration longer than this one waits
                 raise dg.Failure(description=f"integration '{connector.name}' / {configuration.name}: {exc}") from None
             except (TransportError, MappingError) as exc:
@@ -358,10 +371,11 @@ def _apply_retention(context, connector: IntegrationConnector, storage, ledger, 
         context.log.info(f"retention: removed {pruned.files} file(s), {pruned.attempts_deleted} attempt(s)")
 
 
-def _snapshot_for(context: dg.AssetExecutionContext, folder, names: ConnectorNames, run_id: str):
-    """This run's snapshot; when the delivery is re-executed alone, the latest one the data set asset wrote."""
+def _snapshot_for(context: dg.AssetExecutionContext, storage, folder, names: ConnectorNames, run_id: str):
+    """This run's snapshot; when the delivery is re-executed alone, the latest one the data set asset wrote. Either
+    may have been written on another machine: then it comes from the storage's archive."""
     path = folder / f"{run_id}.parquet"
-    if path.exists():
+    if _fetched(storage, path):
         return path
     event = context.instance.get_latest_materialization_event(names.key(DATA_SET))
     if event is not None and event.asset_materialization is not None:
@@ -373,11 +387,19 @@ def _snapshot_for(context: dg.AssetExecutionContext, folder, names: ConnectorNam
                 f"{names.job} job",
                 allow_retries=False,
             )
-        value = metadata.get("snapshot_path")
-        if value is not None and Path(value.value).exists():
-            context.log.info(f"re-delivering the data set snapshot of an earlier run: {value.value}")
-            return Path(value.value)
+        earlier = folder / f"{event.run_id}.parquet"
+        if _fetched(storage, earlier):
+            context.log.info(f"re-delivering the data set snapshot of an earlier run: {storage.where(earlier)}")
+            return earlier
     raise dg.Failure(f"no data set snapshot for this run; run the whole {names.job} job", allow_retries=False)
+
+
+def _fetched(storage, snapshot: Path) -> bool:
+    """The snapshot (and its sidecar, when it has one) are here, from the archive if need be."""
+    if not storage.fetch(snapshot):
+        return False
+    storage.fetch(sidecar(snapshot))
+    return True
 
 
 def delivery_metadata(report: DeliveryReport) -> dict[str, dg.MetadataValue]:

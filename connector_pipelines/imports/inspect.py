@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -897,20 +896,20 @@ def valid_name(name: str) -> bool:
     return re.fullmatch(NAME_PATTERN, name) is not None
 
 
-def purge_import(project_base: Path, name: str) -> tuple[int, list[Path]]:
-    """Forget an import's state (watermark, files seen, previews) and remove its storage and inbox folders.
+def purge_import(storage: Storage, state_url: str, name: str) -> tuple[int, list[str]]:
+    """Forget an import's state (watermark, files seen, previews) and remove its storage (here and in the archive)
+    and inbox folders.
 
-    Returns (file records forgotten, folders removed).
+    Returns (file records forgotten, folders removed, as shown).
     """
-    state = ImportState(default_state_url(Storage.for_project(project_base).root))
+    state = ImportState(state_url)
     try:
         forgotten = state.forget(name, previews=True)
     finally:
         state.dispose()
     removed = []
-    storage = Storage.for_project(project_base)
     for folder in (storage.import_dir(name), storage.import_inbox_dir(name)):
-        if folder.exists():
-            shutil.rmtree(folder)
-            removed.append(folder)
+        shown = storage.where(folder)
+        if storage.remove_folder(folder):
+            removed.append(shown)
     return forgotten, removed

@@ -20,7 +20,6 @@ import os
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import sqlalchemy as sa
 
@@ -28,7 +27,7 @@ from connector_pipelines.spec.integration import IntegrationConnector
 from connector_pipelines.spec.retention import KeepFor
 from connector_pipelines.state.ledger import DeliveryLedger, attempts_table
 from connector_pipelines.state.outbox import write_back_cursor
-from connector_pipelines.storage import Storage
+from connector_pipelines.storage import Storage, StoredFile
 
 SNAPSHOTS, AUDIT_FILES, ATTEMPTS = "snapshots", "audit_files", "attempts"
 KINDS = (SNAPSHOTS, AUDIT_FILES, ATTEMPTS)
@@ -39,13 +38,6 @@ SNAPSHOT_PART = "data_set"
 DELETE_CHUNK = 10_000
 # How many attempts one read of the age walk takes (`_first_young_id`).
 _PAGE = 10_000
-
-
-class StoredFile(NamedTuple):
-    """One file of a retention folder, as the decision needs it."""
-
-    path: Path
-    modified: dt.datetime  # aware, UTC
 
 
 @dataclass(frozen=True)
@@ -159,6 +151,7 @@ def apply_retention(
     report = RetentionReport(connector=name, dry_run=dry_run)
     report.removals.append(
         _prune_folder(
+            storage,
             storage.integration_dir(name, SNAPSHOT_PART),
             retention.keep_for(SNAPSHOTS),
             SNAPSHOTS,
@@ -171,6 +164,7 @@ def apply_retention(
     for configuration in connector.integration.configurations:
         report.removals.append(
             _prune_folder(
+                storage,
                 storage.integration_dir(name, configuration.name),
                 retention.keep_for(AUDIT_FILES),
                 AUDIT_FILES,
@@ -200,41 +194,30 @@ def _absolute(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def _parquet_files(folder: Path) -> list[tuple[StoredFile, int]]:
-    """The folder's `*.parquet` files with their sizes; none when it does not exist. Links are not followed
-    (nor removed): nothing in the storage folder makes them."""
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return []
-    found = []
-    for entry in entries:
-        if not entry.name.endswith(".parquet") or not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            stat = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:  # removed since the listing (another prune)
-            continue
-        modified = dt.datetime.fromtimestamp(stat.st_mtime, dt.UTC)
-        found.append((StoredFile(folder / entry.name, modified), stat.st_size))
-    return found
-
-
 def _prune_folder(
-    folder: Path, keep_for: KeepFor, kind: str, part: str, *, now: dt.datetime, keep: set[Path], dry_run: bool
+    storage: Storage,
+    folder: Path,
+    keep_for: KeepFor,
+    kind: str,
+    part: str,
+    *,
+    now: dt.datetime,
+    keep: set[Path],
+    dry_run: bool,
 ) -> Removal:
+    """The folder's `*.parquet` files that `keep_for` lets go, here and in the storage's archive."""
     if keep_for.keeps_everything:
         return Removal(kind, part, 0)
-    listed = _parquet_files(_absolute(folder))
-    sizes = {stored.path: size for stored, size in listed}
-    doomed = files_to_remove([stored for stored, _ in listed], keep_for, now=now, keep=keep)
+    listed = [stored for stored in storage.files(_absolute(folder)) if stored.path.name.endswith(".parquet")]
+    sizes = {stored.path: stored.size for stored in listed}
+    doomed = files_to_remove(listed, keep_for, now=now, keep=keep)
     removed_bytes = 0
     for path in doomed:
         companions = [sidecar_of(path)] if kind == SNAPSHOTS else []
         removed_bytes += sizes[path] + sum(_size(c) for c in companions)
         if not dry_run:
             for each in (*companions, path):  # the sidecar first: a snapshot is never left without its own
-                each.unlink(missing_ok=True)
+                storage.remove(each)
     return Removal(kind, part, len(doomed), removed_bytes)
 
 

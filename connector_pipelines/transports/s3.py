@@ -152,6 +152,56 @@ class S3Client:
         except _S3_ERRORS as exc:
             raise TransportError(f"{self.system}: could not write '{key}': {self._describe(exc)}") from None
 
+    # ------------------------------------------------------------------------------------------------
+    # The storage archive's side (`storage.Archive`): whole folders of the storage kept under the prefix
+
+    def put_file(self, local_path: Path, folder: str, name: str) -> str:
+        """Upload `local_path` as `folder/name`; returns the object's URI."""
+        key = self._key(folder, name)
+        try:
+            self._boto_client().upload_file(str(local_path), self.bucket, key, Config=self.transfer_config)
+        except (S3UploadFailedError, ClientError, BotoCoreError, OSError) as exc:
+            raise TransportError(f"{self.system}: upload of '{key}' failed: {self._describe(exc)}") from None
+        return f"s3://{self.bucket}/{key}"
+
+    def list_tree(self, folder: str) -> list[tuple[str, RemoteFile]]:
+        """Every object under `folder`, at any depth: (its folder relative to `folder`, the file), sorted."""
+        parts = self._parts(folder)
+        prefix = "/".join(parts) + "/" if parts else ""
+        found: list[tuple[str, RemoteFile]] = []
+        try:
+            for page in (
+                self._boto_client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            ):
+                for entry in page.get("Contents", []):
+                    below, _, name = entry["Key"][len(prefix) :].rpartition("/")
+                    if name:
+                        modified = entry["LastModified"].astimezone(UTC)
+                        found.append((below, RemoteFile(name=name, size=entry["Size"], modified=modified)))
+        except _S3_ERRORS as exc:
+            raise TransportError(f"{self.system}: cannot list '{prefix}': {self._describe(exc)}") from None
+        return sorted(found, key=lambda item: (item[0], item[1].name))
+
+    def exists(self, folder: str, name: str) -> bool:
+        key = self._key(folder, name)
+        try:
+            self._boto_client().head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise TransportError(f"{self.system}: cannot look up '{key}': {self._describe(exc)}") from None
+        except _S3_ERRORS as exc:
+            raise TransportError(f"{self.system}: cannot look up '{key}': {self._describe(exc)}") from None
+        return True
+
+    def delete(self, folder: str, name: str) -> None:
+        """Remove `folder/name` (nothing happens when it is not there)."""
+        key = self._key(folder, name)
+        try:
+            self._boto_client().delete_object(Bucket=self.bucket, Key=key)
+        except _S3_ERRORS as exc:
+            raise TransportError(f"{self.system}: could not delete '{key}': {self._describe(exc)}") from None
+
     def _parts(self, folder: str) -> list[str]:
         return folder_parts(self.prefix, self.system) + folder_parts(folder, self.system)
 

@@ -560,9 +560,9 @@ def test_purge_import_forgets_state_and_removes_folders(sqlite_env: Env) -> None
         folder.mkdir(parents=True)
         (folder / "file").write_text("x")
 
-    forgotten, removed = inspection.purge_import(sqlite_env.root, "orders_import")
+    forgotten, removed = inspection.purge_import(storage, default_state_url(storage.root), "orders_import")
 
-    assert forgotten == 0 and len(removed) == 2 and not any(folder.exists() for folder in removed)
+    assert forgotten == 0 and len(removed) == 2 and not any(Path(folder).exists() for folder in removed)
     state = sqlite_env.state()
     try:
         assert not state.previewed("orders_import", "abc") and state.watermark("orders_import") is None

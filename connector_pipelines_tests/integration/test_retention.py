@@ -20,7 +20,6 @@ from connector_pipelines.integration.retention import (
     AUDIT_FILES,
     SNAPSHOT_PART,
     SNAPSHOTS,
-    StoredFile,
     apply_retention,
     attempts_floor,
     files_to_remove,
@@ -30,7 +29,7 @@ from connector_pipelines.spec.retention import KeepFor
 from connector_pipelines.state.database import default_state_url
 from connector_pipelines.state.ledger import AttemptRow, DeliveryLedger, RecordUpdate, attempts_table, records_table
 from connector_pipelines.state.outbox import advance_outbox, open_outbox
-from connector_pipelines.storage import Storage
+from connector_pipelines.storage import Storage, StoredFile
 from connector_pipelines_tests.fixtures.integration import BASIC_SYNC
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -45,7 +44,7 @@ def _days_ago(days: float) -> dt.datetime:
 
 
 def _files(*ages_in_days: float) -> list[StoredFile]:
-    return [StoredFile(Path(f"/s/run{i}.parquet"), _days_ago(age)) for i, age in enumerate(ages_in_days)]
+    return [StoredFile(Path(f"/s/run{i}.parquet"), 0, _days_ago(age)) for i, age in enumerate(ages_in_days)]
 
 
 def test_an_age_removes_files_older_than_it_oldest_first():

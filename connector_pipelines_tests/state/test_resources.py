@@ -6,6 +6,7 @@ import dagster as dg
 
 from connector_pipelines.definitions import definitions_for
 from connector_pipelines.factories.naming import LEDGER_RESOURCE, STORAGE_RESOURCE
+from connector_pipelines.spec.loader import Project
 from connector_pipelines.state.ledger import DeliveryLedger
 from connector_pipelines.state.resources import LedgerResource, StorageResource
 from connector_pipelines.storage import STORAGE_ENV
@@ -45,6 +46,7 @@ def test_state_resources_from_environment_variables_show_their_names(tmp_path, m
     monkeypatch.setenv("CONNECTOR_PIPELINES_LEDGER_URL", "postgresql://postgres@127.0.0.1:5432/test")
     from connector_pipelines.state.resources import default_state_resources
 
-    storage, ledger, import_state = default_state_resources(tmp_path)
+    project = Project(resources_dir=tmp_path / "resources", connections={})
+    storage, ledger, import_state = default_state_resources(project)
     assert storage.root == dg.EnvVar(STORAGE_ENV)
     assert ledger.url == dg.EnvVar("CONNECTOR_PIPELINES_LEDGER_URL") == import_state.url
