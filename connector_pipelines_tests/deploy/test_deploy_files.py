@@ -16,6 +16,8 @@ import yaml
 from dagster._core.instance.config import dagster_instance_config
 from dagster._core.workspace.config_schema import ensure_workspace_config
 
+from connector_pipelines.storage import Storage
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 SECRET_NAME = "connector-pipelines-secrets"
@@ -101,7 +103,22 @@ def test_helm_values_launch_each_run_in_its_pod_with_the_secrets_the_secret_mani
     names = {m["metadata"]["name"]: m for m in manifests}
     assert set(names) == {SECRET_NAME, values["global"]["postgresqlSecretName"]}
     assert "CONNECTOR_PIPELINES_LEDGER_URL" in names[SECRET_NAME]["stringData"]
-    receiver = list(yaml.safe_load_all((DEPLOY / "helm" / "email-receiver.yaml").read_text()))
-    [container] = receiver[0]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "CONNECTOR_PIPELINES_ARCHIVE", "value": "archive"} in deployment["env"]
+
+    claim, receiver, _service = yaml.safe_load_all((DEPLOY / "helm" / "email-receiver.yaml").read_text())
+    assert claim["kind"] == "PersistentVolumeClaim" and claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    pod = receiver["spec"]["template"]["spec"]
+    [container] = pod["containers"]
     assert container["envFrom"] == [{"secretRef": {"name": SECRET_NAME}}]
     assert container["command"][:2] == ["connector-pipelines", "receive-email"]
+    # The receiver, the user-code deployment and (through includeConfigInLaunchedRuns) each run mount the
+    # same claim where the storage keeps the inboxes.
+    inboxes = str(Storage.for_project(Path("/opt/dagster/app")).import_inbox_dir("any").parent)  # the image's
+    for volumes, mounts in (
+        (pod["volumes"], container["volumeMounts"]),
+        (deployment["volumes"], deployment["volumeMounts"]),
+    ):
+        [volume] = volumes
+        assert volume["persistentVolumeClaim"] == {"claimName": claim["metadata"]["name"]}
+        assert mounts == [{"name": volume["name"], "mountPath": inboxes}]
+    assert deployment["includeConfigInLaunchedRuns"]["enabled"] is True
