@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 
 import dagster as dg
 
-from connector_pipelines.factories.extract import cron_for
 from connector_pipelines.factories.naming import CUSTOM_FILE, DATA_SET, ConnectorNames
 from connector_pipelines.spec.kinds import schedule_of
 from connector_pipelines.spec.loader import LoadedConnector
@@ -76,7 +75,7 @@ def root_condition(loaded: LoadedConnector, upstreams: Sequence[dg.AssetKey]) ->
     if spec.automation == "on_upstream_update":
         return on_upstream_update(upstreams)
     schedule = schedule_of(spec)
-    cron = cron_for(schedule) if spec.kind == "extract" else schedule.cron()
+    cron = schedule.cron()
     return AC.on_cron(cron, schedule.timezone) & AC.all_deps_blocking_checks_passed()
 
 

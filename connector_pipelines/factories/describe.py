@@ -21,19 +21,18 @@ def trigger_words(loaded: LoadedConnector) -> str:
 
 
 def _cadence(loaded: LoadedConnector) -> str:
-    from connector_pipelines.factories.extract import cron_for
-
     if loaded.kind == "integration":
         integration = loaded.spec.integration
-        parts = [f"{integration.schedule.cadence} ({integration.schedule.cron()})"] if integration.schedule else []
+        schedule = integration.schedule
+        parts = [] if schedule is None else [_schedule_words(schedule)]
         return ", ".join(parts + integration.triggers) or "manual"
     if loaded.kind == "import":
         spec = loaded.spec.import_
         schedule = spec.schedule
         parts = []
         if schedule is not None:
-            parts.append("once" if schedule.cadence == "once" else f"{schedule.cadence} ({schedule.cron()})")
-        if spec.source.kind != "warehouse":
+            parts.append(_schedule_words(schedule))
+        if spec.source.kind in ("files", "email"):
             parts.append(f"on arrival ({spec.source.kind})")
         if spec.sync_on_save:
             parts.append("sync on save")
@@ -46,7 +45,15 @@ def _cadence(loaded: LoadedConnector) -> str:
         return f"{schedule.cadence} from {schedule.inception_date}" + (
             f", rolling {schedule.rolling}" if schedule.rolling else ""
         )
-    return f"cron {cron_for(schedule)}"
+    return _schedule_words(schedule)
+
+
+def _schedule_words(schedule) -> str:
+    """`once`, `cron 0 6 * * *`, or a preset with its cron: `workdays (0 6 * * 1-5)`."""
+    if getattr(schedule, "once", False):
+        return "once"
+    cron = schedule.cron()
+    return f"cron {cron}" if schedule.cadence == cron else f"{schedule.cadence} ({cron})"
 
 
 def plain_words(loaded: LoadedConnector, part: str, connections: Mapping[str, Connection]) -> str:
@@ -102,6 +109,8 @@ def plain_words(loaded: LoadedConnector, part: str, connections: Mapping[str, Co
             origin = f"a query on {named(source.warehouse.connection)}"
         elif source.files is not None:
             origin = f"files matching {source.files.pattern} on {named(source.files.connection)}"
+        elif source.api is not None:
+            origin = f"the API {source.api.path or '/'} on {named(source.api.connection)}"
         else:
             origin = f"emailed attachments matching {source.email.pattern}"
         target = imported.target

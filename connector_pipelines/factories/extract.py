@@ -97,19 +97,8 @@ def partitions_for(schedule: ExtractSchedule) -> dg.TimeWindowPartitionsDefiniti
     if schedule.cadence == "monthly":
         return dg.MonthlyPartitionsDefinition(start_date=start.strftime("%Y-%m-%d"), timezone=zone)
     return dg.TimeWindowPartitionsDefinition(
-        cron_schedule=schedule.cadence, start=start.strftime("%Y-%m-%d-%H:%M"), fmt="%Y-%m-%d-%H:%M", timezone=zone
+        cron_schedule=schedule.cron(), start=start.strftime("%Y-%m-%d-%H:%M"), fmt="%Y-%m-%d-%H:%M", timezone=zone
     )
-
-
-def cron_for(schedule: ExtractSchedule) -> str:
-    """The cron on which a full extract (no inception date) runs."""
-    minute, hour = schedule.minute_of_hour, schedule.hour_of_day
-    return {
-        "hourly": f"{minute} * * * *",
-        "daily": f"{minute} {hour} * * *",
-        "weekly": f"{minute} {hour} * * 1",
-        "monthly": f"{minute} {hour} 1 * *",
-    }.get(schedule.cadence, schedule.cadence)
 
 
 def _schedule(connector: ExtractConnector, names: ConnectorNames, job, partitions_def) -> dg.ScheduleDefinition:
@@ -123,7 +112,7 @@ def _schedule(connector: ExtractConnector, names: ConnectorNames, job, partition
         return dg.ScheduleDefinition(
             name=name,
             job=job,
-            cron_schedule=cron_for(schedule),
+            cron_schedule=schedule.cron(),
             execution_timezone=schedule.timezone,
             default_status=status,
         )
@@ -139,7 +128,7 @@ def _schedule(connector: ExtractConnector, names: ConnectorNames, job, partition
 def schedule_cron(schedule: ExtractSchedule, partitions_def) -> str:
     """The cron an extract's schedule ticks on: the full extract's, or the end of each partition's window."""
     if partitions_def is None:
-        return cron_for(schedule)
+        return schedule.cron()
     if schedule.cadence in ("hourly", "daily", "weekly", "monthly"):
         return partitions_def.get_cron_schedule(
             minute_of_hour=schedule.minute_of_hour,

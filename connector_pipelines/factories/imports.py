@@ -32,7 +32,6 @@ from connector_pipelines.factories.naming import (
     ConnectorNames,
     expectation_check_name,
     file_sensor_name,
-    once_sensor_name,
     op_name,
 )
 from connector_pipelines.factories.run_config import refuse_sourced_values
@@ -109,9 +108,9 @@ def build_import_defs(
     job = dg.define_asset_job(names.job, selection=[asset_spec.key])
     schedules, sensors = [], []
     schedule = spec.schedule
-    if schedule is not None and schedule.cadence != "once":
+    if schedule is not None and not schedule.once:
         schedules.append(_schedule(connector, names, job, connections))
-    if (schedule is not None and schedule.cadence == "once") or spec.sync_on_save:
+    if (schedule is not None and schedule.once) or spec.sync_on_save:
         sensors.append(_once_sensor(connector, names, job, connections, spec_fingerprint(loaded)))
     if spec.source.kind != "warehouse":
         sensors.append(file_sensor(connector, names, job, connections))
@@ -372,10 +371,10 @@ def _schedule(connector: ImportConnector, names: ConnectorNames, job, connection
 
 def _once_sensor(connector: ImportConnector, names: ConnectorNames, job, connections, fingerprint: str):
     """`cadence: once`: one run ever (its run key never changes); `sync_on_save`: one run per spec version."""
-    once = connector.import_.schedule is not None and connector.import_.schedule.cadence == "once"
+    once = connector.import_.schedule is not None and connector.import_.schedule.once
 
     @dg.sensor(
-        name=once_sensor_name(connector.name),
+        name=names.once_sensor,
         job=job,
         required_resource_keys={IMPORT_STATE_RESOURCE},
         minimum_interval_seconds=30,

@@ -117,8 +117,10 @@ def build_integration_defs(
     # The job selects the keys the translator returned, whatever groups it chose.
     job = dg.define_asset_job(names.job, selection=[asset_spec.key for asset_spec in specs.values()])
     status = dg.DefaultScheduleStatus.RUNNING if connector.enabled else dg.DefaultScheduleStatus.STOPPED
-    schedules = []
-    if spec.schedule is not None and off:
+    schedules, sensors = [], []
+    if spec.schedule is not None and spec.schedule.once:
+        sensors.append(once_sensor(names, job, off))
+    elif spec.schedule is not None and off:
         schedules.append(
             skipping_schedule(
                 name=names.schedule,
@@ -140,8 +142,27 @@ def build_integration_defs(
                 description=f"{spec.schedule.cadence}: deliver what changed",
             )
         )
-    sensors = [change_sensor(connector, names, job, off)] if spec.triggers else []
+    if spec.triggers:
+        sensors.append(change_sensor(connector, names, job, off))
     return dg.Definitions(assets=assets, jobs=[job], schedules=schedules, sensors=sensors)
+
+
+def once_sensor(names: ConnectorNames, job, off: str | None) -> dg.SensorDefinition:
+    """`cadence: once`: one run, ever (Dagster starts a sensor's run key once), at the first tick while it is on."""
+
+    @dg.sensor(
+        name=names.once_sensor,
+        job=job,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.STOPPED if off else dg.DefaultSensorStatus.RUNNING,
+        description="Runs the integration once",
+    )
+    def run_once(context: dg.SensorEvaluationContext):
+        if off:
+            return dg.SkipReason(off)
+        return dg.RunRequest(run_key="once", run_config=names.run_config(), tags={TRIGGER_TAG: "once"})
+
+    return run_once
 
 
 # ---- the data set ---------------------------------------------------------------------------------------------

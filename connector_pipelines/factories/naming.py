@@ -78,9 +78,9 @@ def change_sensor_name(connector: str) -> str:
     return f"{job_name('integration', connector)}_changes"
 
 
-def once_sensor_name(connector: str) -> str:
-    """An import's sensor for `cadence: once` and `sync_on_save`."""
-    return f"{job_name('import', connector)}_once"
+def once_sensor_name(kind: str, connector: str) -> str:
+    """The sensor of `cadence: once` (an integration's or an import's; an import's `sync_on_save` too)."""
+    return f"{job_name(kind, connector)}_once"
 
 
 def file_sensor_name(connector: str) -> str:
@@ -127,6 +127,10 @@ class ConnectorNames:
     @property
     def schedule(self) -> str:
         return schedule_name(self.kind, self.connector)
+
+    @property
+    def once_sensor(self) -> str:
+        return once_sensor_name(self.kind, self.connector)
 
     @property
     def pool(self) -> str:

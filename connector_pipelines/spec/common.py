@@ -150,6 +150,9 @@ class ConnectorBase(StrictModel):
         return self
 
 
+ONCE = "once"
+
+
 class RunSchedule(StrictModel):
     """When an unpartitioned connector runs: a preset, `every N minutes`, or a cron expression."""
 
@@ -210,6 +213,30 @@ class RunSchedule(StrictModel):
                 return f"*/{minutes} * * * *"
             return f"{minute} {hour} * * *" if minutes == 1440 else f"{minute} */{minutes // 60} * * *"
         return self.cadence
+
+
+class OnceOrRunSchedule(RunSchedule):
+    """A RunSchedule, or `once`: a single run (at the first tick after the connector loads, when it is on)."""
+
+    @field_validator("cadence")
+    @classmethod
+    def _cadence_shape(cls, value: str) -> str:
+        if value == ONCE:
+            return value
+        try:
+            return RunSchedule._cadence_shape.__func__(cls, value)
+        except ValueError as exc:
+            # A malformed `every N minutes` keeps its own message; an unknown word learns of `once` too.
+            raise ValueError(str(exc).replace("is neither a preset (", "is neither once, a preset (")) from None
+
+    @property
+    def once(self) -> bool:
+        return self.cadence == ONCE
+
+    def cron(self) -> str:
+        if self.once:
+            raise ValueError("a `once` schedule has no cron: it is a sensor that asks for one run")
+        return super().cron()
 
 
 class MappingRuleSpec(StrictModel):

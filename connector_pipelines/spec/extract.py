@@ -16,11 +16,10 @@ from pydantic import Field, field_validator, model_validator
 from connector_pipelines.spec.common import (
     BIND_PARAMETER,
     ConnectorBase,
+    RunSchedule,
     StrictModel,
-    known_timezone,
     quoted,
 )
-from connector_pipelines.spec.cron import is_valid_cron
 
 WINDOW_PARAMETERS = ("window_start", "window_end")
 # The placeholders of `file_name`: moments (formatted with strftime) and texts.
@@ -42,6 +41,7 @@ _SAMPLE_VALUES = {
     "now": dt.datetime(2024, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
     "ext": "jsonl.gz",
 }
+# The cadences Dagster has partition definitions of its own for; the others partition on their cron.
 PRESET_CADENCES = ("hourly", "daily", "weekly", "monthly")
 
 
@@ -150,37 +150,19 @@ class FileDestination(StrictModel):
         return value
 
 
-class ExtractSchedule(StrictModel):
+class ExtractSchedule(RunSchedule):
     """When the extract runs.
 
     With `inception_date` the extract is partitioned from that date by `cadence`; each tick runs the latest
     complete window (or the last `rolling` windows in one run). Without it the extract is a full extract
-    that runs on `cadence` (a preset or a cron expression).
+    that runs on `cadence`. The cadences are every kind's: hourly, daily, workdays, weekly, monthly,
+    `every N minutes`, or a cron expression (a partition then runs from one firing to the next, so a workdays
+    window opened on Friday closes on Monday).
     """
 
-    cadence: str = Field(description="hourly, daily, weekly, monthly, or a cron expression such as '0 6 * * 1-5'")
     inception_date: dt.date | dt.datetime | None = None
-    timezone: str = "UTC"
     rolling: int | None = Field(None, ge=1, le=1000, description="Send the last N windows in each run")
-    hour_of_day: int = Field(0, ge=0, le=23, description="When a daily/weekly/monthly schedule fires")
-    minute_of_hour: int = Field(0, ge=0, le=59)
     enabled: bool = True
-
-    @field_validator("cadence")
-    @classmethod
-    def _cadence_shape(cls, value: str) -> str:
-        if value in PRESET_CADENCES:
-            return value
-        if not is_valid_cron(value):
-            raise ValueError(
-                f"{quoted(value)} is neither a preset ({', '.join(PRESET_CADENCES)}) nor a valid cron expression"
-            )
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str) -> str:
-        return known_timezone(value)
 
     @model_validator(mode="after")
     def _rolling_needs_partitions(self) -> ExtractSchedule:

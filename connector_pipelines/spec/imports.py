@@ -16,7 +16,7 @@ from connector_pipelines.spec.common import (
     ConnectorBase,
     Identifier,
     MappingRuleSpec,
-    RunSchedule,
+    OnceOrRunSchedule,
     StrictModel,
     quoted,
 )
@@ -263,18 +263,8 @@ class ExpectationSpec(StrictModel):
         return self
 
 
-class ImportSchedule(RunSchedule):
-    """`once` runs a single time (at the first tick after it loads); otherwise a preset or cron as elsewhere."""
-
-    @field_validator("cadence")
-    @classmethod
-    def _cadence_shape(cls, value: str) -> str:
-        if value == "once":
-            return value
-        try:
-            return RunSchedule._cadence_shape.__func__(cls, value)
-        except ValueError as exc:
-            raise ValueError(f"{exc}; or once (a single run)") from None
+# `once` runs a single time (at the first tick after it loads); otherwise a preset or cron as elsewhere.
+ImportSchedule = OnceOrRunSchedule
 
 
 class ImportSpec(StrictModel):

@@ -14,7 +14,7 @@ from connector_pipelines.spec.common import (
     ConnectorBase,
     Identifier,
     MappingRuleSpec,
-    RunSchedule,
+    OnceOrRunSchedule,
     StrictModel,
     error_at,
     quoted,
@@ -353,7 +353,7 @@ class IntegrationSpec(StrictModel):
     configurations: list[Configuration] = Field(min_length=1)
     triggers: list[Trigger] = Field(default_factory=list, description="Record-change events that start a run")
     sensor_interval_seconds: int = Field(30, ge=5, le=86400)
-    schedule: RunSchedule | None = None
+    schedule: OnceOrRunSchedule | None = None
     roles: Roles | None = None
     write_back: WriteBack | None = None
     recovery: Literal["auto", "resend", "probe", "hold"] = Field(
