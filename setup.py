@@ -32,18 +32,22 @@ setup(
         "aiohttp>=3.9",
         # Imports by email: the package runs an SMTP receiver for connector addresses.
         "aiosmtpd>=1.4",
+        # Imports from HTTP APIs page with dlt's RESTClient and paginators (next link, Link header, cursor, offset).
+        "dlt>=1.31,<2",
         # `dg`: this repository is a dg project, and `ConnectorComponent` is listed, scaffolded and checked with
         # `dg list components` / `dg scaffold defs` / `dg check defs` in a team's own project.
         "dagster-dg-cli>=1.13,<1.14",
+        # `serve-files`: the SFTP server partners push files to and pull files from (asyncssh's SSH server), and
+        # its optional explicit FTPS server (pyftpdlib, whose TLS needs pyOpenSSL).
+        "asyncssh>=2.14",
+        "pyftpdlib>=1.5.9",
+        "pyopenssl>=25",
     ],
     extras_require={
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
             "moto[server]>=5",
-            "pyftpdlib>=1.5.9",
-            "pyopenssl>=25",  # pyftpdlib needs it for the FTPS test server
-            "asyncssh>=2.14",
             "ruff>=0.5",
             # The UI test drives Debian's chromium (executable_path; no browser download) in headless mode.
             "playwright>=1.45",

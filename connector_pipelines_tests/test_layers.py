@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "connector_pipelines"
-ENGINE_FOLDERS = ("spec", "mapping", "state", "extract", "integration", "imports", "transports", "alerts")
+ENGINE_FOLDERS = ("spec", "mapping", "state", "extract", "integration", "imports", "transports", "alerts", "partners")
 # The modules of those folders that wrap engine objects for Dagster (ConfigurableResource classes, the registry).
 DAGSTER_WRAPPERS = {"state/resources.py", "transports/resources.py", "transports/registry.py"}
 DAGSTER_LAYER = (

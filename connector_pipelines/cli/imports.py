@@ -289,7 +289,8 @@ def delete(name: str, purge: bool, yes: bool, resources: Path | None) -> None:
     if purge:
         # The archive is known from connections.yaml: a project that does not load purges the local folders only.
         storage = project_storage(project) if project is not None else Storage.for_project(base_dir)
-        forgotten, removed = inspection.purge_import(storage, default_state_url(storage.root), name)
+        environment = project.environment if project is not None else None
+        forgotten, removed = inspection.purge_import(storage, default_state_url(storage.root, environment), name)
         click.echo(f"forgot the state of '{name}': watermark, previews and {forgotten} file record(s)")
         for folder in removed:
             click.echo(f"removed {folder}")

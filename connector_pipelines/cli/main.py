@@ -1,6 +1,7 @@
 """`connector-pipelines`: validate, list, schema, run, ui, demo; for integrations also fields, preview, plan,
 push, trace and reset; for imports preview, validate NAME and the commands of import_cli.py (automap,
-duplicate, delete) and import_ops.py (rebuild, ingest, receive-email); history.py (history, download: every kind).
+duplicate, delete) and import_ops.py (rebuild, ingest, receive-email); history.py (history, download: every kind);
+authorize.py (authorize: an OAuth2 refresh token for an http connection).
 
 Runs go through Dagster (`execute_in_process` on the instance in DAGSTER_HOME), so every run the CLI starts
 shows in the UI with its logs and metadata. Exit codes: 0 success, 1 a run or validation failed,
@@ -16,8 +17,18 @@ from pathlib import Path
 
 import click
 
+from connector_pipelines.cli import authorize as authorize_cli
+from connector_pipelines.cli import partners as partners_cli
 from connector_pipelines.cli import prune as prune_cli
-from connector_pipelines.cli.common import EXIT_FAILED, EXIT_USAGE, _connector, _load, _table, resources_option
+from connector_pipelines.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    _connector,
+    _load,
+    _table,
+    chosen_environment,
+    resources_option,
+)
 from connector_pipelines.errors import ConnectorConfigError, ExtractError
 from connector_pipelines.spec.loader import RESOURCES_ENV, default_resources_dir, load_project
 
@@ -198,6 +209,10 @@ def run(
     from connector_pipelines.runs import AUTO, IN_PROCESS
 
     through = IN_PROCESS if in_process else AUTO
+    if chosen_environment() and not in_process:
+        # The daemon's code server loaded its own environment: a run in another one is run here.
+        click.echo(f"--env {chosen_environment()}: running in this process, in that environment")
+        through = IN_PROCESS
     project = _load(resources)
     loaded = _connector(project, name)
     from connector_pipelines.factories.switch import disabled_reason
@@ -562,6 +577,9 @@ def _add_import_commands() -> None:
 
 _add_import_commands()
 main.add_command(prune_cli.prune)
+for _command in partners_cli.COMMANDS:
+    main.add_command(_command)
+main.add_command(authorize_cli.authorize)
 
 if __name__ == "__main__":
     main()

@@ -163,7 +163,9 @@ def _deadlines(instance, project: Project, names, checked: dict[str, str], now: 
         ticks = reverse_cron_string_iterator(now.timestamp(), deadline.cron, deadline.timezone)
         latest, before = next(ticks), next(ticks)
         for name, loaded in project.connectors.items():
-            if loaded.kind != "import" or loaded.spec.import_.source.kind == "warehouse" or not rule.covers(name):
+            if loaded.kind != "import" or loaded.spec.import_.source.kind not in ("files", "email"):
+                continue
+            if not rule.covers(name):
                 continue
             key = f"{index}|{name}"
             seen = checked.get(key)

@@ -120,4 +120,5 @@ def plain_words(loaded: LoadedConnector, part: str, connections: Mapping[str, Co
         )
     switch = "On." if spec.enabled else "Off (enabled: false): it refuses to run."
     starts = "by hand, with its window" if part == "custom_file" else trigger_words(loaded)
-    return f"{what} Starts: {starts}. {switch}"
+    environment = f" Environment: {loaded.environment}." if loaded.environment else ""
+    return f"{what} Starts: {starts}. {switch}{environment}"

@@ -29,7 +29,7 @@ from connector_pipelines.factories.naming import (
     custom_window_job_name,
     op_name,
 )
-from connector_pipelines.factories.run_config import refuse_sourced_values
+from connector_pipelines.factories.run_config import refuse_sourced_values, tag_run
 from connector_pipelines.factories.switch import disabled_reason, refuse_when_disabled, skipping_schedule
 from connector_pipelines.factories.translator import ConnectorTranslator, build_connector_specs, names_from_specs
 from connector_pipelines.spec.connections import Connection, secret_field_names
@@ -62,10 +62,13 @@ def build_extract_defs(
     names = names_from_specs(loaded, specs)
     off = disabled_reason(loaded)
     assets = [_file_asset(connector, names, specs[FILE], partitions_def, off)]
-    jobs = [dg.define_asset_job(names.job, selection=[specs[FILE].key])]
+    jobs = [dg.define_asset_job(names.job, selection=[specs[FILE].key], tags=names.run_tags)]
     if partitions_def is not None:
         assets.append(_file_asset(connector, names, specs[CUSTOM_FILE], None, off))
-        jobs.append(dg.define_asset_job(custom_window_job_name(connector.name), selection=[specs[CUSTOM_FILE].key]))
+        custom = dg.define_asset_job(
+            custom_window_job_name(connector.name), selection=[specs[CUSTOM_FILE].key], tags=names.run_tags
+        )
+        jobs.append(custom)
     schedules = []
     if spec.schedule and off:
         schedules.append(
@@ -184,6 +187,7 @@ def _file_asset(
     )
     def extract_file(context: dg.AssetExecutionContext, config: ExtractRunConfig):
         refuse_sourced_values(context)
+        tag_run(context, names)
         refuse_when_disabled(off)
         window, partition_label = _run_window(context, config, partitions_def, timezone)
         resources = {key: getattr(context.resources, key) for key in connection_keys}

@@ -34,7 +34,8 @@ from connector_pipelines.factories.naming import (
     file_sensor_name,
     op_name,
 )
-from connector_pipelines.factories.run_config import refuse_sourced_values
+from connector_pipelines.factories.partner_reports import partner_report_keys, send_partner_reports
+from connector_pipelines.factories.run_config import refuse_sourced_values, tag_run
 from connector_pipelines.factories.switch import (
     disabled_reason,
     refuse_when_disabled,
@@ -47,8 +48,10 @@ from connector_pipelines.factories.translator import (
     names_from_specs,
     spec_fingerprint,
 )
+from connector_pipelines.imports.api_source import ApiAccess, api_access
 from connector_pipelines.imports.arrivals import decide_arrivals, given_up_message
 from connector_pipelines.imports.expectations import ExpectationResult
+from connector_pipelines.imports.lookups import lookup_connections
 from connector_pipelines.imports.orchestrate import (
     FilesFailed,
     ImportScope,
@@ -73,7 +76,7 @@ FILES_TABLE_MAX = 200
 class ImportRunConfig(dg.Config):
     """What a run covers. Empty: what is new (rows past the watermark, or every matching file not yet imported)."""
 
-    full: bool = False  # warehouse: read everything, ignoring the watermark
+    full: bool = False  # warehouse and api: read everything, ignoring the watermark
     files: list[str] = []  # file sources: only these names (a sensor's request); empty: every matching file
     local_file: str | None = None  # `ingest`: one local file, loaded as if it had arrived
     rebuild: bool = False  # forget the watermark and the files seen, bring archived files back, import all
@@ -104,15 +107,15 @@ def build_import_defs(
     names = names_from_specs(loaded, specs)
     asset_spec = specs[spec.target.table]
     off = disabled_reason(loaded)
-    asset = _import_asset(connector, names, asset_spec, off)
-    job = dg.define_asset_job(names.job, selection=[asset_spec.key])
+    asset = _import_asset(connector, names, asset_spec, off, partner_report_keys(connector, connections))
+    job = dg.define_asset_job(names.job, selection=[asset_spec.key], tags=names.run_tags)
     schedules, sensors = [], []
     schedule = spec.schedule
     if schedule is not None and not schedule.once:
         schedules.append(_schedule(connector, names, job, connections))
     if (schedule is not None and schedule.once) or spec.sync_on_save:
         sensors.append(_once_sensor(connector, names, job, connections, spec_fingerprint(loaded)))
-    if spec.source.kind != "warehouse":
+    if spec.source.kind in ("files", "email"):
         sensors.append(file_sensor(connector, names, job, connections))
     if off:  # off is off: the same schedules and sensors, whose ticks only say why they do not run
         schedules = [skipping_instead(schedule, job, off) for schedule in schedules]
@@ -123,15 +126,24 @@ def build_import_defs(
 # ---- the asset ------------------------------------------------------------------------------------------------
 
 
-def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec: dg.AssetSpec, off: str | None):
+def _import_asset(
+    connector: ImportConnector,
+    names: ConnectorNames,
+    asset_spec: dg.AssetSpec,
+    off: str | None,
+    report_keys: frozenset[str] = frozenset(),  # the smtp connection of a partner's processing reports
+):
     spec = connector.import_
     source = spec.source
     target_key = spec.target.connection
-    resource_keys = {target_key, STORAGE_RESOURCE, IMPORT_STATE_RESOURCE}
+    resource_keys = {target_key, STORAGE_RESOURCE, IMPORT_STATE_RESOURCE, *report_keys}
     if source.warehouse is not None:
         resource_keys.add(source.warehouse.connection)
     if source.files is not None:
         resource_keys.add(source.files.connection)
+    if source.api is not None:
+        resource_keys.add(source.api.connection)
+    resource_keys |= lookup_connections(spec)
     check_specs = [
         dg.AssetCheckSpec(
             check_name(expectation, index),
@@ -151,6 +163,7 @@ def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec:
     )
     def import_asset(context: dg.AssetExecutionContext, config: ImportRunConfig):
         refuse_sourced_values(context)
+        tag_run(context, names)
         refuse_when_disabled(off)
         scope = import_scope(config)
         run_id = context.run.run_id
@@ -177,6 +190,8 @@ def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec:
                         ),
                         open_files=lambda: _file_client(resources, connector, storage),
                         logger=context.log,
+                        open_api=lambda: _api_access(resources, connector),
+                        open_source=lambda name: getattr(resources, name).get_source(),
                     )
                 except (UpsertConfigError, MappingError, TransportError) as exc:
                     # The spec, the target table or a connection is wrong: nothing in the files or rows. Said plainly.
@@ -197,6 +212,7 @@ def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec:
                 description=f"import '{connector.name}': the run's folder could not be kept in the storage archive: "
                 f"{exc}"
             ) from None
+        send_partner_reports(context, connector, reports, run_id)
         totals = _totals(reports)
         context.log.info(
             f"{connector.name}: {totals['rows_read']:,} rows read, {totals['inserted']:,} inserted, "
@@ -224,7 +240,7 @@ def _import_asset(connector: ImportConnector, names: ConnectorNames, asset_spec:
 
 def blocked_description(connector: ImportConnector, checks: Sequence[str], blocked: Sequence[str]) -> str:
     """Why a run merged nothing: the failed blocking checks and what they found, and what to do."""
-    watermark = ", the watermark did not move" if connector.import_.source.kind == "warehouse" else ""
+    watermark = ", the watermark did not move" if connector.import_.source.kind in ("warehouse", "api") else ""
     return (
         f"import '{connector.name}': nothing was merged (the target table is as it was{watermark}): blocking "
         f"check{'s' if len(checks) != 1 else ''} {', '.join(checks)} failed: {'; '.join(blocked)}. Fix the source "
@@ -240,6 +256,13 @@ def _file_client(resources, connector: ImportConnector, storage: Storage) -> Fil
     inbox = storage.import_inbox_dir(connector.name)
     inbox.mkdir(parents=True, exist_ok=True)
     return FolderClient(inbox)
+
+
+def _api_access(resources, connector: ImportConnector) -> ApiAccess:
+    """The API's access: the http resource's settings, its secrets read by Dagster (get_client checks they are)."""
+    resource = getattr(resources, connector.import_.source.api.connection)
+    resource.get_client()  # refuses an unresolved secret, naming it
+    return api_access(**resource.model_dump())
 
 
 def _totals(reports: Sequence[ImportReport]) -> dict[str, int]:

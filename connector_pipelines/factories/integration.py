@@ -37,7 +37,7 @@ from connector_pipelines.factories.naming import (
     op_name,
     target_pool,
 )
-from connector_pipelines.factories.run_config import refuse_sourced_values
+from connector_pipelines.factories.run_config import refuse_sourced_values, tag_run
 from connector_pipelines.factories.switch import disabled_reason, refuse_when_disabled, skipping_schedule
 from connector_pipelines.factories.translator import ConnectorTranslator, build_connector_specs, names_from_specs
 from connector_pipelines.integration.data_set import DataSetReader
@@ -115,7 +115,9 @@ def build_integration_defs(
         asset_spec = specs[configuration.name].replace_attributes(deps=[data_set_spec.key])
         assets.append(_delivery_asset(connector, names, configuration.name, asset_spec, off))
     # The job selects the keys the translator returned, whatever groups it chose.
-    job = dg.define_asset_job(names.job, selection=[asset_spec.key for asset_spec in specs.values()])
+    job = dg.define_asset_job(
+        names.job, selection=[asset_spec.key for asset_spec in specs.values()], tags=names.run_tags
+    )
     status = dg.DefaultScheduleStatus.RUNNING if connector.enabled else dg.DefaultScheduleStatus.STOPPED
     schedules, sensors = [], []
     if spec.schedule is not None and spec.schedule.once:
@@ -181,6 +183,7 @@ def _data_set_asset(connector: IntegrationConnector, names: ConnectorNames, asse
     )
     def data_set(context: dg.AssetExecutionContext, config: IntegrationRunConfig):
         refuse_sourced_values(context)
+        tag_run(context, names)
         refuse_when_disabled(off)
         scope = run_scope(config)
         resources = context.resources
@@ -278,6 +281,7 @@ def _delivery_asset(
     )
     def deliver(context: dg.AssetExecutionContext, config: IntegrationRunConfig):
         refuse_sourced_values(context)
+        tag_run(context, names)
         refuse_when_disabled(off)
         scope = run_scope(config)
         resources = context.resources

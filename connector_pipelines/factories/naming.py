@@ -19,6 +19,8 @@ from connector_pipelines.spec.common import PLATFORM_RESOURCE_PREFIX
 
 # Run tags. Dagster's own partition-range tags are read by `RunRequest.partition_key_range`.
 TRIGGER_TAG = "connector_pipelines/trigger"  # what started a run (schedule, files, change_log, cli, ingest, ...)
+# Every run of a project with environments: which one it ran in (its ledger, its connections' values).
+ENVIRONMENT_TAG = "connector_pipelines/environment"
 HOST_TAG = "connector_pipelines/host"  # which machine and process run an in-process run (see runs.reap_dead_runs)
 PID_TAG = "connector_pipelines/pid"
 RUN_KEY_TAG = "dagster/run_key"
@@ -119,6 +121,12 @@ class ConnectorNames:
     kind: str
     connector: str
     keys: Mapping[str, dg.AssetKey]
+    environment: str | None = None  # the project's (sandbox, production...), when it has environments
+
+    @property
+    def run_tags(self) -> dict[str, str]:
+        """What every run of the connector is tagged with: its environment, when the project has them."""
+        return {ENVIRONMENT_TAG: self.environment} if self.environment else {}
 
     @property
     def job(self) -> str:

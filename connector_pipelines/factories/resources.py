@@ -26,7 +26,7 @@ def build_resources(connections: Mapping[str, Connection], base_dir: Path) -> di
     """Every connection's resource (`transports.registry.resource_for`), keyed by the connection's name, sealed."""
     return {
         name: sealed(
-            resource_for(connection, base_dir),
+            resource_for(connection, base_dir, name),
             f"connection '{name}' ({connection.type}) from connections.yaml; {SEALED}",
             check=lambda name=name, connection=connection: missing_variables(connection, name),
         )

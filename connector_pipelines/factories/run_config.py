@@ -33,3 +33,11 @@ def sourced_fields(config: Mapping[str, Any]) -> Iterator[str]:
         items = value if isinstance(value, list) else [value]
         if any(isinstance(item, Mapping) for item in items):
             yield name
+
+
+def tag_run(context: dg.AssetExecutionContext, names) -> None:
+    """Put the connector's run tags (its environment) on the run, however it was launched: a job's runs carry
+    them already; a run the UI's asset graph started for the asset alone does not."""
+    missing = {key: value for key, value in names.run_tags.items() if context.run.tags.get(key) != value}
+    if missing:
+        context.instance.add_run_tags(context.run.run_id, missing)

@@ -24,7 +24,7 @@ from connector_pipelines.spec.loader import LoadedConnector
 
 TRANSLATOR_ENV = "CONNECTOR_PIPELINES_TRANSLATOR"
 _DIALECT_KINDS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite"}
-_TRANSPORT_KINDS = {"s3": "s3", "sftp": "sftp", "ftp": "ftp", "smtp": "email", "folder": "file"}
+_TRANSPORT_KINDS = {"s3": "s3", "sftp": "sftp", "ftp": "ftp", "smtp": "email", "folder": "file", "partner": "sftp"}
 _FORMAT_KINDS = {"csv": "csv", "tsv": "csv", "parquet": "parquet", "jsonl": "json"}
 
 
@@ -96,6 +96,8 @@ class ConnectorTranslator:
             names.append(spec.source.files.connection)
         if spec.source.email is not None:
             kinds.add("email")
+        if spec.source.api is not None:
+            kinds.add("http")
         for name in names:
             connection = data.connections.get(name)
             if connection is None:
@@ -137,7 +139,8 @@ def build_connector_specs(
 
 
 def names_from_specs(loaded: LoadedConnector, specs: Mapping[str, dg.AssetSpec]) -> ConnectorNames:
-    return ConnectorNames(loaded.kind, loaded.name, {part: spec.key for part, spec in specs.items()})
+    keys = {part: spec.key for part, spec in specs.items()}
+    return ConnectorNames(loaded.kind, loaded.name, keys, environment=loaded.environment)
 
 
 def connector_names(

@@ -93,6 +93,8 @@ def preview(project: Project, loaded: LoadedConnector, rows: int = 10) -> Source
             return _query_sample(source, warehouse.query, rows)
         finally:
             source.dispose()
+    if connector.import_.source.api is not None:
+        return _sample(*_api_first_page(project, connector, rows))
     with _newest_file(project, connector) as (reading, origin):
         taken: list[pa.RecordBatch] = []
         count = 0
@@ -118,7 +120,7 @@ def record_preview(project: Project, loaded: LoadedConnector) -> str:
     """Remember that this source (connection + query, or folder + pattern) previewed fine; returns its hash."""
     connector = import_of(loaded)
     source_hash = connector.source_hash(project.connections)
-    state = ImportState(default_state_url(Storage.for_project(project.base_dir).root))
+    state = ImportState(default_state_url(Storage.for_project(project.base_dir).root, project.environment))
     try:
         state.record_preview(connector.name, source_hash)
     finally:
@@ -138,8 +140,28 @@ def source_columns(project: Project, loaded: LoadedConnector) -> tuple[list[str]
             return _query_columns(source, warehouse.query), f"the query on {source.display_name}"
         finally:
             source.dispose()
+    if connector.import_.source.api is not None:
+        table, origin = _api_first_page(project, connector, 100)
+        return list(table.column_names), origin
     with _newest_file(project, connector) as (reading, origin):
         return list(reading.columns), origin
+
+
+def _api_first_page(project: Project, connector: ImportConnector, rows: int) -> tuple[pa.Table, str]:
+    """The first records of an API source's first page, and where they were read."""
+    from connector_pipelines.imports.api_source import connector_url, first_records, open_api
+
+    api = connector.import_.source.api
+    try:
+        access = open_api(project.connections[api.connection], project.base_dir)
+    except TransportError as exc:  # an unset variable: the configuration stops the command
+        raise ConnectorConfigError([f"connection '{api.connection}': {exc}"]) from None
+    origin = f"the first page of {connector_url(access, api)}"
+    read = {rule.source for rule in connector.import_.mapping if rule.source} | {api.updated_at} - {None}
+    try:
+        return first_records(api, access, rows, sorted(read)), origin
+    except TransportError as exc:
+        raise SourceFailed(f"{origin}: {exc}") from None
 
 
 def _missing_database(source: SqlSource) -> str | None:

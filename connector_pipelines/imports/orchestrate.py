@@ -1,5 +1,5 @@
 """One import run over its scope, as the Dagster asset performs it: a rebuild first if asked, then one local file
-(ingest), the warehouse query, or the files waiting in the folder.
+(ingest), the warehouse query, the API's pages (`imports.api_source`), or the files waiting in the folder.
 
 Plain Python: the Dagster layer turns its run config into an `ImportScope` at the op boundary and passes the
 clients in. The work on one file or one query is `imports.run`.
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from connector_pipelines.errors import TransportError
+from connector_pipelines.imports.api_source import ApiAccess, run_api_import
 from connector_pipelines.imports.files import FilePattern, check_file_name
 from connector_pipelines.imports.run import ImportReport, import_file, run_warehouse_import
 from connector_pipelines.imports.upsert import UpsertConfigError
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 class ImportScope:
     """What a run covers. Empty: what is new (rows past the watermark, or every matching file not yet imported)."""
 
-    full: bool = False  # warehouse: read everything, ignoring the watermark
+    full: bool = False  # warehouse and api: read everything, ignoring the watermark
     files: tuple[str, ...] = ()  # file sources: only these names (a sensor's request); empty: every matching file
     local_file: Path | None = None  # `ingest`: one local file from the import's drop box
     rebuild: bool = False  # forget the watermark and the files seen, bring archived files back, import all
@@ -72,26 +73,73 @@ def run_import(
     open_warehouse: Callable[[], SqlSource] | None = None,
     open_files: Callable[[], FileSource] | None = None,
     logger: logging.Logger | Any = log,
+    open_api: Callable[[], ApiAccess] | None = None,
+    open_source: Callable[[str], SqlSource] | None = None,
 ) -> list[ImportReport]:
-    """One run: a report per warehouse read or per file handled."""
+    """One run: a report per warehouse read or per file handled. `open_source(connection)` opens the sql
+    connections the lookups read (each once for the run, disposed at its end)."""
+    opened: dict[str, SqlSource] = {}
+
+    def lookup_source(name: str) -> SqlSource:
+        if name not in opened:
+            opened[name] = open_source(name)
+        return opened[name]
+
+    try:
+        return _run_import(
+            connector,
+            scope,
+            target_engine,
+            state,
+            storage,
+            run_id,
+            open_warehouse,
+            open_files,
+            logger,
+            open_api,
+            lookup_source if open_source is not None else None,
+        )
+    finally:
+        for source in opened.values():
+            source.dispose()
+
+
+def _run_import(
+    connector, scope, target_engine, state, storage, run_id, open_warehouse, open_files, logger, open_api, open_source
+) -> list[ImportReport]:
     source = connector.import_.source
     if scope.rebuild:
         forget_for_rebuild(connector, state, open_files, logger)
     if scope.local_file is not None:
-        return [ingest_file(connector, scope.local_file, target_engine, state, storage, run_id)]
+        return [ingest_file(connector, scope.local_file, target_engine, state, storage, run_id, open_source)]
     if source.warehouse is not None:
         warehouse = open_warehouse()
         try:
             full = scope.full or scope.rebuild
             report = run_warehouse_import(
-                connector, warehouse, target_engine, state, storage.imports_dir, run_id, full=full, logger=logger
+                connector,
+                warehouse,
+                target_engine,
+                state,
+                storage.imports_dir,
+                run_id,
+                full=full,
+                logger=logger,
+                open_source=open_source,
             )
         finally:
             warehouse.dispose()
         return [report]
+    if source.api is not None:
+        full = scope.full or scope.rebuild
+        access, imports_dir = open_api(), storage.imports_dir
+        report = run_api_import(
+            connector, access, target_engine, state, imports_dir, run_id, full, logger, open_source=open_source
+        )
+        return [report]
     client = open_files()
     try:
-        return import_files(connector, client, scope.files, target_engine, state, storage, run_id, logger)
+        return import_files(connector, client, scope.files, target_engine, state, storage, run_id, logger, open_source)
     finally:
         client.close()
 
@@ -102,7 +150,7 @@ def forget_for_rebuild(
     """Rebuild: the import starts over. Archived files matching the pattern go back into the folder."""
     forgotten = state.forget(connector.name)
     logger.info(f"rebuild: forgot the watermark and {forgotten:,} file record(s)")
-    if connector.import_.source.kind == "warehouse":
+    if connector.import_.source.kind in ("warehouse", "api"):
         return
     folder, pattern = folder_and_pattern(connector)
     files = connector.import_.source.files
@@ -129,6 +177,7 @@ def import_files(
     storage: Storage,
     run_id: str,
     logger,
+    open_source: Callable[[str], SqlSource] | None = None,
 ) -> list[ImportReport]:
     """Every matching file in the folder (or only the `wanted` names a sensor asked for), one after another."""
     folder, pattern = folder_and_pattern(connector)
@@ -147,7 +196,15 @@ def import_files(
         logger.info(f"file {index}/{len(listing)}: {remote.name} ({remote.size:,} bytes)")
         try:
             report = import_file(
-                connector, client, remote.name, target_engine, state, storage.imports_dir, run_id, remote.modified
+                connector,
+                client,
+                remote.name,
+                target_engine,
+                state,
+                storage.imports_dir,
+                run_id,
+                remote.modified,
+                open_source=open_source,
             )
         except NOT_THE_FILES_FAULT:
             raise  # the spec, the target or a connection: every file would fail the same way
@@ -184,7 +241,13 @@ class FilesFailed(Exception):
 
 
 def ingest_file(
-    connector: ImportConnector, path: Path, target_engine, state: ImportState, storage: Storage, run_id: str
+    connector: ImportConnector,
+    path: Path,
+    target_engine,
+    state: ImportState,
+    storage: Storage,
+    run_id: str,
+    open_source: Callable[[str], SqlSource] | None = None,
 ) -> ImportReport:
     """One local file, imported like an arrived one: from a private folder, archived or quarantined inside it.
 
@@ -208,7 +271,15 @@ def ingest_file(
     shutil.move(resolved, inbox / resolved.name)
     remove_call_folder(resolved.parent, dropbox)
     return import_file(
-        connector, FolderClient(inbox), resolved.name, target_engine, state, storage.imports_dir, run_id, modified
+        connector,
+        FolderClient(inbox),
+        resolved.name,
+        target_engine,
+        state,
+        storage.imports_dir,
+        run_id,
+        modified,
+        open_source=open_source,
     )
 
 

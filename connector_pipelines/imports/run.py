@@ -46,7 +46,7 @@ import hashlib
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +68,7 @@ from connector_pipelines.imports.expectations import (
 )
 from connector_pipelines.imports.file_reader import FileRejected, read_file, read_limits
 from connector_pipelines.imports.files import check_file_name
+from connector_pipelines.imports.lookups import field_rules, import_lookups
 from connector_pipelines.imports.source_query import (
     SINCE_PARAMETER,
     incremental_query,
@@ -84,7 +85,7 @@ from connector_pipelines.imports.upsert import (
     UpsertSettings,
     combine_batches,
 )
-from connector_pipelines.mapping.engine import CompiledMapping, FieldRule, MappingError, TargetField
+from connector_pipelines.mapping.engine import CompiledMapping, MappingError, TargetField
 from connector_pipelines.mapping.suggest import did_you_mean
 from connector_pipelines.progress import Pacer
 from connector_pipelines.spec.imports import ImportConnector, ImportSpec
@@ -139,19 +140,22 @@ class ImportReport:
 # Mapping and target
 
 
-def build_upsert(spec: ImportSpec, target_url: str) -> tuple[CompiledMapping, TableUpsert]:
+def build_upsert(
+    spec: ImportSpec, target_url, open_source: Callable[[str], SqlSource] | None = None
+) -> tuple[CompiledMapping, TableUpsert]:
     """The compiled mapping and the (unopened) upsert of an import spec.
 
     `foreign_key` is mapped as text (a key value copied as it is, leading zeros kept; no arithmetic is done on
     it) and written as the upsert's `foreign_key` column type, whose Arrow type follows the values, so the
     database converts it to the referenced column's type. Key fields are required: a row without a key fails
-    in the mapping (with a reason) instead of failing a whole batch in the database.
+    in the mapping (with a reason) instead of failing a whole batch in the database. The spec's lookups and its
+    foreign keys' references are read in the target's database (`target_url`: an engine or a URL) or through
+    `open_source(connection)` (`imports.lookups`).
     """
-    rules: list[FieldRule] = []
+    rules = field_rules(spec.mapping)
     fields: list[TargetField] = []
     columns: list[TargetColumn] = []
     for rule in spec.mapping:
-        rules.append(FieldRule.from_spec(rule))
         mapped_type = "text" if rule.type == "foreign_key" else rule.type
         fields.append(TargetField(rule.target, mapped_type, required=rule.target in spec.target.key))
         columns.append(TargetColumn(rule.target, rule.type))
@@ -163,7 +167,15 @@ def build_upsert(spec: ImportSpec, target_url: str) -> tuple[CompiledMapping, Ta
         most_recent_column=target.timestamp if target.resolve_conflicts == "most_recent" else None,
         allow_new_attributes=target.allow_new_attributes,
     )
-    return CompiledMapping(rules, fields), TableUpsert(target_url, settings, columns)
+    upsert = TableUpsert(target_url, settings, columns)
+    if not spec.lookups and not any(rule.references for rule in spec.mapping):
+        return CompiledMapping(rules, fields), upsert
+    try:
+        lookups = import_lookups(spec, upsert.engine, open_source)
+    except BaseException:
+        upsert.close()
+        raise
+    return CompiledMapping(rules, fields, lookups), upsert
 
 
 # --------------------------------------------------------------------------------------------------
@@ -423,6 +435,7 @@ def run_warehouse_import(
     run_id: str,
     full: bool = False,
     logger: logging.Logger | Any = log,
+    open_source: Callable[[str], SqlSource] | None = None,
 ) -> ImportReport:
     """Read the query (from the watermark less the lookback, unless `full` or none is saved), map, check, and merge
     when no blocking expectation failed. Logs the rows read so far at a steady pace (a long read shows moving).
@@ -447,7 +460,7 @@ def run_warehouse_import(
     snapshot_path, rejections_path = _run_paths(storage_dir, connector, run_id)
     staged_path = _staged_path(snapshot_path)
     snapshot, staged = _Snapshot(snapshot_path), _Snapshot(staged_path)
-    mapping, upsert = build_upsert(spec, target_url)
+    mapping, upsert = build_upsert(spec, target_url, open_source)
     pipeline = _Pipeline(spec, mapping, upsert, source_time=warehouse.updated_at)
     highest: object = None  # the largest updated_at seen
     report = ImportReport(snapshot_path=snapshot_path)
@@ -560,6 +573,7 @@ def import_file(
     storage_dir: Path,
     run_id: str,
     modified: dt.datetime | None = None,
+    open_source: Callable[[str], SqlSource] | None = None,
 ) -> ImportReport:
     """Import one delivered file: archive it when loaded or a duplicate, quarantine it (with a report) when not.
 
@@ -582,7 +596,7 @@ def import_file(
         if duplicate is not None:
             return delivered.conclude(duplicate, download, rows=0)
 
-        mapping, upsert = build_upsert(spec, target_url)
+        mapping, upsert = build_upsert(spec, target_url, open_source)
         refused = _parse_to_snapshot(download.path, spec, delivered.handling, mapping, snapshot_path)
         if refused is not None:
             upsert.close()  # never opened by `with`, but the engine it made from the URL is ours to dispose of

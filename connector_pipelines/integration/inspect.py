@@ -53,7 +53,7 @@ def sql_source(project: Project, connection_name: str) -> SqlSource:
 
 
 def ledger_for(project: Project) -> DeliveryLedger:
-    return DeliveryLedger(default_state_url(Storage.for_project(project.base_dir).root))
+    return DeliveryLedger(default_state_url(Storage.for_project(project.base_dir).root, project.environment))
 
 
 @dataclass(frozen=True)

@@ -244,8 +244,39 @@ class HttpAuthOAuth2(StrictModel):
     expiry_seconds: int = Field(1800, ge=1, description="Used when the token response has no expires_in")
 
 
+class HttpAuthOAuth2RefreshToken(StrictModel):
+    """OAuth2 refresh token grant (CRMs such as Salesforce, HubSpot): a user authorises access to an org once with
+    `connector-pipelines authorize NAME` (authorization code with PKCE), stores the refresh token it prints in the
+    environment, and runs exchange it for bearer tokens, each reused for its `expires_in`."""
+
+    type: Literal["oauth2_refresh_token"]
+    token_url: str = Field(description="Absolute URL, or a path under the connection's base_url")
+    client_id: str
+    client_secret: SecretRef | None = Field(None, description="Environment reference; leave unset for a public client")
+    refresh_token: SecretRef = Field(description="Environment reference holding what `authorize` printed")
+    scope: str | None = None
+    client_auth: Literal["body", "basic"] = Field(
+        "body", description="Send the client credentials in the body or as basic auth"
+    )
+    expiry_seconds: int = Field(1800, ge=1, description="Used when the token response has no expires_in")
+    # Read by `connector-pipelines authorize` only: a run never opens a browser.
+    authorize_url: str | None = Field(
+        None, description="The authorization endpoint (absolute, or a path under base_url), for `authorize`"
+    )
+    redirect_port: int | None = Field(
+        None, ge=1, le=65535, description="Port of the loopback redirect http://127.0.0.1:PORT/callback; default any"
+    )
+
+    @model_validator(mode="after")
+    def _basic_needs_a_secret(self) -> HttpAuthOAuth2RefreshToken:
+        if self.client_auth == "basic" and self.client_secret is None:
+            raise ValueError("client_auth: basic sends the client secret; set client_secret, or use client_auth: body")
+        return self
+
+
 HttpAuth = Annotated[
-    HttpAuthNone | HttpAuthBasic | HttpAuthApiKey | HttpAuthToken | HttpAuthOAuth2, Field(discriminator="type")
+    HttpAuthNone | HttpAuthBasic | HttpAuthApiKey | HttpAuthToken | HttpAuthOAuth2 | HttpAuthOAuth2RefreshToken,
+    Field(discriminator="type"),
 ]
 
 
@@ -318,11 +349,31 @@ class FolderConnection(StrictModel):
     description: str = ""
 
 
+class PartnerConnection(StrictModel):
+    """A partner of partners.yaml on our own file exchange (`serve-files`): its folders under the storage folder.
+    An import reads its `inbox`, an extract writes into its `outbox`."""
+
+    type: Literal["partner"]
+    partner: str = Field(pattern=NAME_PATTERN, description="The partner's name in partners.yaml")
+    description: str = ""
+    # Where processing reports are emailed: filled in by the loader from partners.yaml, which is the one place to
+    # set them (whatever is written here is replaced).
+    return_email: str | None = None
+    email_connection: str | None = None
+
+
 Connection = Annotated[
-    SqlConnection | S3Connection | SftpConnection | FtpConnection | SmtpConnection | FolderConnection | HttpConnection,
+    SqlConnection
+    | S3Connection
+    | SftpConnection
+    | FtpConnection
+    | SmtpConnection
+    | FolderConnection
+    | HttpConnection
+    | PartnerConnection,
     Field(discriminator="type"),
 ]
-FILE_TRANSPORT_TYPES = ("s3", "sftp", "ftp", "smtp", "folder")
+FILE_TRANSPORT_TYPES = ("s3", "sftp", "ftp", "smtp", "folder", "partner")
 CONNECTION_TYPES = ("sql", *FILE_TRANSPORT_TYPES, "http")
 
 
@@ -351,7 +402,8 @@ SECRET_FIELDS: dict[str, tuple[str, ...]] = {
     "ftp": ("password",),
     "smtp": ("password",),
     "folder": (),
-    "http": ("password", "value", "client_secret"),
+    "partner": (),
+    "http": ("password", "value", "client_secret", "refresh_token"),
 }
 
 

@@ -11,8 +11,10 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from connector_pipelines.spec.api_source import ApiSource
 from connector_pipelines.spec.common import (
     BIND_PARAMETER,
+    NAME_PATTERN,
     ConnectorBase,
     Identifier,
     MappingRuleSpec,
@@ -21,35 +23,11 @@ from connector_pipelines.spec.common import (
     quoted,
 )
 from connector_pipelines.spec.extract import CsvOptions
+from connector_pipelines.spec.lookback import DEFAULT_LOOKBACK, LookbackText, parse_lookback
 
 ImportType = Literal["text", "integer", "number", "currency", "boolean", "date", "datetime", "json", "foreign_key"]
 FILE_FORMATS = ("csv", "tsv", "parquet", "jsonl")
 EMAIL_ADDRESS = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
-
-
-DEFAULT_LOOKBACK = "5 minutes"
-_LOOKBACK = re.compile(r"^(\d{1,6})\s*(second|minute|hour|day)s?\Z")
-_LOOKBACK_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-MAX_LOOKBACK = dt.timedelta(days=366)
-
-
-def parse_lookback(value: object) -> dt.timedelta:
-    """'15 minutes', '2 hours', '1 day', '90 seconds', 0 or '0' (no overlap) as a duration; ValueError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"lookback must be a duration such as '10 minutes', got {value!r}")
-    text = str(value).strip().lower()
-    if text == "0":
-        return dt.timedelta(0)
-    match = _LOOKBACK.match(text)
-    if match is None:
-        raise ValueError(
-            f"lookback {quoted(str(value))} is not a duration; write 'N seconds', 'N minutes', 'N hours' or "
-            "'N days' (or 0 for no overlap)"
-        )
-    delta = dt.timedelta(seconds=int(match.group(1)) * _LOOKBACK_UNITS[match.group(2)])
-    if delta > MAX_LOOKBACK:
-        raise ValueError(f"lookback {quoted(str(value))} is longer than 366 days; use a full sync instead")
-    return delta
 
 
 class WarehouseSource(StrictModel):
@@ -60,17 +38,11 @@ class WarehouseSource(StrictModel):
     updated_at: str | None = Field(
         None, description="Column of the query's result holding each row's change time (incremental runs)"
     )
-    lookback: str = Field(
+    lookback: LookbackText = Field(
         DEFAULT_LOOKBACK,
         description="How far before the watermark an incremental run reads again, for rows committed late with an "
         "earlier updated_at: 'N seconds|minutes|hours|days' or '0'; default 5 minutes",
     )
-
-    @field_validator("lookback", mode="before")
-    @classmethod
-    def _lookback(cls, value: object) -> str:
-        parse_lookback(value)
-        return value if isinstance(value, str) else str(value)
 
     @property
     def lookback_delta(self) -> dt.timedelta:
@@ -173,31 +145,69 @@ class EmailSourceSpec(StrictModel):
 
 
 class ImportSource(StrictModel):
-    """Exactly one of: a warehouse query, files in a folder, or email attachments."""
+    """Exactly one of: a warehouse query, files in a folder, email attachments, or an HTTP API."""
 
     warehouse: WarehouseSource | None = None
     files: FileSourceSpec | None = None
     email: EmailSourceSpec | None = None
+    api: ApiSource | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ImportSource:
-        given = [name for name in ("warehouse", "files", "email") if getattr(self, name) is not None]
+        given = [name for name in ("warehouse", "files", "email", "api") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError(
-                "set exactly one source: warehouse (a query), files (a folder and a pattern) or email"
-                + (f"; got {', '.join(given)}" if given else "")
+                "set exactly one source: warehouse (a query), files (a folder and a pattern), email or api (an "
+                "HTTP API)" + (f"; got {', '.join(given)}" if given else "")
             )
         return self
 
     @property
     def kind(self) -> str:
-        return "warehouse" if self.warehouse else "files" if self.files else "email"
+        return "warehouse" if self.warehouse else "files" if self.files else "api" if self.api else "email"
+
+
+class References(StrictModel):
+    """What a `foreign_key` attribute refers to: a value that is not in `table.column` rejects its row."""
+
+    table: Identifier
+    column: Identifier
+    connection: str | None = Field(None, description="A sql connection; default: the target's database")
+
+
+class ImportLookup(StrictModel):
+    """A compound mapping: `lookup('name', value)` finds `value` in `table.key` and returns `table.value` (a
+    partner's CRM account number -> our account id). Read per batch, never loaded whole."""
+
+    table: Identifier
+    key: Identifier = Field(description="Column matched against the looked-up value")
+    value: Identifier = Field(description="Column returned")
+    connection: str | None = Field(None, description="A sql connection; default: the target's database")
+    on_missing: Literal["reject", "default"] = Field(
+        "reject", description="A value not in the table rejects its row (with the reason), or gives `default`"
+    )
+    default: str | int | float | bool | None = Field(None, description="With on_missing: default")
+
+    @model_validator(mode="after")
+    def _default_with_on_missing(self) -> ImportLookup:
+        if "default" in self.model_fields_set and self.on_missing != "default":
+            raise ValueError("default is used only with `on_missing: default`; add it, or remove default")
+        return self
 
 
 class ImportMappingRule(MappingRuleSpec):
     """A mapping rule of an import: also the type of the target attribute (used when it is a new attribute)."""
 
     type: ImportType = Field("text", description="Text, Number, Currency, Date, Foreign Key, ...")
+    references: References | None = Field(
+        None, description="foreign_key only: the table and column the value must exist in, or the row is rejected"
+    )
+
+    @model_validator(mode="after")
+    def _references_need_a_foreign_key(self) -> ImportMappingRule:
+        if self.references is not None and self.type != "foreign_key":
+            raise ValueError(f"references is for `type: foreign_key` attributes, not {self.type}; set the type")
+        return self
 
 
 class ImportTarget(StrictModel):
@@ -271,6 +281,7 @@ class ImportSpec(StrictModel):
     source: ImportSource
     target: ImportTarget
     mapping: list[ImportMappingRule] = Field(min_length=1)
+    lookups: dict[Annotated[str, Field(pattern=NAME_PATTERN)], ImportLookup] = Field(default_factory=dict)
     expectations: list[ExpectationSpec] = Field(default_factory=list)
     schedule: ImportSchedule | None = None
     sync_on_save: bool = Field(False, description="Run once as soon as the spec first loads or changes")
@@ -293,12 +304,19 @@ class ImportConnector(ConnectorBase):
     def source_hash(self, connections: Mapping[str, StrictModel]) -> str:
         """A hash of what a preview tests (the source and its connection): a changed one needs a new preview."""
         source = self.import_.source
-        connection_name = (source.warehouse or source.files).connection if source.kind != "email" else None
+        origin = source.warehouse or source.files or source.api
+        connection_name = origin.connection if origin is not None else None  # an email import has none
         connection = connections.get(connection_name) if connection_name else None
         # Limits say what a file may cost, not where it comes from: changing them needs no new preview.
-        # So is the lookback (how much an incremental run reads again).
+        # So is the lookback (how much an incremental run reads again), and so are an API's bounds.
         tested = source.model_dump(
-            mode="json", exclude={"files": {"limits"}, "email": {"limits"}, "warehouse": {"lookback"}}
+            mode="json",
+            exclude={
+                "files": {"limits"},
+                "email": {"limits"},
+                "warehouse": {"lookback"},
+                "api": {"lookback", "max_pages", "max_response_bytes"},
+            },
         )
         normalized = json.dumps(
             [tested, connection.model_dump(mode="json") if connection else None],

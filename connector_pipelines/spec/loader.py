@@ -10,18 +10,31 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from connector_pipelines.errors import ConnectorConfigError
 from connector_pipelines.spec.common import CONNECTOR_KINDS, NAME_PATTERN
 from connector_pipelines.spec.connections import CONNECTION_TYPES, FILE_TRANSPORT_TYPES, Connection, ConnectionsFile
+from connector_pipelines.spec.environments import (
+    DEFAULT_ENVIRONMENT,
+    ENVIRONMENT_ENV,
+    ENVIRONMENT_NAME,
+    ENVIRONMENTS_KEY,
+    declared_in,
+    for_environment,
+    is_default,
+    overlay_path,
+    selected_environment,
+    without_environments,
+)
 from connector_pipelines.spec.imports import ImportConnector, ImportSpec
 from connector_pipelines.spec.integration import IntegrationConnector, IntegrationSpec
 from connector_pipelines.spec.kinds import AVAILABLE_KINDS, Connector, schedule_of
 from connector_pipelines.spec.notifications import NotificationsFile
+from connector_pipelines.spec.partners import PartnersFile, load_partners
 from connector_pipelines.spec.problems import NAME_RULE, did_you_mean, kind_of, suggest_name, validate
 from connector_pipelines.spec.yaml_source import YamlDocument, display_path, read_yaml
 
@@ -44,6 +57,7 @@ class LoadedConnector:
 
     spec: Connector
     path: Path
+    environment: str | None = None  # the project's environment, when it has one (`spec.environments`)
 
     @property
     def name(self) -> str:
@@ -63,6 +77,8 @@ class Project:
     connectors: dict[str, LoadedConnector] = field(default_factory=dict)
     root: Path | None = None  # where relative paths and var/ live, when not the folder that holds resources/
     notifications: NotificationsFile | None = None  # resources/notifications.yaml, when there is one
+    partners: PartnersFile | None = None  # resources/partners.yaml, when there is one
+    environment: str | None = None  # sandbox, production...: None when the project declares and selects none
 
     @property
     def base_dir(self) -> Path:
@@ -84,11 +100,14 @@ def load_project(
     connections_path: Path | None = None,
     connector_paths: Sequence[Path] | None = None,
     root: Path | None = None,
+    environment: str | None = None,
 ) -> Project:
     """Load and validate every file, raising one ConnectorConfigError listing all problems.
 
     By default `resources_dir/connections.yaml` and `resources_dir/connectors/*.y*ml`; the Component passes its own
-    connections file, connector files and project root instead."""
+    connections file, connector files and project root instead. `environment` (default `$CONNECTOR_PIPELINES_ENV`)
+    selects the connections' per-environment values (`spec.environments`)."""
+    environment = selected_environment(environment)
     resources_dir = Path(resources_dir or default_resources_dir())
     problems: list[str] = []
     connections: dict[str, Connection] = {}
@@ -106,8 +125,7 @@ def load_project(
             doc = read_yaml(connections_path)
             if doc.data is None:
                 raise _one_problem(display_path(connections_path), 1, "(file)", f"the file is empty; write {how}")
-            parsed = validate(doc, ConnectionsFile, doc.data)
-            connections = dict(parsed.connections)
+            connections, environment = _connections_for(doc, connections_path, environment)
             connections_ok = True
         except ConnectorConfigError as exc:
             problems.extend(exc.problems)
@@ -148,15 +166,127 @@ def load_project(
             notifications = _load_notifications(notifications_path, connections, connectors)
         except ConnectorConfigError as exc:
             problems.extend(exc.problems)
+    partners = None
+    if connections_ok:
+        try:
+            # Beside the connections file (resources/, or a Component's own folder).
+            partners = load_partners(connections_path.parent / "partners.yaml", connections, connections_path)
+        except ConnectorConfigError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise ConnectorConfigError(problems)
+    if environment is not None:  # every connector knows it: its runs are tagged with it, its assets say it
+        connectors = {name: replace(loaded, environment=environment) for name, loaded in connectors.items()}
     return Project(
         resources_dir=resources_dir,
         connections=connections,
         connectors=connectors,
         root=root,
         notifications=notifications,
+        partners=partners,
+        environment=environment,
     )
+
+
+def _connections_for(
+    doc: YamlDocument, path: Path, environment: str | None
+) -> tuple[dict[str, Connection], str | None]:
+    """connections.yaml as `environment` sees it (its inline `environments:` values, then connections.<env>.yaml),
+    and the environment in force: None when the project declares none and none is selected; `production` when it
+    declares some and none is selected."""
+    where = display_path(path)
+    data = doc.data if isinstance(doc.data, dict) else {}
+    raw = data.get("connections")
+    if not isinstance(raw, dict):
+        return dict(validate(doc, ConnectionsFile, doc.data).connections), environment
+    problems = _environment_block_problems(doc, raw)
+    declared = declared_in(raw)
+    if environment is None and declared:
+        environment = DEFAULT_ENVIRONMENT
+    overlay_doc = None
+    if environment is not None:
+        if not ENVIRONMENT_NAME.match(environment):
+            raise ConnectorConfigError(
+                [
+                    f"{ENVIRONMENT_ENV}={environment[:40]!r}: an environment name is lower case letters, digits and _ "
+                    "(for example sandbox, production)"
+                ]
+            )
+        overlay_file = overlay_path(path, environment)
+        if overlay_file.exists():
+            overlay_doc = read_yaml(overlay_file)
+            if not isinstance(overlay_doc.data, dict) or not isinstance(overlay_doc.data.get("connections"), dict):
+                problems.append(
+                    f"{display_path(overlay_file)}:1 connections: write a `connections:` mapping of the connections "
+                    f"whose settings differ in {environment}, each with only the keys that differ"
+                )
+                overlay_doc = None
+        elif not is_default(environment) and environment not in declared:
+            known = ", ".join(sorted(declared | {DEFAULT_ENVIRONMENT}))
+            problems.append(
+                f"{where}:1 (environment): {ENVIRONMENT_ENV}={environment}, but no connection declares it under "
+                f"`environments:` and there is no {overlay_file.name}; declared: {known}"
+            )
+    if problems:
+        raise ConnectorConfigError(problems)
+    base = validate(doc, ConnectionsFile, {**data, "connections": without_environments(raw)})
+    if environment is None:
+        return dict(base.connections), None
+    overlay = overlay_doc.data["connections"] if overlay_doc is not None else None
+    merged, overrides = for_environment(raw, environment, overlay)
+    try:
+        parsed = TypeAdapter(ConnectionsFile).validate_python({**data, "connections": merged})
+    except ValidationError as exc:
+        raise ConnectorConfigError(_override_problems(exc, doc, overlay_doc, overrides, environment)) from None
+    return dict(parsed.connections), environment
+
+
+def _environment_block_problems(doc: YamlDocument, raw: dict) -> list[str]:
+    where, problems = display_path(doc.path), []
+    for name, entry in raw.items():
+        if not isinstance(entry, dict) or ENVIRONMENTS_KEY not in entry:
+            continue
+        block = entry[ENVIRONMENTS_KEY]
+        at = ("connections", name, ENVIRONMENTS_KEY)
+        if not isinstance(block, dict) or not all(isinstance(values, dict) for values in block.values()):
+            problems.append(
+                f"{where}:{doc.line_of(at)} connections.{name}.environments: map each environment's name to the "
+                "settings that differ there, e.g. {sandbox: {base_url: https://test.example}}"
+            )
+            continue
+        for env, values in block.items():
+            if not ENVIRONMENT_NAME.match(str(env)):
+                problems.append(
+                    f"{where}:{doc.line_of((*at, env))} connections.{name}.environments.{env}: an environment name "
+                    "is lower case letters, digits and _ (for example sandbox, production)"
+                )
+            if "type" in values:
+                problems.append(
+                    f"{where}:{doc.line_of((*at, env, 'type'))} connections.{name}.environments.{env}.type: an "
+                    "environment changes a connection's settings, not its type; make another connection instead"
+                )
+    return problems
+
+
+def _override_problems(exc: ValidationError, doc, overlay_doc, overrides, environment: str) -> list[str]:
+    """The merged connections' problems, each at the line that set the value: the inline `environments:` block,
+    the overlay file, or the base entry."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [step for step in error["loc"] if not (isinstance(step, str) and step in CONNECTION_TYPES)]
+        name = loc[1] if len(loc) > 1 else None
+        key = loc[2] if len(loc) > 2 else None
+        field = ".".join(str(step) for step in loc)
+        source = next((o.source for o in reversed(overrides) if o.connection == name and key in o.keys), None)
+        if source == "overlay":
+            text = f"{display_path(overlay_doc.path)}:{overlay_doc.line_of(('connections', name, key))} {field}"
+        elif source == "inline":
+            at = ("connections", name, ENVIRONMENTS_KEY, environment, key)
+            text = f"{display_path(doc.path)}:{doc.line_of(at)} connections.{name}.environments.{environment}.{key}"
+        else:
+            text = f"{display_path(doc.path)}:{doc.line_of(tuple(loc))} {field}"
+        lines.append(f"{text}: {error['msg']} (in {environment})")
+    return list(dict.fromkeys(lines))
 
 
 def _load_notifications(
@@ -373,6 +503,11 @@ def _check_references(
                 f"{where}:{doc.line_of(location)} {prefix}.to: an email destination needs at least one recipient; "
                 "add `to: [someone@example.com]`"
             )
+        if connection.type == "partner" and destination.folder.strip("/") != "outbox":
+            problems.append(
+                f"{where}:{doc.line_of((*location, 'folder'))} {prefix}.folder: a partner sees its outbox only (and "
+                "its inbox, for its uploads); set `folder: outbox`"
+            )
         if connection.type == "smtp" and destination.folder:
             problems.append(
                 f"{where}:{doc.line_of((*location, 'folder'))} {prefix}.folder: an email destination has no "
@@ -470,6 +605,8 @@ def _check_import(spec: ImportSpec, doc: YamlDocument, where: str, check, proble
     if source.files is not None:
         readable = tuple(t for t in FILE_TRANSPORT_TYPES if t != "smtp")
         check((*root, "source", "files", "connection"), source.files.connection, readable, "hold files to import")
+    if source.api is not None:
+        check((*root, "source", "api", "connection"), source.api.connection, ("http",), "serve an API to import from")
     check((*root, "target", "connection"), spec.target.connection, ("sql",), "hold the target table")
     mapped: set[str] = set()
     for index, rule in enumerate(spec.mapping):
@@ -480,11 +617,16 @@ def _check_import(spec: ImportSpec, doc: YamlDocument, where: str, check, proble
                 "twice; keep one (a source column may feed two targets, a target takes one rule)"
             )
         mapped.add(rule.target)
-        if rule.expression and parse_expression(rule.expression).lookups:
+        for name in sorted(parse_expression(rule.expression).lookups - set(spec.lookups) if rule.expression else []):
             problems.append(
-                f"{where}:{doc.line_of((*at, 'expression'))} import.mapping.{index}.expression: lookup() is not "
-                "available in imports; join the lookup table in the warehouse query instead"
+                f"{where}:{doc.line_of((*at, 'expression'))} import.mapping.{index}.expression: lookup '{name}' is "
+                f"not declared{did_you_mean(name, spec.lookups)}; add it under `import.lookups:` (table, key, value)"
             )
+        if rule.references is not None and rule.references.connection:
+            check((*at, "references", "connection"), rule.references.connection, ("sql",), "hold the referenced table")
+    for lookup_name, lookup in spec.lookups.items():
+        if lookup.connection:
+            check((*root, "lookups", lookup_name, "connection"), lookup.connection, ("sql",), "hold a lookup table")
     for index, expectation in enumerate(spec.expectations):
         if expectation.column not in mapped:
             at = (*root, "expectations", index, "column")

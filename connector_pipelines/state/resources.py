@@ -18,7 +18,7 @@ import dagster as dg
 from connector_pipelines.errors import ConnectorConfigError
 from connector_pipelines.spec.connections import Connection
 from connector_pipelines.spec.loader import Project
-from connector_pipelines.state.database import LEDGER_URL_ENV, default_state_url
+from connector_pipelines.state.database import LEDGER_URL_ENV, default_state_url, environment_state_url
 from connector_pipelines.state.import_state import ImportState
 from connector_pipelines.state.ledger import DeliveryLedger
 from connector_pipelines.storage import ARCHIVE_ENV, STORAGE_ENV, Archive, Storage, default_storage_root
@@ -62,29 +62,39 @@ def project_storage(project: Project) -> Storage:
 
 
 class LedgerResource(dg.ConfigurableResource):
-    """The delivery ledger's database (SQLAlchemy URL). Call `dispose()` on the ledger when done."""
+    """The delivery ledger's database (SQLAlchemy URL), the environment's own place in it (`environment`: None or
+    production, the database itself). Call `dispose()` on the ledger when done."""
 
     url: str
+    environment: str | None = None
 
     def get_ledger(self) -> DeliveryLedger:
-        return DeliveryLedger(self.url)
+        return DeliveryLedger(environment_state_url(self.url, self.environment))
 
 
 class ImportStateResource(dg.ConfigurableResource):
-    """The import state's database (watermarks, files seen, previews); by default the ledger's database."""
+    """The import state's database (watermarks, files seen, previews); by default the ledger's database, and
+    kept per environment as the ledger is."""
 
     url: str
+    environment: str | None = None
 
     def get_state(self) -> ImportState:
-        return ImportState(self.url)
+        return ImportState(environment_state_url(self.url, self.environment))
 
 
 def default_state_resources(project: Project) -> tuple[StorageResource, LedgerResource, ImportStateResource]:
     """The three resources with the project's defaults, environment variables as `dg.EnvVar`."""
     default_root = default_storage_root(project.base_dir)
     root = dg.EnvVar(STORAGE_ENV) if os.environ.get(STORAGE_ENV) else str(default_root.resolve())
+    # The environment is applied when the resource opens the database, so an EnvVar URL stays unread until then.
     url = dg.EnvVar(LEDGER_URL_ENV) if os.environ.get(LEDGER_URL_ENV) else default_state_url(default_root)
+    environment = project.environment
     name = archive_connection(project.connections)
     archive = resource_for(project.connections[name], project.base_dir) if name else None
     storage = StorageResource(root=root, archive=archive)
-    return storage, LedgerResource(url=url), ImportStateResource(url=url)
+    return (
+        storage,
+        LedgerResource(url=url, environment=environment),
+        ImportStateResource(url=url, environment=environment),
+    )

@@ -21,6 +21,7 @@ elsewhere.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
 import ssl
@@ -302,7 +303,7 @@ class HttpDeliveryClient:
         return self._auth.redact(message) if self._auth is not None else message
 
     async def authenticate(self) -> None:
-        """Fetch a token now (token and oauth2 auth), raising `TransportError` when the endpoint refuses.
+        """Fetch a token now (the token and oauth2 auths), raising `TransportError` when the endpoint refuses.
 
         Optional: `send` fetches tokens by itself. A run may call this first to stop at once on wrong credentials
         instead of recording one failed outcome per record.
@@ -671,13 +672,15 @@ def _connection_error(exc: BaseException) -> str:
     return f"connection error ({name}: {detail})" if detail else f"connection error ({name})"
 
 
-def http_client(auth: Mapping[str, Any], **settings: Any) -> HttpDeliveryClient:
+def http_client(auth: Mapping[str, Any], logger: logging.Logger | None = None, **settings: Any) -> HttpDeliveryClient:
     """A client for an http connection's settings whose secrets are values, not references.
 
     This is what an `HttpResource` (its `dg.EnvVar` fields read by Dagster) and `registry.client_for` (the
     environment read there) both build: `auth` as `http_auth.auth_settings` gives it, and the other settings as
-    the fields of `HttpConnection`, a `ca_file` already resolved to an absolute path.
+    the fields of `HttpConnection`, a `ca_file` already resolved to an absolute path. `logger` gets what the auth
+    provider reports on its own (a rotated refresh token).
     """
     # The connection keeps its default `auth:` (none): the credentials are the provider's, built here from values.
     connection = HttpConnection(type="http", **settings)
-    return HttpDeliveryClient(connection, auth=auth_provider(auth, connection.base_url, connection.timeout_seconds))
+    provider = auth_provider(auth, connection.base_url, connection.timeout_seconds, logger)
+    return HttpDeliveryClient(connection, auth=provider)

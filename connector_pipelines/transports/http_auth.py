@@ -1,4 +1,5 @@
-"""Authentication for HTTP delivery: fixed headers (basic, API key) and fetched tokens (token, OAuth2).
+"""Authentication for HTTP delivery: fixed headers (basic, API key) and fetched tokens (token, OAuth2 client
+credentials, OAuth2 refresh token).
 
 A provider is built from resolved credentials: `auth_provider(settings)` takes an auth's settings whose secrets are
 values (what `HttpResource` holds once Dagster has read its `dg.EnvVar` fields), and `make_auth_provider(auth)`
@@ -7,12 +8,19 @@ from the spec alone), so a missing variable is reported before anything is sent.
 
 Fetched tokens are cached and shared by every concurrent request of one client: one fetch at a time, the others
 wait for it and reuse its result (or its failure), so a burst of requests never stampedes the token endpoint.
+
+The refresh token grant (`OAuth2RefreshTokenAuth`) exchanges a refresh token that `connector-pipelines authorize`
+got once (see `oauth_flow.py`) for access tokens. A server that rotates refresh tokens answers with a new one: it is
+used for the rest of the process and reported once (it cannot be written back to the environment). A refresh
+token the server refuses (`invalid_grant`: expired, revoked) fails every later request at once, naming the
+command that gets a new one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -20,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from connector_pipelines.errors import TransportError, redact
-from connector_pipelines.spec.common import ENV_REFERENCE
+from connector_pipelines.spec.common import ENV_REFERENCE, env_var_name
 from connector_pipelines.spec.connections import SECRET_FIELDS
 from connector_pipelines.transports.bounded_json import UnreadableJson, parse_json
 
@@ -35,6 +43,10 @@ TOKEN_ERROR_EXCERPT = 200
 # never leaves with a token that expires on the way.
 REFRESH_MARGIN_SECONDS = 30.0
 REFRESH_MARGIN_SHARE = 0.1
+# Fields of an `auth:` that only `connector-pipelines authorize` reads: a run never opens a browser.
+AUTHORIZE_ONLY_FIELDS = ("authorize_url", "redirect_port")
+
+log = logging.getLogger(__name__)
 
 
 def resolve_secret(reference: str, environ: Mapping[str, str] = os.environ) -> str:
@@ -56,18 +68,25 @@ def resolve_secret(reference: str, environ: Mapping[str, str] = os.environ) -> s
     return value
 
 
-def auth_settings(auth: HttpAuth, secret: Callable[[str, str], Any]) -> dict[str, Any]:
+def auth_settings(auth: HttpAuth, secret: Callable[[str, str], Any], connection: str | None = None) -> dict[str, Any]:
     """A connection's `auth:` as settings, each secret reference replaced by `secret(field, reference)`.
 
     The secret fields are the spec's (`SECRET_FIELDS["http"]`); a token request body is split into `body` (plain
     fields) and `secret_body` (the fields written as environment references). `field` names the setting for a
     message, such as `auth.password` or `auth.body.username`. With `secret` reading the environment this gives
-    what `auth_provider` takes; with `dg.EnvVar` it gives a resource's auth config.
+    what `auth_provider` takes; with `dg.EnvVar` it gives a resource's auth config. A refresh token auth also
+    gets the name of its variable and of the connection (`connection`), for the messages that tell how to renew
+    it, and loses the fields only the `authorize` command reads.
     """
     settings = auth.model_dump()
     for field in SECRET_FIELDS["http"]:
-        if field in settings:
+        if settings.get(field) is not None:  # an optional secret left unset (a public client's) stays None
             settings[field] = secret(f"auth.{field}", settings[field])
+    if auth.type == "oauth2_refresh_token":
+        for field in AUTHORIZE_ONLY_FIELDS:
+            settings.pop(field)
+        settings["refresh_token_variable"] = env_var_name(auth.refresh_token)
+        settings["connection"] = connection
     if auth.type == "token":
         body = settings.pop("body")
         settings["body"] = {key: value for key, value in body.items() if not ENV_REFERENCE.match(value)}
@@ -207,6 +226,10 @@ class _FetchedTokenAuth(AuthProvider):
         """(token, lifetime in seconds or None for the configured default) from the parsed response."""
         raise NotImplementedError
 
+    def _refusal(self, status: int, text: str) -> TokenRequestError | None:
+        """A more telling error than the generic one for a refused token request, or None."""
+        return None
+
     # ---------------------------------------------------------------------------------------------------------
 
     async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
@@ -272,6 +295,9 @@ class _FetchedTokenAuth(AuthProvider):
         except aiohttp.ClientError as exc:
             raise TokenRequestError(self.redact(f"{where} failed: {type(exc).__name__}: {exc}")) from None
         if not 200 <= status < 300:
+            refusal = self._refusal(status, text)
+            if refusal is not None:
+                raise refusal
             excerpt = " ".join(text[:TOKEN_ERROR_EXCERPT].split())
             raise TokenRequestError(
                 self.redact(f"{where} answered {status}: {excerpt}" if excerpt else f"{where} answered {status}"),
@@ -387,8 +413,135 @@ class OAuth2Auth(_FetchedTokenAuth):
         return token, _lifetime(document.get("expires_in"))
 
 
-def auth_provider(settings: Mapping[str, Any], base_url: str, timeout_seconds: float = 30) -> AuthProvider:
-    """The provider for an auth's settings whose secrets are already values (see `auth_settings`)."""
+class RefreshTokenRejected(TokenRequestError):
+    """The authorization server refused the refresh token (`invalid_grant`): expired, revoked, or rotated away.
+
+    Final for the process: nothing but a new authorization gives a working one.
+    """
+
+
+class OAuth2RefreshTokenAuth(_FetchedTokenAuth):
+    """Auth type `oauth2_refresh_token`: the refresh token grant; each access token is reused for its `expires_in`.
+
+    `refresh_token_variable` and `connection` (the connection's name) are for messages only: a rotated refresh
+    token is reported once at WARNING on `logger`, and an `invalid_grant` answer becomes `RefreshTokenRejected`,
+    both telling to run `connector-pipelines authorize CONNECTION` and store its token in that variable.
+    """
+
+    def __init__(
+        self,
+        token_url: str,
+        base_url: str,
+        client_id: str,
+        refresh_token: str,
+        refresh_token_variable: str = "the refresh token's variable",
+        connection: str | None = None,
+        client_secret: str | None = None,
+        scope: str | None = None,
+        client_auth: str = "body",
+        expiry_seconds: float = 1800,
+        timeout_seconds: float = 30,
+        logger: logging.Logger | None = None,
+    ):
+        super().__init__(
+            token_endpoint(token_url, base_url), "Authorization", "Bearer", expiry_seconds, timeout_seconds
+        )
+        self._variable = refresh_token_variable
+        self._connection = connection
+        self._log = logger or log
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        if scope:
+            form["scope"] = scope
+        self._request_headers: dict[str, str] = {}
+        self._client_secrets: list[str] = []
+        if client_secret is not None and client_auth == "basic":
+            # RFC 6749 2.3.1: the id and the secret are form-encoded before they are joined and base64-encoded.
+            pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
+            encoded = base64.b64encode(pair.encode()).decode("ascii")
+            self._request_headers["Authorization"] = f"Basic {encoded}"
+            self._client_secrets = [client_secret, encoded]
+        else:
+            # A public client (no secret) still names itself in the body (RFC 6749 6 and 3.2.1).
+            form["client_id"] = client_id
+            if client_secret is not None:
+                form["client_secret"] = client_secret
+                self._client_secrets = [client_secret]
+        self._form = form
+        self._original_refresh_token = refresh_token
+        self.refresh_token_rotated = False
+        self._rejected: RefreshTokenRejected | None = None
+        self._set_fixed_secrets()
+        self._secrets = list(self._fixed_secrets)
+
+    def _set_fixed_secrets(self) -> None:
+        # The refresh token the process started with stays redacted after a rotation: it may still work.
+        tokens = {self._original_refresh_token, self._form["refresh_token"]}
+        self._fixed_secrets = [*self._client_secrets, *sorted(tokens)]
+
+    @property
+    def _name(self) -> str:
+        return self._connection or "CONNECTION"
+
+    @property
+    def _where(self) -> str:
+        return f"connection '{self._connection}'" if self._connection else "the http connection"
+
+    def _request_kwargs(self) -> dict[str, Any]:
+        return {"data": self._form, "headers": self._request_headers}
+
+    async def _fetch(self, session: aiohttp.ClientSession) -> None:
+        if self._rejected is not None:
+            raise self._rejected  # a refused refresh token stays refused: do not ask again for every record
+        try:
+            await super()._fetch(session)
+        except RefreshTokenRejected as exc:
+            self._rejected = exc
+            raise
+
+    def _refusal(self, status: int, text: str) -> TokenRequestError | None:
+        try:
+            document = parse_json(text)
+        except ValueError:  # UnreadableJson included: the generic error quotes the body's start
+            return None
+        if not isinstance(document, dict) or document.get("error") != "invalid_grant":
+            return None
+        description = document.get("error_description")
+        detail = f" ({' '.join(str(description)[:TOKEN_ERROR_EXCERPT].split())})" if description else ""
+        message = (
+            f"{self._where}: the authorization server at {self.url} refused the refresh token in {self._variable} "
+            f"(invalid_grant{detail}): it expired, was revoked or was replaced; run `connector-pipelines authorize "
+            f"{self._name}` and store the refresh token it prints in {self._variable}"
+        )
+        return RefreshTokenRejected(self.redact(message), status=status, retryable=False)
+
+    def _read_token(self, document: Any) -> tuple[str, float | None]:
+        token = document.get("access_token") if isinstance(document, dict) else None
+        if not isinstance(token, str) or not token:
+            raise _missing_field(self.url, "access_token", document)
+        rotated = document.get("refresh_token")
+        if isinstance(rotated, str) and rotated and rotated != self._form["refresh_token"]:
+            # Rotation (RFC 6749 6, OAuth 2.1): the new one is the one to use from now on; the old may stop working.
+            self._form["refresh_token"] = rotated
+            self._set_fixed_secrets()
+            if not self.refresh_token_rotated:
+                self.refresh_token_rotated = True
+                self._log.warning(
+                    "the authorization server rotated the refresh token of connection %s; this process uses the "
+                    "new one until it ends, but it cannot be written back to %s, and the old one may stop working: "
+                    "run `connector-pipelines authorize %s` and store the new token in ${%s}",
+                    self._name,
+                    self._variable,
+                    self._name,
+                    self._variable,
+                )
+        return token, _lifetime(document.get("expires_in"))
+
+
+def auth_provider(
+    settings: Mapping[str, Any], base_url: str, timeout_seconds: float = 30, logger: logging.Logger | None = None
+) -> AuthProvider:
+    """The provider for an auth's settings whose secrets are already values (see `auth_settings`); `logger` gets
+    what a provider reports on its own (a rotated refresh token), default this module's."""
     kind = settings.get("type")
     fields = {key: value for key, value in settings.items() if key != "type"}
     if kind == "none":
@@ -401,14 +554,21 @@ def auth_provider(settings: Mapping[str, Any], base_url: str, timeout_seconds: f
         return TokenAuth(**fields, base_url=base_url, timeout_seconds=timeout_seconds)
     if kind == "oauth2":
         return OAuth2Auth(**fields, base_url=base_url, timeout_seconds=timeout_seconds)
+    if kind == "oauth2_refresh_token":
+        return OAuth2RefreshTokenAuth(**fields, base_url=base_url, timeout_seconds=timeout_seconds, logger=logger)
     raise TransportError(f"unknown HTTP auth type {kind!r}")
 
 
 def make_auth_provider(
-    auth: HttpAuth, base_url: str, environ: Mapping[str, str] | None = None, timeout_seconds: float = 30
+    auth: HttpAuth,
+    base_url: str,
+    environ: Mapping[str, str] | None = None,
+    timeout_seconds: float = 30,
+    connection: str | None = None,
+    logger: logging.Logger | None = None,
 ) -> AuthProvider:
     """The provider for a connection's `auth:`; its secrets are read from `environ` now (a missing variable raises
-    here, naming it)."""
+    here, naming it). `connection` (its name) is for messages."""
     env = os.environ if environ is None else environ
-    settings = auth_settings(auth, lambda _field, reference: resolve_secret(reference, env))
-    return auth_provider(settings, base_url, timeout_seconds)
+    settings = auth_settings(auth, lambda _field, reference: resolve_secret(reference, env), connection)
+    return auth_provider(settings, base_url, timeout_seconds, logger)

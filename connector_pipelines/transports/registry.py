@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 from connector_pipelines.errors import ConnectorConfigError
 from connector_pipelines.spec.common import env_var_name
 from connector_pipelines.spec.connections import SECRET_FIELDS, Connection
+from connector_pipelines.storage import default_storage_root
 from connector_pipelines.transports.folder import FolderClient
 from connector_pipelines.transports.ftp import FtpClient
 from connector_pipelines.transports.http import HttpDeliveryClient, http_client
 from connector_pipelines.transports.http_auth import auth_settings
+from connector_pipelines.transports.partner import partner_client
 from connector_pipelines.transports.s3 import S3Client
 from connector_pipelines.transports.sftp import SftpClient
 from connector_pipelines.transports.smtp import SmtpClient
@@ -62,23 +64,29 @@ CONNECTION_TYPES: dict[str, ConnectionType] = {
     "ftp": ConnectionType("FtpResource", FtpClient, {"ca_file": local_path}),
     "smtp": ConnectionType("SmtpResource", SmtpClient, {"ca_file": local_path}),
     "folder": ConnectionType("FolderResource", FolderClient, {"path": local_path}),
+    "partner": ConnectionType("PartnerResource", partner_client),
     "http": ConnectionType("HttpResource", http_client, {"ca_file": local_path}),
 }
 # Connection fields that only document the connection and configure nothing.
 _NOT_SETTINGS = {"type", "description"}
 
 
-def settings_for(connection: Connection, base_dir: Path, secret: SecretSetting) -> dict[str, Any]:
+def settings_for(
+    connection: Connection, base_dir: Path, secret: SecretSetting, connection_name: str | None = None
+) -> dict[str, Any]:
     """The keyword arguments of a connection's resource and client: its fields, local paths made absolute, and every
-    secret reference replaced by `secret(field, reference)`."""
+    secret reference replaced by `secret(field, reference)`. `connection_name` is for messages."""
     kind = CONNECTION_TYPES[connection.type]
     settings = {name: getattr(connection, name) for name in type(connection).model_fields if name not in _NOT_SETTINGS}
     for name, absolute in kind.local_paths.items():
         if settings[name]:
             settings[name] = absolute(settings[name], base_dir)
+    if connection.type == "partner":
+        # A hosted partner's folders are in the storage folder (`partners/<name>/`), not named in connections.yaml.
+        settings["storage_root"] = str(default_storage_root(base_dir).resolve())
     if connection.type == "http":
         # An http connection's secrets live in its `auth:` model; the retry policy travels as plain values.
-        settings["auth"] = auth_settings(connection.auth, secret)
+        settings["auth"] = auth_settings(connection.auth, secret, connection_name)
         settings["retry"] = connection.retry.model_dump()
         settings["headers"] = dict(connection.headers)
     else:
@@ -88,13 +96,14 @@ def settings_for(connection: Connection, base_dir: Path, secret: SecretSetting) 
     return settings
 
 
-def resource_for(connection: Connection, base_dir: Path) -> dg.ConfigurableResource:
-    """The Dagster resource of a connection; its secrets are `dg.EnvVar`, read when a run needs them."""
+def resource_for(connection: Connection, base_dir: Path, name: str | None = None) -> dg.ConfigurableResource:
+    """The Dagster resource of a connection; its secrets are `dg.EnvVar`, read when a run needs them. `name` (the
+    connection's) is for the messages that tell how to renew a credential."""
     import dagster as dg
 
     from connector_pipelines.transports import resources
 
-    settings = settings_for(connection, base_dir, lambda _field, reference: dg.EnvVar(env_var_name(reference)))
+    settings = settings_for(connection, base_dir, lambda _field, reference: dg.EnvVar(env_var_name(reference)), name)
     if connection.type == "http":
         # The auth mode is a discriminated union of configs, which Dagster builds from instances, not from dicts.
         settings["auth"] = resources.HTTP_AUTH_CONFIGS[settings["auth"]["type"]](**settings["auth"])
@@ -131,4 +140,4 @@ def client_for(connection: Connection, base_dir: Path, name: str | None = None) 
             raise ConnectorConfigError([f"{where} needs the environment variable {variable} (its {field}); set it"])
         return value
 
-    return CONNECTION_TYPES[connection.type].client(**settings_for(connection, base_dir, environment_value))
+    return CONNECTION_TYPES[connection.type].client(**settings_for(connection, base_dir, environment_value, name))

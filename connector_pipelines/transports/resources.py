@@ -20,6 +20,7 @@ from connector_pipelines.spec.connections import SECRET_FIELDS
 from connector_pipelines.transports.folder import FolderClient
 from connector_pipelines.transports.ftp import FtpClient
 from connector_pipelines.transports.http import HttpDeliveryClient, http_client
+from connector_pipelines.transports.partner import partner_client
 from connector_pipelines.transports.s3 import S3Client
 from connector_pipelines.transports.sftp import SftpClient
 from connector_pipelines.transports.smtp import SmtpClient
@@ -198,9 +199,24 @@ class FolderResource(dg.ConfigurableResource):
         return FolderClient(self.path)
 
 
+class PartnerResource(dg.ConfigurableResource):
+    """A `partner` connection; `get_client()` returns a `FolderClient` rooted at the partner's folder on our file
+    exchange (`<storage_root>/partners/<partner>/`: `inbox` for imports, `outbox` for extracts)."""
+
+    partner: str
+    storage_root: str
+    return_email: str | None = Field(None, description="Where processing reports go (partners.yaml)")
+    email_connection: str | None = Field(None, description="The smtp connection they go through (partners.yaml)")
+
+    def get_client(self) -> FolderClient:
+        """The plain client for the partner's folders."""
+        return partner_client(self.partner, self.storage_root)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # HTTP: the auth modes and the retry policy are nested configs that mirror the `auth:` and `retry:` of an http
-# connection field by field; the one difference is the token request body, split into plain fields and secret ones.
+# connection field by field; the differences are the token request body, split into plain fields and secret ones,
+# and a refresh token auth's (see HttpOAuth2RefreshTokenAuth).
 
 
 class HttpNoAuth(dg.Config):
@@ -254,13 +270,35 @@ class HttpOAuth2Auth(dg.Config):
     expiry_seconds: int = 1800
 
 
-HttpAuthConfig = HttpNoAuth | HttpBasicAuth | HttpApiKeyAuth | HttpTokenAuth | HttpOAuth2Auth
+class HttpOAuth2RefreshTokenAuth(dg.Config):
+    """OAuth2 refresh token grant: bearer tokens from `token_url` for the refresh token `authorize` printed.
+
+    `refresh_token_variable` and `connection` name the variable and the connection in the messages that tell how to
+    renew the token; `authorize_url` and `redirect_port` are not here: only the `authorize` command reads them.
+    """
+
+    type: Literal["oauth2_refresh_token"] = "oauth2_refresh_token"
+    token_url: str = Field(description="Absolute URL, or a path under the connection's base_url")
+    client_id: str
+    client_secret: str | None = Field(default=None, repr=False, description=_USUALLY_ENV_VAR + "; unset: public client")
+    refresh_token: str = Field(repr=False, description=_USUALLY_ENV_VAR)
+    refresh_token_variable: str = Field(description="The environment variable refresh_token is read from")
+    connection: str | None = Field(None, description="The connection's name in connections.yaml")
+    scope: str | None = None
+    client_auth: Literal["body", "basic"] = "body"
+    expiry_seconds: int = 1800
+
+
+HttpAuthConfig = (
+    HttpNoAuth | HttpBasicAuth | HttpApiKeyAuth | HttpTokenAuth | HttpOAuth2Auth | HttpOAuth2RefreshTokenAuth
+)
 HTTP_AUTH_CONFIGS: dict[str, type[HttpAuthConfig]] = {
     "none": HttpNoAuth,
     "basic": HttpBasicAuth,
     "api_key": HttpApiKeyAuth,
     "token": HttpTokenAuth,
     "oauth2": HttpOAuth2Auth,
+    "oauth2_refresh_token": HttpOAuth2RefreshTokenAuth,
 }
 
 
@@ -299,4 +337,5 @@ class HttpResource(dg.ConfigurableResource):
         if isinstance(self.auth, HttpTokenAuth):
             for key, value in self.auth.secret_body.items():
                 _check_value_resolved(f"secret_body.{key}", value, system)
-        return http_client(**self.model_dump())
+        # Dagster's logger: what the auth provider reports on its own (a rotated refresh token) lands in the run's log.
+        return http_client(**self.model_dump(), logger=dg.get_dagster_logger())

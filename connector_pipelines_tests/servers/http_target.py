@@ -150,6 +150,7 @@ class _Auth:
     client_secret: str = "cs-http-9a04e7"
     header: str = "X-API-Key"
     value: str = "key-http-37be10"
+    refresh_token: str = "rt-http-6c2e18"
 
 
 class RecordingTarget(CrmApi):
@@ -417,11 +418,12 @@ class RecordingTarget(CrmApi):
         client_secret: str | None = None,
         header: str | None = None,
         value: str | None = None,
+        refresh_token: str | None = None,
         token_ttl: float | None = None,
     ) -> None:
         """Require a login on data requests: "none", "basic" (username, password), "bearer" (a token from
-        `POST /oauth/token`, got with client_id/client_secret or username/password) or "api_key" (header,
-        value). Values not given keep their defaults (see `_Auth`)."""
+        `POST /oauth/token`, got with client_id/client_secret, username/password or a refresh token) or "api_key"
+        (header, value). Values not given keep their defaults (see `_Auth`)."""
         if mode not in ("none", "basic", "bearer", "api_key"):
             raise ValueError(f"unknown auth mode {mode!r}")
         given = {
@@ -431,6 +433,7 @@ class RecordingTarget(CrmApi):
             "client_secret": client_secret,
             "header": header,
             "value": value,
+            "refresh_token": refresh_token,
         }
         with self._lock:
             self._auth = replace(_Auth(), mode=mode, **{k: v for k, v in given.items() if v is not None})
@@ -447,6 +450,7 @@ class RecordingTarget(CrmApi):
         client_secret: str = "cs-http-9a04e7",
         username: str = "pipelines",
         password: str = "pw-http-5d81c2",
+        refresh_token: str = "rt-http-6c2e18",
         token_ttl: float | None = None,
     ) -> None:
         self.set_auth(
@@ -455,6 +459,7 @@ class RecordingTarget(CrmApi):
             client_secret=client_secret,
             username=username,
             password=password,
+            refresh_token=refresh_token,
             token_ttl=token_ttl,
         )
 
@@ -648,6 +653,12 @@ class RecordingTarget(CrmApi):
             elif grant == "password":
                 if (body.get("username"), body.get("password")) != (auth.username, auth.password):
                     return 400, {"error": "invalid_grant"}, {}
+            elif grant == "refresh_token":
+                # The client names itself in the body (a public client) or with its secret; no rotation here.
+                if body.get("client_id") != auth.client_id:
+                    return 401, {"error": "invalid_client"}, {}
+                if body.get("refresh_token") != auth.refresh_token:
+                    return 400, {"error": "invalid_grant", "error_description": "expired or revoked"}, {}
             else:
                 return 400, {"error": "unsupported_grant_type"}, {}
         token = secrets.token_urlsafe(24)

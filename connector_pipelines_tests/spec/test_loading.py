@@ -79,10 +79,12 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
     assert project.resources_dir == valid_resources
     assert project.base_dir == valid_resources.resolve().parent
     assert sorted(project.connections) == [
+        "acme_exchange",
         "archive",
         "bank_sftp",
         "billing_hook",
         "crm_api",
+        "crm_org",
         "intranet_ftp",
         "ledger_api",
         "legacy_ftp",
@@ -94,6 +96,7 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
         "warehouse",
     ]
     assert {name: c.type for name, c in project.connections.items()} == {
+        "acme_exchange": "partner",
         "warehouse": "sql",
         "archive": "s3",
         "partner_sftp": "sftp",
@@ -103,6 +106,7 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
         "mail": "smtp",
         "local_out": "folder",
         "crm_api": "http",
+        "crm_org": "http",
         "billing_hook": "http",
         "ledger_api": "http",
         "search_api": "http",
@@ -182,6 +186,12 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
 
     assert sorted(project.connectors) == [
         "adhoc_refunds",
+        "api_events",
+        "api_invoices",
+        "api_orders",
+        "api_products",
+        "api_rates",
+        "api_tickets",
         "crm_contacts",
         "customer_snapshot",
         "daily_orders",
@@ -193,7 +203,9 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
         "shipments_4h",
     ]
     integrations = {"crm_contacts", "invoice_webhook"}
-    imports = {"emailed_leads", "partner_conversions", "product_usage_sync"}
+    imports = {"emailed_leads", "partner_conversions", "product_usage_sync"} | {
+        f"api_{name}" for name in ("events", "invoices", "orders", "products", "rates", "tickets")
+    }
     for name, loaded in project.connectors.items():
         assert loaded.name == name
         assert loaded.kind == ("integration" if name in integrations else "import" if name in imports else "extract")
@@ -222,6 +234,18 @@ def test_valid_project_loads_with_expected_values(valid_resources: Path) -> None
     assert leads.source.email.address == "leads@imports.acme.example"
     assert leads.source.email.allowed_senders == ["events@partner.example", "@fairs.example"]
     assert [rule.source for rule in leads.mapping][1:] == ["name", "name"]
+    orders = project.connectors["api_orders"].spec.import_.source.api
+    assert (orders.connection, orders.records, orders.pagination.type, orders.pagination.cursor_param) == (
+        "crm_api",
+        "data.items",
+        "cursor",
+        "after",
+    )
+    assert (orders.params, orders.since_param, orders.lookback_delta.seconds) == (
+        {"status": "open", "include_archived": False},
+        "updated_since",
+        600,
+    )
 
     # Partitioned daily, rolling seven days, csv with options, gzip, a file name template, three destinations.
     daily = project.connectors["daily_orders"].spec
@@ -396,6 +420,7 @@ def test_unknown_connector_name_suggests_a_close_one(valid_resources: Path) -> N
     assert caught.value.problems == [
         (
             "no connector named 'daily_order' (did you mean 'daily_orders'?); known connectors: adhoc_refunds, "
+            "api_events, api_invoices, api_orders, api_products, api_rates, api_tickets, "
             "crm_contacts, customer_snapshot, daily_orders, emailed_leads, invoice_webhook, monthly_invoices, "
             "partner_conversions, product_usage_sync, shipments_4h"
         )
@@ -508,6 +533,7 @@ def test_broken_spec_reports_exact_problem(case: Path, tmp_path: Path, monkeypat
     resources = _resources(tmp_path, monkeypatch)
     if case.parent.name == "connectors":
         shutil.copy(VALID / "connections.yaml", resources / "connections.yaml")
+        shutil.copy(VALID / "partners.yaml", resources / "partners.yaml")  # acme_exchange's partner
         shutil.copy(case, resources / "connectors" / case.name)
     else:
         shutil.copy(case, resources / "connections.yaml")
@@ -565,7 +591,7 @@ def test_missing_connections_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert _problems(resources) == [
         (
             "resources/connections.yaml:1 (file): missing; create it with a `connections:` mapping from each "
-            "connection's name to its settings, starting with `type:` (sql, s3, sftp, ftp, smtp, folder, http)"
+            "connection's name to its settings, starting with `type:` (sql, s3, sftp, ftp, smtp, folder, partner, http)"
         ),
     ]
 
@@ -585,6 +611,7 @@ def test_two_files_with_one_name(valid_resources: Path) -> None:
 def test_paths_outside_the_working_directory_are_shown_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     resources = _resources(tmp_path / "project", monkeypatch)
     shutil.copy(VALID / "connections.yaml", resources / "connections.yaml")
+    shutil.copy(VALID / "partners.yaml", resources / "partners.yaml")  # acme_exchange's partner
     shutil.copy(CORPUS / "connectors" / "bad_format.yaml", resources / "connectors")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -59,6 +59,7 @@ def test_an_alias_bomb_in_a_request_body_is_refused_before_it_expands(
     resources = tmp_path / "resources"
     (resources / "connectors").mkdir(parents=True)
     shutil.copy(VALID / "connections.yaml", resources / "connections.yaml")
+    shutil.copy(VALID / "partners.yaml", resources / "partners.yaml")  # acme_exchange's partner
     bomb = resources / "connectors" / "bomb.yaml"
     bomb.write_text(
         "kind: integration\n"

@@ -24,8 +24,10 @@ from connector_pipelines.spec.connections import (
     HttpAuthBasic,
     HttpAuthNone,
     HttpAuthOAuth2,
+    HttpAuthOAuth2RefreshToken,
     HttpAuthToken,
     HttpConnection,
+    PartnerConnection,
     RetryPolicy,
     S3Connection,
     SftpConnection,
@@ -37,6 +39,7 @@ from connector_pipelines.transports import registry, resources
 from connector_pipelines.transports.folder import FolderClient
 from connector_pipelines.transports.ftp import FtpClient
 from connector_pipelines.transports.http import HttpDeliveryClient, HttpOutcome, HttpRequest
+from connector_pipelines.transports.http_auth import AUTHORIZE_ONLY_FIELDS
 from connector_pipelines.transports.registry import client_for, resource_for
 from connector_pipelines.transports.resources import (
     HTTP_AUTH_CONFIGS,
@@ -65,14 +68,21 @@ MODELS = {
     "smtp": SmtpConnection,
     "folder": FolderConnection,
     "http": HttpConnection,
+    "partner": PartnerConnection,
 }
+# Resource fields no connections.yaml entry holds: a partner's folders are found in the storage folder.
+RESOURCE_ONLY = {"partner": {"storage_root"}}
 AUTH_MODELS = {
     "none": HttpAuthNone,
     "basic": HttpAuthBasic,
     "api_key": HttpAuthApiKey,
     "token": HttpAuthToken,
     "oauth2": HttpAuthOAuth2,
+    "oauth2_refresh_token": HttpAuthOAuth2RefreshToken,
 }
+# What a refresh token auth's config has beyond its model (the names in its messages), and what only the
+# `authorize` command reads, which a run does not get.
+REFRESH_MESSAGE_FIELDS = ("refresh_token_variable", "connection")
 NOT_SETTINGS = {"type", "description"}
 
 
@@ -91,7 +101,7 @@ def test_every_resource_mirrors_its_connection_model():
     for kind, model in MODELS.items():
         resource_type = getattr(resources, registry.CONNECTION_TYPES[kind].resource)
         model_fields = set(model.model_fields) - NOT_SETTINGS
-        assert set(resource_type.model_fields) == model_fields, kind
+        assert set(resource_type.model_fields) == model_fields | RESOURCE_ONLY.get(kind, set()), kind
         model_defaults = {k: v for k, v in _defaults(model).items() if k not in NOT_SETTINGS}
         assert _defaults(resource_type) == model_defaults, kind
     assert _defaults(HttpRetry) == _defaults(RetryPolicy)
@@ -103,9 +113,14 @@ def test_every_http_auth_config_mirrors_its_auth_model():
         config = HTTP_AUTH_CONFIGS[kind]
         # The token request body is split in two: the plain fields, and the secret ones (each a dg.EnvVar).
         expected = set(model.model_fields) | ({"secret_body"} if kind == "token" else set())
+        model_defaults = {**_defaults(model), **({"secret_body": {}} if kind == "token" else {})}
+        if kind == "oauth2_refresh_token":
+            expected = (expected - set(AUTHORIZE_ONLY_FIELDS)) | set(REFRESH_MESSAGE_FIELDS)
+            model_defaults = {k: v for k, v in model_defaults.items() if k not in AUTHORIZE_ONLY_FIELDS}
+            model_defaults["connection"] = None  # refresh_token_variable is required: always known
         assert set(config.model_fields) == expected, kind
         config_defaults = {k: v for k, v in _defaults(config).items() if k != "type"}  # the tag has a default here
-        assert config_defaults == {**_defaults(model), **({"secret_body": {}} if kind == "token" else {})}, kind
+        assert config_defaults == model_defaults, kind
         assert set(SECRET_FIELDS["http"]) & set(model.model_fields) <= set(config.model_fields)
 
 
