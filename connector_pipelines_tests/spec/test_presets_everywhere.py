@@ -14,7 +14,6 @@ from connector_pipelines.factories.naming import TRIGGER_TAG
 from connector_pipelines_tests.fixtures.extract import TICKS_QUERY
 from connector_pipelines_tests.fixtures.integration import BASIC_SYNC
 
-
 FULL_QUERY = "SELECT 1 AS id"  # a full extract binds no window
 
 
