@@ -43,13 +43,13 @@ from requests.adapters import HTTPAdapter
 
 from connector_pipelines.errors import TransportError
 from connector_pipelines.imports.run import (
+    ImportPipeline,
     ImportReport,
-    _gate_and_merge,
-    _Pipeline,
-    _run_paths,
-    _Snapshot,
-    _staged_path,
+    SnapshotWriter,
     build_upsert,
+    gate_and_merge,
+    run_paths,
+    staged_path_for,
 )
 from connector_pipelines.imports.source_query import later_watermark, read_from
 from connector_pipelines.mapping.engine import CompiledMapping, MappingError
@@ -587,7 +587,7 @@ def _json_kind(value: Any) -> str:
     return kinds.get(type(value), type(value).__name__)
 
 
-def _explain_not_objects(pipeline: _Pipeline, offset: int, since: int, not_objects: dict[int, str]) -> None:
+def _explain_not_objects(pipeline: ImportPipeline, offset: int, since: int, not_objects: dict[int, str]) -> None:
     """A record that is not an object maps as a row of nulls, rejected for its empty key: say what it was."""
     for index in range(since, len(pipeline.rejected)):
         row, key, reason = pipeline.rejected[index]
@@ -634,11 +634,11 @@ def run_api_import(
     previous = state.watermark(connector.name) if api.updated_at else None
     since = read_from(previous, api.lookback_delta) if api.updated_at and previous is not None and not full else None
 
-    snapshot_path, rejections_path = _run_paths(storage_dir, connector, run_id)
-    staged_path = _staged_path(snapshot_path)
-    snapshot, staged = _Snapshot(snapshot_path), _Snapshot(staged_path)
+    snapshot_path, rejections_path = run_paths(storage_dir, connector, run_id)
+    staged_path = staged_path_for(snapshot_path)
+    snapshot, staged = SnapshotWriter(snapshot_path), SnapshotWriter(staged_path)
     mapping, upsert = build_upsert(spec, target_url, open_source)
-    pipeline = _Pipeline(spec, mapping, upsert, source_time=api.updated_at)
+    pipeline = ImportPipeline(spec, mapping, upsert, source_time=api.updated_at)
     columns = RecordColumns(_expected_columns(mapping, api))
     reader = ApiReader(api, access, since, sleep=sleep)
     highest: str | None = None
@@ -681,7 +681,7 @@ def run_api_import(
             f"requests, {stats.retries:,} retried: {stats.throttled_429:,} throttled, {stats.server_errors:,} server "
             "errors); checking the expectations, then merging"
         )
-        _gate_and_merge(spec, pipeline, upsert, staged_path, rejections_path, report)
+        gate_and_merge(spec, pipeline, upsert, staged_path, rejections_path, report)
     finally:
         staged_path.unlink(missing_ok=True)
 

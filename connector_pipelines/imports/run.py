@@ -182,7 +182,7 @@ def build_upsert(
 # The shared pipeline: snapshot, map, check, collect rejections
 
 
-class _Snapshot:
+class SnapshotWriter:
     """Writes source batches to one Parquet file as they are read.
 
     The schema is the first batch's, with null-typed columns (a column empty in the first batch) widened to
@@ -216,7 +216,7 @@ class _Snapshot:
             pq.write_table(pa.table({}), self.path)
 
 
-class _Pipeline:
+class ImportPipeline:
     """Maps and checks source batches on their way to the upsert, keeping count of what it saw."""
 
     def __init__(self, spec: ImportSpec, mapping: CompiledMapping, upsert: TableUpsert, source_time: str | None = None):
@@ -310,18 +310,20 @@ def _key_text(values: dict, key: Sequence[str]) -> str | None:
     return ", ".join(f"{name}={values.get(name)}" for name in key)
 
 
-def _run_paths(storage_dir: Path, connector: ImportConnector, run_id: str) -> tuple[Path, Path]:
+def run_paths(storage_dir: Path, connector: ImportConnector, run_id: str) -> tuple[Path, Path]:
+    """A run's source snapshot and rejections, in its folder of the storage (every source kind's)."""
     folder = Path(storage_dir) / connector.name / run_id
     return folder / "snapshot.parquet", folder / "rejections.parquet"
 
 
-def _staged_path(snapshot_path: Path) -> Path:
+def staged_path_for(snapshot_path: Path) -> Path:
+    """The mapped rows that wait for the gate, beside the snapshot (removed after the merge)."""
     return snapshot_path.with_name("staged.parquet")
 
 
-def _gate_and_merge(
+def gate_and_merge(
     spec: ImportSpec,
-    pipeline: _Pipeline,
+    pipeline: ImportPipeline,
     upsert: TableUpsert,
     staged_path: Path,
     rejections_path: Path,
@@ -386,7 +388,7 @@ def _staged_batches(path: Path, batch_rows: int, keep: pa.Array | None) -> Itera
 
 
 def _fill(
-    report: ImportReport, pipeline: _Pipeline, result, rejections_path: Path, results: list[ExpectationResult]
+    report: ImportReport, pipeline: ImportPipeline, result, rejections_path: Path, results: list[ExpectationResult]
 ) -> None:
     report.rows_read = pipeline.rows_read
     report.rows_rejected = len(pipeline.rejected)
@@ -457,11 +459,11 @@ def run_warehouse_import(
         # Without what follows its last token: a driver or COPY wrapping it must not meet a `; -- comment`.
         query, params = strip_query_end(warehouse.query), {}
 
-    snapshot_path, rejections_path = _run_paths(storage_dir, connector, run_id)
-    staged_path = _staged_path(snapshot_path)
-    snapshot, staged = _Snapshot(snapshot_path), _Snapshot(staged_path)
+    snapshot_path, rejections_path = run_paths(storage_dir, connector, run_id)
+    staged_path = staged_path_for(snapshot_path)
+    snapshot, staged = SnapshotWriter(snapshot_path), SnapshotWriter(staged_path)
     mapping, upsert = build_upsert(spec, target_url, open_source)
-    pipeline = _Pipeline(spec, mapping, upsert, source_time=warehouse.updated_at)
+    pipeline = ImportPipeline(spec, mapping, upsert, source_time=warehouse.updated_at)
     highest: object = None  # the largest updated_at seen
     report = ImportReport(snapshot_path=snapshot_path)
     pacer, batches_read = Pacer(), 0
@@ -498,7 +500,7 @@ def run_warehouse_import(
             snapshot.close()
             staged.close()
         logger.info(f"{connector.name}: {pipeline.rows_read:,} rows read; checking the expectations, then merging")
-        _gate_and_merge(spec, pipeline, upsert, staged_path, rejections_path, report)
+        gate_and_merge(spec, pipeline, upsert, staged_path, rejections_path, report)
     finally:
         staged_path.unlink(missing_ok=True)
 
@@ -589,7 +591,7 @@ def import_file(
 
     spec = connector.import_
     # One folder per file: a run may import several files.
-    snapshot_path, rejections_path = _run_paths(storage_dir, connector, f"{run_id}/files/{name}")
+    snapshot_path, rejections_path = run_paths(storage_dir, connector, f"{run_id}/files/{name}")
     with _staging_folder(snapshot_path.parent / "staging") as staging:
         download = delivered.download(staging)
         duplicate = delivered.seen_before(download)
@@ -760,7 +762,7 @@ def _parse_to_snapshot(
     local: Path, spec: ImportSpec, handling: FileHandling, mapping: CompiledMapping, snapshot_path: Path
 ) -> str | None:
     """Parse the whole file into the snapshot before any row is written; why the file was refused, or None."""
-    snapshot = _Snapshot(snapshot_path)
+    snapshot = SnapshotWriter(snapshot_path)
     try:
         reading = read_file(
             local,
@@ -793,9 +795,9 @@ def _load(
     """Map, check (expectations) and, past the gate, upsert the snapshot's rows, filling `report`; None when
     loaded, else (why, for the operator; the partner's wording or None when the same). A refusal by the target
     (UpsertError) may leave the batches before it committed; the report counts them."""
-    pipeline = _Pipeline(spec, mapping, upsert)
-    staged_path = _staged_path(snapshot_path)
-    staged = _Snapshot(staged_path)
+    pipeline = ImportPipeline(spec, mapping, upsert)
+    staged_path = staged_path_for(snapshot_path)
+    staged = SnapshotWriter(staged_path)
     try:
         try:
             for batch in _snapshot_batches(snapshot_path, spec.target.batch_rows):
@@ -816,7 +818,7 @@ def _load(
         finally:
             staged.close()
         try:
-            _gate_and_merge(spec, pipeline, upsert, staged_path, rejections_path, report)
+            gate_and_merge(spec, pipeline, upsert, staged_path, rejections_path, report)
         except UpsertError as exc:
             return _refused_by_target(exc, pipeline.rows_read, run_id)
     finally:

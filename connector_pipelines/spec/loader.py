@@ -486,6 +486,13 @@ def _check_references(
             _check_integration(loaded.spec.integration, doc, where, check, problems)
         else:
             _check_import(loaded.spec.import_, doc, where, check, problems)
+            files = loaded.spec.import_.source.files
+            partner = connections.get(files.connection) if files is not None else None
+            if partner is not None and partner.type == "partner" and files.folder.strip("/") != "inbox":
+                problems.append(
+                    f"{where}:{doc.line_of(('import', 'source', 'files', 'folder'))} import.source.files.folder: a "
+                    "partner uploads into its inbox only; set `folder: inbox`"
+                )
         if problems:
             raise ConnectorConfigError(problems)
         return

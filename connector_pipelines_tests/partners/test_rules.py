@@ -192,3 +192,29 @@ def test_an_extract_to_a_partner_must_write_into_its_outbox(tmp_path, monkeypatc
         "resources/connectors/prices.yaml:6 extract.destinations.0.folder: a partner sees its outbox only (and its "
         "inbox, for its uploads); set `folder: outbox`"
     ]
+
+
+def test_an_import_from_a_partner_must_read_its_inbox(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    resources = write_project(
+        tmp_path,
+        "partners:\n  - {name: acme, methods: [sftp], allowed_networks: [10.0.0.0/8]}\n",
+        "connections:\n  db: {type: sql, url: 'sqlite:///x.db'}\n  acme_exchange: {type: partner, partner: acme}\n",
+    )
+    (resources / "connectors" / "orders.yaml").write_text(
+        "kind: import\n"
+        "import:\n"
+        "  source:\n"
+        "    files: {connection: acme_exchange, folder: outbox, pattern: '*.csv'}\n"
+        "  target: {connection: db, table: orders, key: id}\n"
+        "  mapping:\n"
+        "    - {target: id, source: id}\n"
+    )
+
+    with pytest.raises(ConnectorConfigError) as raised:
+        load_project(resources)
+
+    assert raised.value.problems == [
+        "resources/connectors/orders.yaml:4 import.source.files.folder: a partner uploads into its inbox only; "
+        "set `folder: inbox`"
+    ]
