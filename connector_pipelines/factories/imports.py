@@ -197,7 +197,9 @@ def _import_asset(
                     # The spec, the target table or a connection is wrong: nothing in the files or rows. Said plainly.
                     raise dg.Failure(description=f"import '{connector.name}': {exc}", allow_retries=False) from None
                 except FilesFailed as exc:
-                    # The files named were left in the folder (not their fault, perhaps); the others were handled.
+                    # The files named were left in the folder (not their fault, perhaps); the others were handled,
+                    # and a partner is told of those as after any run.
+                    send_partner_reports(context, connector, exc.handled, run_id)
                     raise dg.Failure(description=f"import '{connector.name}': {exc}") from None
                 except UpsertError as exc:
                     raise dg.Failure(

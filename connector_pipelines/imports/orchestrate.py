@@ -218,7 +218,7 @@ def import_files(
         logger.info(f"{remote.name}: {outcome.status}" + (f" ({outcome.reason})" if outcome.reason else ""))
         reports.append(report)
     if failed:
-        raise FilesFailed(failed, imported=len(reports)) from failed[0][1]
+        raise FilesFailed(failed, handled=reports) from failed[0][1]
     return reports
 
 
@@ -230,8 +230,10 @@ class FilesFailed(Exception):
     """Some files of a run failed in a way that is not a rejection (they stay in the folder); the others were
     handled (imported, quarantined or duplicates) and recorded in the import state."""
 
-    def __init__(self, failed: Sequence[tuple[str, Exception]], imported: int):
+    def __init__(self, failed: Sequence[tuple[str, Exception]], handled: Sequence[ImportReport]):
         self.failed = list(failed)
+        self.handled = list(handled)  # the reports of the files that were handled (a partner is told of those)
+        imported = len(self.handled)
         shown = "; ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in self.failed[:5])
         more = f" (and {len(self.failed) - 5} more)" if len(self.failed) > 5 else ""
         super().__init__(

@@ -252,7 +252,7 @@ def test_a_value_that_fails_the_mapping_as_a_whole_quarantines_the_file_and_the_
 def test_a_file_failing_for_the_environment_stays_and_the_files_after_it_still_load(import_project, pg_database):
     """A failure that is no rejection (here: its run folder cannot be made, an OSError of the disk) leaves that
     file in the folder for a later run; the files after it are imported in the same run, which then fails
-    naming the file."""
+    naming the file and carrying the handled files' reports."""
     inbox = import_project.add_folder("partner")
     files_import(import_project, pg_database)
     deliver(inbox, "Conversions_2024_a.csv", csv_text(row(1)))
@@ -283,6 +283,10 @@ def test_a_file_failing_for_the_environment_stays_and_the_files_after_it_still_l
     message = str(failed.value)
     assert message.startswith("1 file(s) could not be processed and were left in the folder: Conversions_2024_a.csv")
     assert message.endswith("the other 1 file(s) were handled and recorded")
+    # The handled files' reports travel with the failure (a partner is sent those as after any run).
+    assert [(report.file.name, report.file.status) for report in failed.value.handled] == [
+        ("Conversions_2024_b.csv", "imported")
+    ]
     assert names(inbox) == ["Conversions_2024_a.csv"] and names(inbox / "archive") == ["Conversions_2024_b.csv"]
     assert records == {"Conversions_2024_b.csv": "imported"}
     assert sorted(table(pg_database)) == [2]
