@@ -106,6 +106,7 @@ def list_connectors(as_json: bool, resources: Path | None) -> None:
                     {
                         "name": loaded.name,
                         "kind": loaded.kind,
+                        "environment": project.environment,
                         "schedule": trigger_words(loaded),
                         "enabled": loaded.spec.enabled,
                         "automation": loaded.spec.automation,
@@ -121,6 +122,8 @@ def list_connectors(as_json: bool, resources: Path | None) -> None:
             )
         )
         return
+    if project.environment:
+        click.echo(f"environment: {project.environment}")
     rows = [("NAME", "KIND", "SCHEDULE", "ENABLED", "SCHEDULES/SENSORS (LIVE)", "LAST RUN", "STATUS")]
     for loaded, job, triggers, last in listed:
         enabled = "yes" if loaded.spec.enabled else "no"

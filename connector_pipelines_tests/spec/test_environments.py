@@ -167,6 +167,9 @@ def test_push_on_the_sandbox_does_not_mark_productions_records_and_runs_are_tagg
         assert pushed.exit_code == 0, pushed.output
         assert list(sandbox.records("customers")) == ["2"] and not production.records("customers")
 
+        listed = cli("list", "--env", "sandbox")
+        assert listed.exit_code == 0 and listed.output.splitlines()[0] == "environment: sandbox", listed.output
+
         ran = cli("run", "sync")  # production: the sandbox push marked nothing here
         assert ran.exit_code == 0, ran.output
         assert sorted(production.records("customers")) == ["1", "2", "3"]  # all three: none was marked
