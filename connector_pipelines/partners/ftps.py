@@ -28,7 +28,7 @@ from pyftpdlib.authorizers import AuthenticationFailed
 from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers import TLS_FTPHandler
 from pyftpdlib.ioloop import IOLoop
-from pyftpdlib.servers import FTPServer
+from pyftpdlib.servers import ThreadedFTPServer
 
 from connector_pipelines.partners.exchange import Exchange
 from connector_pipelines.partners.files import NotFound, PartnerFiles, QuotaExceeded, Upload
@@ -277,8 +277,13 @@ class _Handler(TLS_FTPHandler):
         self.uploads = {}
 
 
+MAX_SESSIONS = 64
+MAX_SESSIONS_PER_ADDRESS = 8
+
+
 class FtpsServer:
-    """The FTPS server in a thread of its own (pyftpdlib's IO loop), beside the SFTP server's asyncio loop."""
+    """The FTPS server in a thread of its own (pyftpdlib's IO loop accepting sessions, each in a thread of its
+    own), beside the SFTP server's asyncio loop."""
 
     def __init__(
         self,
@@ -313,7 +318,11 @@ class FtpsServer:
                 "masquerade_address": masquerade_address,
             },
         )
-        self._server = FTPServer((host, port), handler, ioloop=IOLoop())
+        # A thread per session: a password check (scrypt, tens of ms) holds up its own session only. Bounded, as all
+        # that partners can open is: at most MAX_SESSIONS at once, MAX_SESSIONS_PER_ADDRESS from one address.
+        self._server = ThreadedFTPServer((host, port), handler, ioloop=IOLoop())
+        self._server.max_cons = MAX_SESSIONS
+        self._server.max_cons_per_ip = MAX_SESSIONS_PER_ADDRESS
         self.port = self._server.address[1]
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None

@@ -107,3 +107,28 @@ def test_ftps_refuses_paths_outside_the_folders_a_wrong_password_and_uploads_pas
     while list(uploads.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(uploads.iterdir()) == []
+
+
+def test_sessions_are_served_side_by_side(exchanges):
+    """A session that holds its upload open does not hold up another's login or upload (and the open upload is
+    not in the inbox until it completes)."""
+    exchange, password = ftps_exchange(exchanges)
+    first = login(exchange, password)
+    try:
+        first.voidcmd("TYPE I")
+        upload = first.transfercmd("STOR inbox/slow.csv")  # open, and left open
+        try:
+            upload.sendall(b"id\n")
+            second = login(exchange, password)
+            try:
+                second.storbinary("STOR inbox/quick.csv", io.BytesIO(b"id\n2\n"))
+            finally:
+                second.quit()
+            inbox = exchange.folder("acme", "inbox")
+            assert sorted(path.name for path in inbox.iterdir()) == ["quick.csv"]  # slow.csv still uploading
+        finally:
+            upload.close()
+        first.voidresp()
+    finally:
+        first.quit()
+    assert (exchange.folder("acme", "inbox") / "slow.csv").read_bytes() == b"id\n"
