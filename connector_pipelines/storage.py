@@ -160,7 +160,10 @@ class Storage:
         self._keep_any(path)
 
     def _keep_any(self, path: Path) -> None:
-        self.keep_folder(path) if Path(path).is_dir() else self.keep(path)
+        if Path(path).is_dir():
+            self.keep_folder(path)
+        else:
+            self.keep(path)
 
     def fetch(self, path: Path) -> bool:
         """Make sure `path` is here: True when it already was or the archive had it (now downloaded)."""
