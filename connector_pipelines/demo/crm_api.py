@@ -69,7 +69,80 @@ def json_response(status: int, body: bytes, headers: Mapping[str, str]) -> web.R
     return web.Response(status=204) if status == 204 else web.Response(status=status, body=body, headers=headers)
 
 
-class CrmApi:
+class BackgroundApp:
+    """An aiohttp application served in a background thread with its own event loop: `start()`/`stop()`, or
+    `with`. A subclass gives its runner (`_runner()`); `base_url` is known once started."""
+
+    def __init__(self, host: str = LOOPBACK, port: int = 0):
+        self.host = host
+        self.port = port  # 0: a free one, known (with `base_url`) once started
+        self.base_url = ""
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _runner(self) -> web.AppRunner:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        """Serve on `host` (loopback) and `port` (0: a free one) in a background thread; sets `base_url`."""
+        if self._thread is not None:
+            raise RuntimeError(f"{type(self).__name__} is already running")
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            runner = self._runner()
+            try:
+                loop.run_until_complete(runner.setup())
+                site = web.TCPSite(runner, self.host, self.port)
+                loop.run_until_complete(site.start())
+                self.port = runner.addresses[0][1]
+                self.base_url = f"http://{self.host}:{self.port}"
+                self._loop = loop
+            except BaseException as exc:  # reported by start() in the caller's thread
+                failure.append(exc)
+                with contextlib.suppress(Exception):
+                    loop.run_until_complete(runner.cleanup())
+                loop.close()
+                started.set()
+                return
+            started.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(runner.cleanup())
+                loop.close()
+
+        self._thread = threading.Thread(target=serve, name=f"{type(self).__name__}-server", daemon=True)
+        self._thread.start()
+        if not started.wait(30):
+            raise RuntimeError(f"{type(self).__name__} did not start within 30 s")
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop the background server; safe to call when it is not running."""
+        if self._thread is None:
+            return
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class CrmApi(BackgroundApp):
     """The in-memory REST store, served by aiohttp in a background thread (`start()`/`stop()`, or `with`).
 
     Read what it holds with `records(collection)` and `stats()`. Every method is thread-safe: the server runs
@@ -78,16 +151,12 @@ class CrmApi:
     """
 
     def __init__(self, *, host: str = LOOPBACK, port: int = 0, access_log: bool = False):
-        self.host = host
-        self.port = port  # 0: a free one, known (with `base_url`) once started
+        super().__init__(host, port)
         self.access_log = access_log
-        self.base_url = ""
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._reset_locked()
         self.app = self._make_app()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _reset_locked(self) -> None:
         self._store: dict[str, dict[str, Any]] = {}
@@ -299,61 +368,3 @@ class CrmApi:
             access_log=logging.getLogger("aiohttp.access") if self.access_log else None,
             shutdown_timeout=1.0,
         )
-
-    def start(self) -> Self:
-        """Serve on `host` (loopback) and `port` (0: a free one) in a background thread; sets `base_url`."""
-        if self._thread is not None:
-            raise RuntimeError(f"{type(self).__name__} is already running")
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            runner = self._runner()
-            try:
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, self.host, self.port)
-                loop.run_until_complete(site.start())
-                self.port = runner.addresses[0][1]
-                self.base_url = f"http://{self.host}:{self.port}"
-                self._loop = loop
-            except BaseException as exc:  # reported by start() in the caller's thread
-                failure.append(exc)
-                with contextlib.suppress(Exception):
-                    loop.run_until_complete(runner.cleanup())
-                loop.close()
-                started.set()
-                return
-            started.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(runner.cleanup())
-                loop.close()
-
-        self._thread = threading.Thread(target=serve, name=f"{type(self).__name__}-server", daemon=True)
-        self._thread.start()
-        if not started.wait(30):
-            raise RuntimeError(f"{type(self).__name__} did not start within 30 s")
-        if failure:
-            self._thread.join()
-            self._thread = None
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        """Stop the background server; safe to call when it is not running."""
-        if self._thread is None:
-            return
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._thread = None
-        self._loop = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

@@ -30,18 +30,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime as dt
 import json
 import secrets
-import threading
 from dataclasses import dataclass
-from typing import Any, Self
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-LOOPBACK = "127.0.0.1"
+from connector_pipelines.demo.crm_api import LOOPBACK, BackgroundApp
+
 T0 = dt.datetime(2026, 3, 1, 9, 0, 0)
 
 
@@ -67,14 +65,12 @@ class SeenRequest:
     status: int
 
 
-class PagedApi:
+class PagedApi(BackgroundApp):
     """The API in a background thread on a free loopback port (see the module's docstring)."""
 
     def __init__(self, records: list[dict] | None = None):
+        super().__init__(LOOPBACK, 0)
         self.records: list[dict] = list(records or [])
-        self.base_url = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self.clear()
 
     # What a test sets ---------------------------------------------------------------------------------------
@@ -210,52 +206,5 @@ class PagedApi:
         app.router.add_get("/{style}/items", self._data)
         return app
 
-    def start(self) -> Self:
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
-            try:
-                loop.run_until_complete(runner.setup())
-                site = web.TCPSite(runner, LOOPBACK, 0)
-                loop.run_until_complete(site.start())
-                self.base_url = f"http://{LOOPBACK}:{runner.addresses[0][1]}"
-                self._loop = loop
-            except BaseException as exc:  # reported in the caller's thread
-                failure.append(exc)
-                with contextlib.suppress(Exception):
-                    loop.run_until_complete(runner.cleanup())
-                loop.close()
-                started.set()
-                return
-            started.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(runner.cleanup())
-                loop.close()
-
-        self._thread = threading.Thread(target=serve, name="paged-api", daemon=True)
-        self._thread.start()
-        if not started.wait(30):
-            raise RuntimeError("the paged API did not start within 30 s")
-        if failure:
-            raise failure[0]
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._thread = None
-        self._loop = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.stop()
+    def _runner(self) -> web.AppRunner:
+        return web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
