@@ -13,7 +13,6 @@ fingerprint (printed at start) or the certificate file itself.
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import logging
 import os
@@ -21,15 +20,14 @@ import threading
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes
 from pyftpdlib.authorizers import AuthenticationFailed
 from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers import TLS_FTPHandler
 from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import ThreadedFTPServer
 
+from connector_pipelines.partners.certificate import self_signed
 from connector_pipelines.partners.exchange import Exchange
 from connector_pipelines.partners.files import NotFound, PartnerFiles, QuotaExceeded, Upload
 from connector_pipelines.partners.layout import server_dir
@@ -48,38 +46,11 @@ def load_or_create_certificate(storage_root: Path, host: str) -> tuple[Path, Pat
     if cert_file.exists() and key_file.exists():
         return cert_file, key_file
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"connector-pipelines file exchange {host}")])
-    now = dt.datetime.now(dt.UTC)
-    names: list[x509.GeneralName] = [x509.DNSName("localhost")]
-    try:
-        import ipaddress
-
-        names.append(x509.IPAddress(ipaddress.ip_address(host)))
-    except ValueError:
-        names.append(x509.DNSName(host))
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert_pem, key_pem = self_signed(f"connector-pipelines file exchange {host}", host, days=3650)
     descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
-        handle.write(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        handle.write(key_pem)
+    cert_file.write_bytes(cert_pem)
     return cert_file, key_file
 
 
