@@ -287,7 +287,7 @@ def _delivery_asset(
         resources = context.resources
         storage = getattr(resources, STORAGE_RESOURCE).get_storage()
         run_id = context.run.run_id
-        snapshot = _snapshot_for(context, storage, storage.integration_dir(connector.name, DATA_SET), names, run_id)
+        snapshot = _snapshot_for(context, storage, names, run_id)
         read = SnapshotRead.of(snapshot)
         source = getattr(resources, source_key).get_source()
         reader = DataSetReader(source, spec.data_set)
@@ -396,9 +396,10 @@ def _apply_retention(context, connector: IntegrationConnector, storage, ledger, 
         context.log.info(f"retention: removed {pruned.files} file(s), {pruned.attempts_deleted} attempt(s)")
 
 
-def _snapshot_for(context: dg.AssetExecutionContext, storage, folder, names: ConnectorNames, run_id: str):
+def _snapshot_for(context: dg.AssetExecutionContext, storage, names: ConnectorNames, run_id: str):
     """This run's snapshot; when the delivery is re-executed alone, the latest one the data set asset wrote. Either
     may have been written on another machine: then it comes from the storage's archive."""
+    folder = storage.integration_dir(names.connector, DATA_SET)
     path = folder / f"{run_id}.parquet"
     if _fetched(storage, path):
         return path
